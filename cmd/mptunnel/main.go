@@ -1,0 +1,12 @@
+// Command mptunnel is part of mptunnel, a multipath UDP tunnel; see README.md.
+package main
+
+import (
+	"os"
+
+	"github.com/mptunnel/mptunnel/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Main("mptunnel", os.Args[1:]))
+}

@@ -1,0 +1,324 @@
+// Package cli is the command line of mptunnel, mpclient and mpserver: it
+// parses arguments, builds the role, runs it until SIGINT or SIGTERM, and turns
+// failures into one sentence on stderr and the exit status DESIGN promises:
+// 0 on clean shutdown, 2 on bad usage or configuration, 1 on runtime failure.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/config"
+	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/server"
+)
+
+// Version is the program version, set at build time with -ldflags.
+var Version = "dev"
+
+// Exit statuses.
+const (
+	ExitOK      = 0
+	ExitRuntime = 1
+	ExitUsage   = 2
+)
+
+// usageError marks errors that exit with status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// Env is what a command sees of the world; tests replace it.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Context ends the command as SIGINT or SIGTERM would.
+	Context context.Context
+}
+
+// Main runs the program named prog (mptunnel, mpclient or mpserver) with args
+// and returns the exit status.
+func Main(prog string, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(prog, args, Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx})
+}
+
+// Run is Main with its environment given.
+func Run(prog string, args []string, env Env) int {
+	err := dispatch(prog, args, env)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	fmt.Fprintf(env.Stderr, "%s: %v\n", prog, err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return ExitUsage
+	}
+	return ExitRuntime
+}
+
+const topUsage = `usage: mptunnel COMMAND [flags] [args]
+
+commands:
+  server   [flags] PORT TARGET_HOST TARGET_PORT   run the server end (same as mpserver)
+  client   [flags] CONFIG                          run the client end (same as mpclient)
+  bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
+  genkey                                           print a new shared key
+  version                                          print the version
+
+Run 'mptunnel COMMAND -h' for a command's flags.
+`
+
+func dispatch(prog string, args []string, env Env) error {
+	switch prog {
+	case "mpserver":
+		return runServer(prog, args, env)
+	case "mpclient":
+		return runClient(prog, args, env)
+	}
+	if len(args) == 0 {
+		fmt.Fprint(env.Stderr, topUsage)
+		return usageError{errors.New("no command given")}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "server":
+		return runServer("mptunnel server", rest, env)
+	case "client":
+		return runClient("mptunnel client", rest, env)
+	case "bridge":
+		return runBridge(rest, env)
+	case "genkey":
+		if len(rest) != 0 {
+			return usagef("genkey takes no arguments")
+		}
+		k, err := handshake.GenerateKey()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, k.String())
+		return nil
+	case "version", "--version", "-version":
+		fmt.Fprintln(env.Stdout, "mptunnel", Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(env.Stdout, topUsage)
+		return nil
+	}
+	fmt.Fprint(env.Stderr, topUsage)
+	return usagef("unknown command %q", cmd)
+}
+
+// common holds the flags both tunnel ends take.
+type common struct {
+	keyFile  string
+	mtu      int
+	window   int
+	maxFlows int
+	flowTO   time.Duration
+	logLevel string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.keyFile, "key-file", "", "file holding the shared key (default: $MPTUNNEL_KEY)")
+	fs.IntVar(&c.mtu, "mtu", 1400, "largest IP packet put on a path, in bytes")
+	fs.IntVar(&c.window, "window", 0, "replay window in packets (default 8192, rounded up)")
+	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
+	fs.DurationVar(&c.flowTO, "flow-timeout", 60*time.Second, "free a flow idle this long")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func (c *common) key(env Env) (handshake.Key, error) {
+	var text, from string
+	switch {
+	case c.keyFile != "":
+		b, err := os.ReadFile(c.keyFile)
+		if err != nil {
+			return handshake.Key{}, usagef("cannot read key file: %w", err)
+		}
+		text, from = string(b), c.keyFile
+	case env.Getenv("MPTUNNEL_KEY") != "":
+		text, from = env.Getenv("MPTUNNEL_KEY"), "MPTUNNEL_KEY"
+	default:
+		return handshake.Key{}, usagef("no key: make one with 'mptunnel genkey > mptunnel.key', copy it to both ends, and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
+	}
+	k, err := handshake.ParseKey(text)
+	if err != nil {
+		return k, usagef("%s: %w", from, err)
+	}
+	return k, nil
+}
+
+func (c *common) logger(env Env) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, usagef("bad --log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+func newFlagSet(name string, env Env, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stderr, "usage: %s %s\n\nflags:\n", name, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	return nil
+}
+
+func runServer(name string, args []string, env Env) error {
+	fs := newFlagSet(name, env, "[flags] PORT TARGET_HOST TARGET_PORT")
+	var c common
+	c.register(fs)
+	maxSessions := fs.Int("max-sessions", 1024, "concurrent sessions")
+	sessTO := fs.Duration("session-timeout", 60*time.Second, "free a session silent this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 3 {
+		fs.Usage()
+		return usagef("expected PORT TARGET_HOST TARGET_PORT, got %d arguments", fs.NArg())
+	}
+	port, err := parsePort(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	tport, err := parsePort(fs.Arg(2))
+	if err != nil {
+		return err
+	}
+	key, err := c.key(env)
+	if err != nil {
+		return err
+	}
+	log, err := c.logger(env)
+	if err != nil {
+		return err
+	}
+	srv, err := server.Listen(server.Config{
+		Listen:         net.JoinHostPort("", strconv.Itoa(port)),
+		Target:         net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport)),
+		Key:            key,
+		MTU:            c.mtu,
+		Window:         c.window,
+		MaxSessions:    *maxSessions,
+		MaxFlows:       c.maxFlows,
+		SessionTimeout: *sessTO,
+		FlowTimeout:    c.flowTO,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	return srv.Serve(env.Context)
+}
+
+func runClient(name string, args []string, env Env) error {
+	fs := newFlagSet(name, env, "[flags] CONFIG")
+	var c common
+	c.register(fs)
+	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usagef("expected one CONFIG file of HOST PORT lines, got %d arguments", fs.NArg())
+	}
+	paths, err := config.LoadPaths(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	key, err := c.key(env)
+	if err != nil {
+		return err
+	}
+	log, err := c.logger(env)
+	if err != nil {
+		return err
+	}
+	cfg := client.Config{
+		Listen:      *listen,
+		Key:         key,
+		MTU:         c.mtu,
+		Window:      c.window,
+		MaxFlows:    c.maxFlows,
+		FlowTimeout: c.flowTO,
+		Logger:      log,
+	}
+	for _, p := range paths {
+		cfg.Paths = append(cfg.Paths, client.PathConfig{Remote: p.Address(), Dev: p.Dev, From: p.From})
+	}
+	cl, err := client.Listen(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("client listening", "addr", cl.Addr().String(), "paths", len(cfg.Paths))
+	return cl.Serve(env.Context)
+}
+
+func runBridge(args []string, env Env) error {
+	fs := newFlagSet("mptunnel bridge", env, "--listen ADDR --to HOST:PORT")
+	listen := fs.String("listen", "", "address to relay from, e.g. :4000")
+	to := fs.String("to", "", "address to relay to, e.g. server.example:2000")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "forget a peer idle this long")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *listen == "" || *to == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("bridge needs --listen ADDR and --to HOST:PORT")
+	}
+	r, err := impair.New(impair.Options{Listen: *listen, To: *to, IdleTimeout: *idle})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "bridge relaying %s -> %s\n", r.Addr(), *to)
+	<-env.Context.Done()
+	return r.Close()
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || p < 1 || p > 65535 {
+		return 0, usagef("bad port %q: want a number from 1 to 65535", s)
+	}
+	return p, nil
+}

@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/server"
+)
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// echoTarget is a UDP echo server that records which peers it has seen.
+type echoTarget struct {
+	conn *net.UDPConn
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	peers    map[netip.AddrPort]int
+	received int
+}
+
+func newEchoTarget(t *testing.T) *echoTarget {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoTarget{conn: conn, peers: make(map[netip.AddrPort]int)}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			e.mu.Lock()
+			e.peers[from]++
+			e.received++
+			e.mu.Unlock()
+			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); e.wg.Wait() })
+	return e
+}
+
+func (e *echoTarget) addr() string { return e.conn.LocalAddr().String() }
+
+func (e *echoTarget) stats() (peers, received int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.peers), e.received
+}
+
+func testKey(t *testing.T) handshake.Key {
+	t.Helper()
+	k, err := handshake.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// run starts a Serve-style function and stops it at cleanup.
+func run(t *testing.T, serve func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+}
+
+func startServer(t *testing.T, cfg server.Config) *server.Server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	s, err := server.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s.Serve)
+	return s
+}
+
+// startClient starts a client and waits until its session is up.
+func startClient(t *testing.T, cfg client.Config) *client.Client {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	c, err := client.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c.Serve)
+	select {
+	case <-c.Up():
+	case <-time.After(10 * time.Second):
+		t.Fatal("client session did not come up within 10s")
+	}
+	return c
+}
+
+// dial returns a local application socket talking to the client.
+func dial(t *testing.T, c *client.Client) *net.UDPConn {
+	t.Helper()
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.SetReadBuffer(8 << 20); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}

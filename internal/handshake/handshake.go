@@ -1,0 +1,257 @@
+// Package handshake establishes mptunnel session keys with the Noise NNpsk0
+// handshake (flynn/noise: X25519, ChaCha20-Poly1305, BLAKE2s) and the shared
+// key mixed in as the pre-shared key. Only a holder of the shared key can make
+// an initiation the server accepts or a response the client accepts; each
+// session gets fresh keys with forward secrecy.
+//
+// An initiation carries a timestamp and the initiator's session index, sealed.
+// The Responder accepts each initiation once: it remembers the initiator
+// ephemeral keys it has seen for as long as their timestamps stay acceptable,
+// so a replayed initiation gets no answer and creates no state.
+package handshake
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flynn/noise"
+)
+
+// KeyLen is the length of the shared key.
+const KeyLen = 32
+
+// Key is the shared secret both ends hold.
+type Key [KeyLen]byte
+
+// GenerateKey returns a new random key.
+func GenerateKey() (Key, error) {
+	var k Key
+	if _, err := rand.Read(k[:]); err != nil {
+		return k, fmt.Errorf("generate key: %w", err)
+	}
+	return k, nil
+}
+
+// String returns the key's text form, as `mptunnel genkey` prints it.
+func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// ParseKey reads the text form of a key; surrounding white space is ignored.
+func ParseKey(s string) (Key, error) {
+	var k Key
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return k, errors.New("the key is empty")
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != KeyLen {
+		return k, errors.New("the key is not valid: expected the 44-character base64 text that 'mptunnel genkey' prints")
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// Keys are one session's transport keys.
+type Keys struct {
+	Send, Recv [32]byte
+}
+
+const prologue = "mptunnel 1"
+
+// Payload sizes inside the Noise messages.
+const (
+	initPayloadLen = 16 // version, mode, 2 reserved, sender index, timestamp
+	respPayloadLen = 4  // sender index
+	version        = 1
+	// InitLen and ResponseLen are the sizes of the Noise messages.
+	InitLen     = 32 + initPayloadLen + 16
+	ResponseLen = 32 + respPayloadLen + 16
+)
+
+var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
+
+func newState(key Key, initiator bool) (*noise.HandshakeState, error) {
+	return noise.NewHandshakeState(noise.Config{
+		CipherSuite:           suite,
+		Random:                rand.Reader,
+		Pattern:               noise.HandshakeNN,
+		Initiator:             initiator,
+		Prologue:              []byte(prologue),
+		PresharedKey:          key[:],
+		PresharedKeyPlacement: 0,
+	})
+}
+
+// Initiation is a client's handshake in progress.
+type Initiation struct {
+	Index uint32 // the initiator's session index, chosen at random
+	Msg   []byte // the Noise message to send
+	hs    *noise.HandshakeState
+}
+
+// Initiate starts a handshake. mode is carried to the server for the session's
+// scheduling mode (0 for the default).
+func Initiate(key Key, mode byte, now time.Time) (*Initiation, error) {
+	hs, err := newState(key, true)
+	if err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	var idx [4]byte
+	if _, err := rand.Read(idx[:]); err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	var p [initPayloadLen]byte
+	p[0] = version
+	p[1] = mode
+	copy(p[4:8], idx[:])
+	binary.LittleEndian.PutUint64(p[8:16], uint64(now.UnixNano()))
+	msg, _, _, err := hs.WriteMessage(nil, p[:])
+	if err != nil {
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	return &Initiation{Index: binary.LittleEndian.Uint32(idx[:]), Msg: msg, hs: hs}, nil
+}
+
+// ErrAuth reports a handshake message that does not authenticate with the key.
+var ErrAuth = errors.New("handshake message does not authenticate")
+
+// Finish reads the server's response and returns the session keys and the
+// server's session index.
+func (in *Initiation) Finish(msg []byte) (Keys, uint32, error) {
+	if len(msg) != ResponseLen {
+		return Keys{}, 0, ErrAuth
+	}
+	p, c1, c2, err := in.hs.ReadMessage(nil, msg)
+	if err != nil || c1 == nil || len(p) != respPayloadLen {
+		return Keys{}, 0, ErrAuth
+	}
+	return Keys{Send: c1.UnsafeKey(), Recv: c2.UnsafeKey()}, binary.LittleEndian.Uint32(p), nil
+}
+
+// Accepted is an initiation the Responder accepted, with its answer.
+type Accepted struct {
+	Keys      Keys   // the responder's keys: Send is responder to initiator
+	PeerIndex uint32 // the initiator's session index
+	Index     uint32 // the index the responder chose
+	Mode      byte
+	Response  []byte // the Noise response message to send
+}
+
+// Errors a Responder returns for initiations it refuses.
+var (
+	ErrReplay   = errors.New("handshake initiation replayed")
+	ErrStale    = errors.New("handshake initiation timestamp outside the allowed window")
+	ErrCacheFull = errors.New("too many recent handshakes")
+	ErrVersion  = errors.New("handshake from an incompatible protocol version")
+)
+
+// DefaultWindow is how far an initiation's timestamp may be from the
+// responder's clock.
+const DefaultWindow = 2 * time.Minute
+
+// Responder answers initiations. Its zero value is not usable; see NewResponder.
+type Responder struct {
+	key    Key
+	window time.Duration
+	max    int
+
+	mu   sync.Mutex
+	seen map[[32]byte]time.Time // initiator ephemeral key -> when it may be forgotten
+}
+
+// NewResponder returns a Responder for key. window bounds the clock difference
+// it accepts (DefaultWindow when zero); maxRecent bounds how many recent
+// initiations it remembers (65536 when zero).
+func NewResponder(key Key, window time.Duration, maxRecent int) *Responder {
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	if maxRecent <= 0 {
+		maxRecent = 65536
+	}
+	return &Responder{key: key, window: window, max: maxRecent, seen: make(map[[32]byte]time.Time)}
+}
+
+// Accept checks an initiation and, when it is authentic, fresh and new,
+// returns the session keys and the response to send. index picks the
+// responder's session index. skew is the clock difference measured for an
+// authentic initiation, for error messages.
+func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
+	if len(msg) != InitLen {
+		return a, 0, ErrAuth
+	}
+	hs, err := newState(r.key, false)
+	if err != nil {
+		return a, 0, fmt.Errorf("handshake: %w", err)
+	}
+	p, _, _, err := hs.ReadMessage(nil, msg)
+	if err != nil || len(p) != initPayloadLen {
+		return a, 0, ErrAuth
+	}
+	if p[0] != version || p[2]|p[3] != 0 {
+		return a, 0, ErrVersion
+	}
+	ts := time.Unix(0, int64(binary.LittleEndian.Uint64(p[8:16])))
+	skew = ts.Sub(now)
+	if skew > r.window || skew < -r.window {
+		return a, skew, ErrStale
+	}
+	var eph [32]byte
+	copy(eph[:], hs.PeerEphemeral())
+
+	r.mu.Lock()
+	if _, dup := r.seen[eph]; dup {
+		r.mu.Unlock()
+		return a, skew, ErrReplay
+	}
+	if len(r.seen) >= r.max {
+		r.pruneLocked(now)
+		if len(r.seen) >= r.max {
+			r.mu.Unlock()
+			return a, skew, ErrCacheFull
+		}
+	}
+	// Remember it until its timestamp leaves the window.
+	r.seen[eph] = ts.Add(r.window)
+	r.mu.Unlock()
+
+	a.PeerIndex = binary.LittleEndian.Uint32(p[4:8])
+	a.Mode = p[1]
+	a.Index = index()
+	var rp [respPayloadLen]byte
+	binary.LittleEndian.PutUint32(rp[:], a.Index)
+	resp, c1, c2, err := hs.WriteMessage(nil, rp[:])
+	if err != nil || c1 == nil {
+		return a, skew, fmt.Errorf("handshake: respond: %w", err)
+	}
+	a.Keys = Keys{Send: c2.UnsafeKey(), Recv: c1.UnsafeKey()}
+	a.Response = resp
+	return a, skew, nil
+}
+
+// Prune forgets initiations whose timestamps have left the window.
+func (r *Responder) Prune(now time.Time) {
+	r.mu.Lock()
+	r.pruneLocked(now)
+	r.mu.Unlock()
+}
+
+func (r *Responder) pruneLocked(now time.Time) {
+	for k, until := range r.seen {
+		if now.After(until) {
+			delete(r.seen, k)
+		}
+	}
+}
+
+// Recent returns how many initiations the Responder remembers.
+func (r *Responder) Recent() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen)
+}

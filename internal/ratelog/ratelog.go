@@ -1,0 +1,60 @@
+// Package ratelog writes log lines for events that can happen once per packet
+// (drops, refused handshakes, limits hit) at a bounded rate: at most one line
+// per kind per interval, carrying how many events it stands for.
+package ratelog
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Logger rate-limits lines by kind. The zero value logs through slog.Default
+// at most once per 10 seconds per kind.
+type Logger struct {
+	Log      *slog.Logger
+	Interval time.Duration
+
+	mu    sync.Mutex
+	kinds map[string]*kindState
+}
+
+type kindState struct {
+	last       time.Time
+	suppressed int
+}
+
+// Warn logs msg for kind unless a line of that kind was written within the
+// interval, in which case it only counts it.
+func (l *Logger) Warn(kind, msg string, args ...any) {
+	now := time.Now()
+	l.mu.Lock()
+	if l.kinds == nil {
+		l.kinds = make(map[string]*kindState)
+	}
+	k := l.kinds[kind]
+	if k == nil {
+		k = &kindState{}
+		l.kinds[kind] = k
+	}
+	iv := l.Interval
+	if iv <= 0 {
+		iv = 10 * time.Second
+	}
+	if !k.last.IsZero() && now.Sub(k.last) < iv {
+		k.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	n := k.suppressed
+	k.last, k.suppressed = now, 0
+	l.mu.Unlock()
+	log := l.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	log.Warn(msg, args...)
+}

@@ -1,0 +1,512 @@
+// Package server is the mpserver role: it accepts sessions from any number of
+// clients over any number of paths, drops duplicate copies, and forwards each
+// flow's datagrams to the target from a socket of the flow's own, so the
+// target sees one distinct peer per client flow. Replies go back over every
+// path the session was recently seen on.
+//
+// Nothing unauthenticated creates state or gets an answer: a packet must pass
+// the handshake's key check or a session's AEAD before the server acts on it.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/metrics"
+	"github.com/mptunnel/mptunnel/internal/ratelog"
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/udpio"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// Config configures a Server. Zero fields take the defaults given.
+type Config struct {
+	Listen string        // address for paths, e.g. ":2000"
+	Target string        // host:port of the target
+	Key    handshake.Key // the shared key
+
+	MTU            int           // largest IP packet put on a path (1400)
+	Window         int           // replay window in packets (replay.DefaultSize)
+	MaxSessions    int           // concurrent sessions (1024)
+	MaxFlows       int           // flows per session (256)
+	MaxPaths       int           // remote addresses remembered per session (16)
+	SessionTimeout time.Duration // a session with no authentic packet for this long is freed (60s)
+	FlowTimeout    time.Duration // a flow idle this long in both directions is freed (60s)
+	PathTimeout    time.Duration // replies go to paths seen within this (15s)
+	Logger         *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MTU == 0 {
+		c.MTU = 1400
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 1024
+	}
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = 256
+	}
+	if c.MaxPaths <= 0 {
+		c.MaxPaths = 16
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 60 * time.Second
+	}
+	if c.FlowTimeout <= 0 {
+		c.FlowTimeout = 60 * time.Second
+	}
+	if c.PathTimeout <= 0 {
+		c.PathTimeout = 15 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is a running mpserver. Create one with Listen, run it with Serve.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	warn   ratelog.Logger
+	conn   *net.UDPConn
+	target *net.UDPAddr
+	resp   *handshake.Responder
+	cnt    metrics.Counters
+
+	mu       sync.RWMutex
+	sessions map[uint32]*sess
+
+	wg sync.WaitGroup
+}
+
+type sess struct {
+	index   uint32
+	st      *session.State
+	created time.Time
+	lastRx  atomic.Int64 // unix nanos of the last authentic packet
+	v6      atomic.Bool  // some path is IPv6: smaller packets
+
+	pathMu sync.Mutex
+	paths  atomic.Pointer[[]*path]
+
+	flowMu sync.Mutex
+	flows  map[uint32]*flow
+	closed bool
+}
+
+type path struct {
+	addr     netip.AddrPort
+	lastSeen atomic.Int64
+}
+
+type flow struct {
+	id         uint32
+	s          *sess
+	conn       *net.UDPConn
+	lastActive atomic.Int64
+}
+
+// Listen checks cfg, resolves the target and binds the path socket.
+func Listen(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.MTU < wire.MinMTU || cfg.MTU > wire.MaxPacket {
+		return nil, fmt.Errorf("server: mtu %d outside %d..%d", cfg.MTU, wire.MinMTU, wire.MaxPacket)
+	}
+	target, err := net.ResolveUDPAddr("udp", cfg.Target)
+	if err != nil {
+		return nil, fmt.Errorf("cannot resolve target %s: %w", cfg.Target, err)
+	}
+	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("bad listen address %s: %w", cfg.Listen, err)
+	}
+	conn, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer) // best effort: the kernel caps it
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		conn:     conn,
+		target:   target,
+		resp:     handshake.NewResponder(cfg.Key, 0, 0),
+		sessions: make(map[uint32]*sess),
+	}
+	s.warn.Log = cfg.Logger
+	return s, nil
+}
+
+// Addr returns the address paths reach the server on.
+func (s *Server) Addr() netip.AddrPort {
+	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Counters returns the server's counters.
+func (s *Server) Counters() *metrics.Counters { return &s.cnt }
+
+// Sessions returns the number of live sessions.
+func (s *Server) Sessions() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.sessions)
+}
+
+// Flows returns the number of live flows over all sessions.
+func (s *Server) Flows() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, ss := range s.sessions {
+		ss.flowMu.Lock()
+		n += len(ss.flows)
+		ss.flowMu.Unlock()
+	}
+	return n
+}
+
+// Serve forwards until ctx ends, then frees every socket and goroutine.
+func (s *Server) Serve(ctx context.Context) error {
+	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String())
+	done := make(chan struct{})
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.readLoop()
+		close(done)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.janitor(ctx)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-done:
+		err = errors.New("server: path socket closed")
+	}
+	s.conn.Close()
+	s.mu.Lock()
+	for id, ss := range s.sessions {
+		s.closeSessionLocked(id, ss)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) readLoop() {
+	buf := make([]byte, wire.MaxPacket+1)
+	var o session.Opener
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.cnt.RxPackets.Add(1)
+		s.cnt.RxBytes.Add(uint64(n))
+		s.handle(buf[:n], from, &o)
+	}
+}
+
+func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener) {
+	now := time.Now()
+	switch wire.Type(pkt) {
+	case wire.TypeTransport:
+		h, err := wire.ParseHeader(pkt)
+		if err != nil {
+			s.cnt.Malformed.Add(1)
+			return
+		}
+		s.mu.RLock()
+		ss := s.sessions[h.Receiver]
+		s.mu.RUnlock()
+		if ss == nil {
+			s.cnt.UnknownSess.Add(1)
+			return
+		}
+		kind := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliver(s, now))
+		if kind == 0 {
+			return
+		}
+		ss.lastRx.Store(now.UnixNano())
+		s.seePath(ss, from, now)
+		if kind == wire.MsgClose {
+			s.log.Info("session closed by client", "session", ss.index)
+			s.mu.Lock()
+			s.closeSessionLocked(ss.index, ss)
+			s.mu.Unlock()
+		}
+	case wire.TypeInit:
+		s.handleInit(pkt, from, now)
+	default:
+		s.cnt.Malformed.Add(1)
+	}
+}
+
+func (s *Server) handleInit(pkt []byte, from netip.AddrPort, now time.Time) {
+	msg, err := wire.ParseInit(pkt)
+	if err != nil {
+		s.cnt.Malformed.Add(1)
+		return
+	}
+	s.mu.RLock()
+	full := len(s.sessions) >= s.cfg.MaxSessions
+	s.mu.RUnlock()
+	a, skew, err := s.resp.Accept(msg, now, s.newIndex)
+	switch {
+	case err == nil:
+	case errors.Is(err, handshake.ErrReplay):
+		s.cnt.HandshakeRply.Add(1)
+		return
+	case errors.Is(err, handshake.ErrStale):
+		s.cnt.HandshakeOld.Add(1)
+		s.warn.Warn("stale", "handshake refused: the client's clock differs from ours by more than allowed; synchronise both clocks (NTP)",
+			"from", from.String(), "skew", skew.Round(time.Second).String(), "allowed", handshake.DefaultWindow.String())
+		return
+	default:
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("handshake", "handshake refused: it does not authenticate (wrong key, or not an mptunnel client)", "from", from.String())
+		return
+	}
+	if full {
+		s.cnt.SessionLimit.Add(1)
+		s.warn.Warn("sessions", "session refused: session limit reached", "limit", s.cfg.MaxSessions, "from", from.String())
+		return
+	}
+	st, err := session.New(a.Keys, a.PeerIndex, s.cfg.Window)
+	if err != nil {
+		s.log.Error("session setup failed", "err", err)
+		return
+	}
+	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow)}
+	ss.lastRx.Store(now.UnixNano())
+	empty := []*path{}
+	ss.paths.Store(&empty)
+	s.mu.Lock()
+	s.sessions[a.Index] = ss
+	s.mu.Unlock()
+	s.seePath(ss, from, now)
+	s.cnt.HandshakeOK.Add(1)
+	s.log.Info("session up", "session", a.Index, "from", from.String())
+	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
+	s.send(out, from)
+}
+
+// newIndex picks an unused session index. It runs with s.mu not held.
+func (s *Server) newIndex() uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for {
+		idx := randUint32()
+		if _, used := s.sessions[idx]; !used && idx != 0 {
+			return idx
+		}
+	}
+}
+
+func (s *Server) send(pkt []byte, to netip.AddrPort) {
+	if _, err := s.conn.WriteToUDPAddrPort(pkt, to); err != nil {
+		s.cnt.SendErrors.Add(1)
+		return
+	}
+	s.cnt.TxPackets.Add(1)
+	s.cnt.TxBytes.Add(uint64(len(pkt)))
+}
+
+// seePath records that an authentic packet of ss arrived from addr.
+func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) {
+	for _, p := range *ss.paths.Load() {
+		if p.addr == addr {
+			p.lastSeen.Store(now.UnixNano())
+			return
+		}
+	}
+	ss.pathMu.Lock()
+	defer ss.pathMu.Unlock()
+	old := *ss.paths.Load()
+	for _, p := range old {
+		if p.addr == addr {
+			p.lastSeen.Store(now.UnixNano())
+			return
+		}
+	}
+	np := &path{addr: addr}
+	np.lastSeen.Store(now.UnixNano())
+	next := make([]*path, 0, len(old)+1)
+	if len(old) >= s.cfg.MaxPaths {
+		// Forget the path heard from least recently.
+		oldest := 0
+		for i, p := range old {
+			if p.lastSeen.Load() < old[oldest].lastSeen.Load() {
+				oldest = i
+			}
+		}
+		next = append(next, old[:oldest]...)
+		next = append(next, old[oldest+1:]...)
+	} else {
+		next = append(next, old...)
+	}
+	next = append(next, np)
+	ss.paths.Store(&next)
+	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
+		ss.v6.Store(true)
+	}
+	s.log.Debug("path seen", "session", ss.index, "addr", addr.String())
+}
+
+// deliver returns the function that takes ss's datagrams to their flows.
+func (ss *sess) deliver(s *Server, now time.Time) func(uint32, []byte) {
+	return func(id uint32, d []byte) {
+		f := s.flowFor(ss, id, now)
+		if f == nil {
+			return
+		}
+		f.lastActive.Store(now.UnixNano())
+		if _, err := f.conn.Write(d); err != nil {
+			s.cnt.SendErrors.Add(1)
+			s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
+			return
+		}
+		s.cnt.Delivered.Add(1)
+		s.cnt.DeliveredBy.Add(uint64(len(d)))
+	}
+}
+
+func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
+	ss.flowMu.Lock()
+	defer ss.flowMu.Unlock()
+	if f := ss.flows[id]; f != nil {
+		return f
+	}
+	if ss.closed {
+		return nil
+	}
+	if len(ss.flows) >= s.cfg.MaxFlows {
+		s.cnt.FlowLimit.Add(1)
+		s.warn.Warn("flows", "flow refused: flow limit reached", "session", ss.index, "limit", s.cfg.MaxFlows)
+		return nil
+	}
+	conn, err := net.DialUDP("udp", nil, s.target)
+	if err != nil {
+		s.cnt.SendErrors.Add(1)
+		s.warn.Warn("target-dial", "cannot open a socket to the target", "target", s.target.String(), "err", err)
+		return nil
+	}
+	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer)
+	f := &flow{id: id, s: ss, conn: conn}
+	f.lastActive.Store(now.UnixNano())
+	ss.flows[id] = f
+	s.log.Debug("flow open", "session", ss.index, "flow", id, "local", conn.LocalAddr().String())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.flowLoop(f)
+	}()
+	return f
+}
+
+// flowLoop carries the target's replies for one flow back over the session's paths.
+func (s *Server) flowLoop(f *flow) {
+	sl := session.NewSealer()
+	for {
+		n, err := f.conn.Read(sl.Payload())
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// ICMP errors (target down) surface here; the flow stays.
+			s.cnt.SendErrors.Add(1)
+			continue
+		}
+		now := time.Now()
+		f.lastActive.Store(now.UnixNano())
+		ss := f.s
+		pkts, err := sl.Seal(ss.st, f.id, n, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load()))
+		if err != nil {
+			if errors.Is(err, session.ErrOversize) {
+				s.cnt.Oversize.Add(1)
+				s.warn.Warn("oversize", "datagram from target too large for the tunnel, dropped", "limit", wire.MaxDatagram)
+			}
+			continue
+		}
+		s.cnt.Forwarded.Add(1)
+		cutoff := now.Add(-s.cfg.PathTimeout).UnixNano()
+		for _, p := range *ss.paths.Load() {
+			if p.lastSeen.Load() < cutoff {
+				continue
+			}
+			for _, pkt := range pkts {
+				s.send(pkt, p.addr)
+			}
+		}
+	}
+}
+
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.expire(now)
+		}
+	}
+}
+
+func (s *Server) expire(now time.Time) {
+	s.resp.Prune(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, ss := range s.sessions {
+		if now.Sub(time.Unix(0, ss.lastRx.Load())) > s.cfg.SessionTimeout {
+			s.log.Info("session timed out", "session", id)
+			s.closeSessionLocked(id, ss)
+			continue
+		}
+		ss.st.Reasm.Expire(now)
+		ss.flowMu.Lock()
+		for fid, f := range ss.flows {
+			if now.Sub(time.Unix(0, f.lastActive.Load())) > s.cfg.FlowTimeout {
+				f.conn.Close()
+				delete(ss.flows, fid)
+				s.cnt.FlowsGone.Add(1)
+			}
+		}
+		ss.flowMu.Unlock()
+	}
+}
+
+func (s *Server) closeSessionLocked(id uint32, ss *sess) {
+	delete(s.sessions, id)
+	ss.flowMu.Lock()
+	ss.closed = true
+	for fid, f := range ss.flows {
+		f.conn.Close()
+		delete(ss.flows, fid)
+		s.cnt.FlowsGone.Add(1)
+	}
+	ss.flowMu.Unlock()
+	s.cnt.SessionsGone.Add(1)
+}
+
+func randUint32() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return binary.LittleEndian.Uint32(b[:])
+}

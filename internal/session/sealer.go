@@ -1,0 +1,138 @@
+package session
+
+import (
+	"errors"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/frag"
+	"github.com/mptunnel/mptunnel/internal/metrics"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// ErrOversize reports a datagram larger than wire.MaxDatagram.
+var ErrOversize = errors.New("datagram larger than the tunnel carries")
+
+// payloadOff is where a datagram sits in a Sealer's input buffer: right after
+// the transport and data headers, so a datagram that fits one packet is sealed
+// where it was read.
+const payloadOff = wire.HeaderLen + wire.DataHeaderLen
+
+// Sealer turns datagrams into sealed transport packets. It holds the scratch
+// buffers of one goroutine; it is not safe for concurrent use.
+type Sealer struct {
+	in    []byte
+	out   []byte
+	pkts  [][]byte
+	nonce Nonce
+}
+
+// NewSealer returns a Sealer with buffers for the largest datagram.
+func NewSealer() *Sealer {
+	return &Sealer{
+		in:  make([]byte, payloadOff+wire.MaxPacket+1+wire.TagLen),
+		out: make([]byte, 0, 2*wire.MaxPacket),
+	}
+}
+
+// Payload is where the caller reads a datagram before calling Seal. It is one
+// byte longer than the largest datagram, so a read that fills it reveals an
+// oversize datagram.
+func (s *Sealer) Payload() []byte {
+	return s.in[payloadOff : payloadOff+wire.MaxDatagram+1]
+}
+
+// Seal seals the n-byte datagram held in Payload for flow, cutting it into
+// fragments when it does not fit maxPlain bytes of plaintext, and returns the
+// packets to send on every path. They stay valid until the next call.
+func (s *Sealer) Seal(st *State, flow uint32, n, maxPlain int) ([][]byte, error) {
+	if n > wire.MaxDatagram {
+		return nil, ErrOversize
+	}
+	s.pkts = s.pkts[:0]
+	count, chunk := frag.Plan(n, maxPlain)
+	if count == 1 {
+		wire.PutData(s.in[wire.HeaderLen:], flow)
+		pkt, err := st.Seal(s.in, wire.DataHeaderLen+n, &s.nonce)
+		if err != nil {
+			return nil, err
+		}
+		s.pkts = append(s.pkts, pkt)
+		return s.pkts, nil
+	}
+	f := wire.Fragment{Flow: flow, ID: st.NextFragID(), Count: uint8(count), Total: uint16(n)}
+	data := s.in[payloadOff : payloadOff+n]
+	out := s.out[:0]
+	for i := 0; i < count; i++ {
+		piece := data[i*chunk : min((i+1)*chunk, n)]
+		f.Index = uint8(i)
+		start := len(out)
+		size := wire.HeaderLen + wire.FragHeaderLen + len(piece) + wire.TagLen
+		out = out[:start+size]
+		b := out[start:]
+		wire.PutFragment(b[wire.HeaderLen:], f)
+		copy(b[wire.HeaderLen+wire.FragHeaderLen:], piece)
+		pkt, err := st.Seal(b, wire.FragHeaderLen+len(piece), &s.nonce)
+		if err != nil {
+			return nil, err
+		}
+		s.pkts = append(s.pkts, pkt)
+	}
+	return s.pkts, nil
+}
+
+// SealControl seals an inner message with no body (a keepalive or a close).
+func (s *Sealer) SealControl(st *State, kind byte) ([]byte, error) {
+	s.in[wire.HeaderLen] = kind
+	return st.Seal(s.in, 1, &s.nonce)
+}
+
+// Opener opens transport packets; like Sealer it is one goroutine's scratch.
+type Opener struct {
+	nonce Nonce
+}
+
+// Open authenticates pkt with st and decodes its inner message, which aliases
+// pkt.
+func (o *Opener) Open(st *State, pkt []byte, h wire.Header) (wire.Message, error) {
+	plain, err := st.Open(pkt, h, &o.nonce)
+	if err != nil {
+		return wire.Message{}, err
+	}
+	return wire.ParseMessage(plain)
+}
+
+// Receive opens a transport packet with st and hands what it carries on: a
+// whole datagram, or the last piece of a fragmented one, goes to deliver
+// (valid during the call). It returns the inner message kind, or 0 when the
+// packet was dropped; every drop is counted in cnt by its reason.
+func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) byte {
+	m, err := o.Open(st, pkt, h)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrDuplicate):
+		cnt.Duplicates.Add(1)
+		return 0
+	case errors.Is(err, ErrTooOld):
+		cnt.TooOld.Add(1)
+		return 0
+	case errors.Is(err, ErrAuth):
+		cnt.AuthFailed.Add(1)
+		return 0
+	default:
+		cnt.Malformed.Add(1)
+		return 0
+	}
+	switch m.Kind {
+	case wire.MsgData:
+		deliver(m.Flow, m.Body)
+	case wire.MsgFragment:
+		before := st.Reasm.Evicted()
+		if st.Reasm.Add(m.Fragment, m.Body, now, deliver) {
+			cnt.Reassembled.Add(1)
+		}
+		if ev := st.Reasm.Evicted() - before; ev > 0 {
+			cnt.FragEvicted.Add(ev)
+		}
+	}
+	return m.Kind
+}

@@ -1,0 +1,136 @@
+// Package session holds the cryptographic state of one tunnel session: the
+// transport keys from the handshake, the send counter and the receive replay
+// window. A packet is sealed once and the same bytes go out on every path; the
+// receiver opens the first copy and the replay window turns later copies into
+// counted duplicates.
+package session
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/mptunnel/mptunnel/internal/frag"
+	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/replay"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// Errors from Open.
+var (
+	ErrAuth      = errors.New("packet does not authenticate")
+	ErrDuplicate = errors.New("duplicate packet")
+	ErrTooOld    = errors.New("packet counter too old for the replay window")
+)
+
+// rejectAfter is the last counter a session may use; after it the session must
+// be replaced by a new handshake.
+const rejectAfter = 1<<64 - 1<<16
+
+// ErrExhausted reports that a session has used all its counters.
+var ErrExhausted = errors.New("session counters exhausted")
+
+// State is one session's transport state. Seal and Open are safe for
+// concurrent use.
+type State struct {
+	// PeerIndex is the index the peer chose: the receiver field of what we send.
+	PeerIndex uint32
+	// LocalIndex is the index this end chose: the receiver field of what it gets.
+	LocalIndex uint32
+	send      cipher.AEAD
+	recv      cipher.AEAD
+	counter   atomic.Uint64
+
+	fragID    atomic.Uint32
+
+	mu     sync.Mutex
+	window replay.Filter
+
+	// Reasm reassembles the peer's fragmented datagrams.
+	Reasm frag.Reassembler
+}
+
+// NextFragID returns a fresh fragment ID for a datagram this end cuts.
+func (c *State) NextFragID() uint32 { return c.fragID.Add(1) }
+
+// New builds a session's transport state. window is the replay window size in
+// packets (replay.DefaultSize when zero).
+func New(keys handshake.Keys, peerIndex uint32, window int) (*State, error) {
+	s, err := chacha20poly1305.New(keys.Send[:])
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	r, err := chacha20poly1305.New(keys.Recv[:])
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	c := &State{PeerIndex: peerIndex, send: s, recv: r}
+	c.window.Init(window)
+	return c, nil
+}
+
+// Window returns the effective replay window in packets.
+func (c *State) Window() int { return c.window.Window() }
+
+// Nonce is scratch space for one AEAD nonce. Callers keep one per goroutine so
+// sealing and opening allocate nothing.
+type Nonce [chacha20poly1305.NonceSize]byte
+
+func (n *Nonce) set(counter uint64) []byte {
+	binary.LittleEndian.PutUint64(n[4:], counter)
+	return n[:]
+}
+
+// Seal seals the plaintext held at buf[wire.HeaderLen:wire.HeaderLen+n] in
+// place, writes the header, and returns the whole packet (a prefix of buf).
+// buf must have room for the tag after the plaintext.
+func (c *State) Seal(buf []byte, n int, nonce *Nonce) ([]byte, error) {
+	ctr := c.counter.Add(1) - 1
+	if ctr >= rejectAfter {
+		return nil, ErrExhausted
+	}
+	wire.PutHeader(buf, wire.Header{Receiver: c.PeerIndex, Counter: ctr})
+	plain := buf[wire.HeaderLen : wire.HeaderLen+n]
+	out := c.send.Seal(plain[:0], nonce.set(ctr), plain, buf[:wire.HeaderLen])
+	return buf[:wire.HeaderLen+len(out)], nil
+}
+
+// Open authenticates and decrypts a transport packet in place and returns its
+// plaintext. The replay window is checked before the AEAD (so duplicates cost
+// no decryption) and updated only after it succeeds.
+func (c *State) Open(pkt []byte, h wire.Header, nonce *Nonce) ([]byte, error) {
+	c.mu.Lock()
+	res := c.window.Check(h.Counter)
+	c.mu.Unlock()
+	if err := resultErr(res); err != nil {
+		return nil, err
+	}
+	ct := pkt[wire.HeaderLen:]
+	plain, err := c.recv.Open(ct[:0], nonce.set(h.Counter), ct, pkt[:wire.HeaderLen])
+	if err != nil {
+		return nil, ErrAuth
+	}
+	c.mu.Lock()
+	res = c.window.Update(h.Counter)
+	c.mu.Unlock()
+	if err := resultErr(res); err != nil {
+		return nil, err
+	}
+	return plain, nil
+}
+
+func resultErr(r replay.Result) error {
+	switch r {
+	case replay.Accepted:
+		return nil
+	case replay.Duplicate:
+		return ErrDuplicate
+	default:
+		return ErrTooOld
+	}
+}

@@ -1,0 +1,227 @@
+// Package wire defines the layout of mptunnel packets: the clear outer headers of
+// handshake and transport packets, and the inner messages carried sealed inside
+// transport packets. It does no I/O and holds no cryptographic state; every
+// decoder checks lengths and reserved bits before it trusts a byte.
+//
+// The layout is documented in docs/PROTOCOL.md.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Outer packet types (byte 0 of every packet).
+const (
+	TypeInit      = 1 // handshake initiation, client to server
+	TypeResponse  = 2 // handshake response, server to client
+	TypeTransport = 3 // sealed transport packet, both directions
+)
+
+// Sizes of the fixed parts of packets.
+const (
+	// HeaderLen is the clear header of a transport packet: type, three
+	// reserved zero bytes, the receiver's session index, the 64-bit counter.
+	HeaderLen = 16
+	// TagLen is the AEAD authentication tag (ChaCha20-Poly1305).
+	TagLen = 16
+	// Overhead is what a transport packet adds to its sealed plaintext.
+	Overhead = HeaderLen + TagLen
+
+	// InitPrefixLen and ResponsePrefixLen are the clear bytes in front of the
+	// Noise message in handshake packets.
+	InitPrefixLen     = 4
+	ResponsePrefixLen = 8
+
+	// DataHeaderLen and FragHeaderLen are the inner message headers.
+	DataHeaderLen = 5
+	FragHeaderLen = 13
+
+	// MaxDatagram is the largest application datagram the tunnel carries:
+	// the largest UDP payload of an IPv4 datagram.
+	MaxDatagram = 65507
+	// MaxPacket is the largest tunnel packet ever put on a path.
+	MaxPacket = 65535
+)
+
+// ErrMalformed reports a packet whose layout is wrong: too short, a reserved
+// byte set, an unknown type or an impossible field.
+var ErrMalformed = errors.New("malformed packet")
+
+// Header is the clear header of a transport packet. It is authenticated as the
+// AEAD's associated data.
+type Header struct {
+	Receiver uint32 // the receiving end's session index
+	Counter  uint64 // the sender's packet counter: the AEAD nonce and the dedup key
+}
+
+// PutHeader writes h as a transport header into b[:HeaderLen].
+func PutHeader(b []byte, h Header) {
+	_ = b[HeaderLen-1]
+	b[0], b[1], b[2], b[3] = TypeTransport, 0, 0, 0
+	binary.LittleEndian.PutUint32(b[4:8], h.Receiver)
+	binary.LittleEndian.PutUint64(b[8:16], h.Counter)
+}
+
+// ParseHeader decodes the transport header at the start of pkt. pkt must hold
+// at least a header and a tag.
+func ParseHeader(pkt []byte) (Header, error) {
+	if len(pkt) < Overhead || pkt[0] != TypeTransport || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return Header{}, ErrMalformed
+	}
+	return Header{
+		Receiver: binary.LittleEndian.Uint32(pkt[4:8]),
+		Counter:  binary.LittleEndian.Uint64(pkt[8:16]),
+	}, nil
+}
+
+// Type returns the outer packet type, or 0 for an empty packet.
+func Type(pkt []byte) byte {
+	if len(pkt) == 0 {
+		return 0
+	}
+	return pkt[0]
+}
+
+// AppendInit frames a Noise initiation message.
+func AppendInit(b []byte, noiseMsg []byte) []byte {
+	b = append(b, TypeInit, 0, 0, 0)
+	return append(b, noiseMsg...)
+}
+
+// ParseInit returns the Noise message inside an initiation packet.
+func ParseInit(pkt []byte) ([]byte, error) {
+	if len(pkt) <= InitPrefixLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return nil, ErrMalformed
+	}
+	return pkt[InitPrefixLen:], nil
+}
+
+// AppendResponse frames a Noise response message addressed to the initiator's
+// session index.
+func AppendResponse(b []byte, receiver uint32, noiseMsg []byte) []byte {
+	b = append(b, TypeResponse, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, receiver)
+	return append(b, noiseMsg...)
+}
+
+// ParseResponse returns the initiator's index and the Noise message of a
+// response packet.
+func ParseResponse(pkt []byte) (receiver uint32, noiseMsg []byte, err error) {
+	if len(pkt) <= ResponsePrefixLen || pkt[0] != TypeResponse || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return 0, nil, ErrMalformed
+	}
+	return binary.LittleEndian.Uint32(pkt[4:8]), pkt[ResponsePrefixLen:], nil
+}
+
+// Inner message kinds: the first byte of a sealed plaintext.
+const (
+	MsgData      = 1 // a whole datagram of one flow
+	MsgFragment  = 2 // one piece of a datagram too large for one packet
+	MsgKeepalive = 3 // proof of life on a path; no body
+	MsgClose     = 4 // the sender ends the session
+)
+
+// Fragment describes one piece of a datagram.
+type Fragment struct {
+	Flow  uint32
+	ID    uint32 // the datagram's fragment ID, unique per sender and flow while in flight
+	Index uint8  // this piece's position, 0-based
+	Count uint8  // number of pieces, 2..255
+	Total uint16 // length of the whole datagram
+}
+
+// PutData writes a data message header for flow into b[:DataHeaderLen].
+func PutData(b []byte, flow uint32) {
+	b[0] = MsgData
+	binary.BigEndian.PutUint32(b[1:5], flow)
+}
+
+// PutFragment writes a fragment header into b[:FragHeaderLen].
+func PutFragment(b []byte, f Fragment) {
+	_ = b[FragHeaderLen-1]
+	b[0] = MsgFragment
+	binary.BigEndian.PutUint32(b[1:5], f.Flow)
+	binary.BigEndian.PutUint32(b[5:9], f.ID)
+	b[9] = f.Index
+	b[10] = f.Count
+	binary.BigEndian.PutUint16(b[11:13], f.Total)
+}
+
+// Message is a decoded inner message. Body aliases the plaintext.
+type Message struct {
+	Kind     byte
+	Flow     uint32
+	Fragment Fragment // valid when Kind == MsgFragment
+	Body     []byte
+}
+
+// ParseMessage decodes a sealed plaintext. For fragments it checks that the
+// piece fits the datagram it claims to belong to: all pieces but the last have
+// ChunkLen(total, count) bytes, and the last holds the rest.
+func ParseMessage(p []byte) (Message, error) {
+	if len(p) == 0 {
+		return Message{}, ErrMalformed
+	}
+	switch p[0] {
+	case MsgData:
+		if len(p) < DataHeaderLen {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgData, Flow: binary.BigEndian.Uint32(p[1:5]), Body: p[DataHeaderLen:]}, nil
+	case MsgFragment:
+		if len(p) < FragHeaderLen {
+			return Message{}, ErrMalformed
+		}
+		f := Fragment{
+			Flow:  binary.BigEndian.Uint32(p[1:5]),
+			ID:    binary.BigEndian.Uint32(p[5:9]),
+			Index: p[9],
+			Count: p[10],
+			Total: binary.BigEndian.Uint16(p[11:13]),
+		}
+		body := p[FragHeaderLen:]
+		if f.Count < 2 || f.Index >= f.Count || int(f.Total) > MaxDatagram {
+			return Message{}, ErrMalformed
+		}
+		chunk := ChunkLen(int(f.Total), int(f.Count))
+		last := int(f.Total) - chunk*(int(f.Count)-1)
+		if last <= 0 {
+			return Message{}, ErrMalformed
+		}
+		want := chunk
+		if f.Index == f.Count-1 {
+			want = last
+		}
+		if len(body) != want {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgFragment, Flow: f.Flow, Fragment: f, Body: body}, nil
+	case MsgKeepalive, MsgClose:
+		return Message{Kind: p[0]}, nil
+	}
+	return Message{}, ErrMalformed
+}
+
+// ChunkLen is the size of every piece but the last when total bytes are cut
+// into count pieces.
+func ChunkLen(total, count int) int {
+	return (total + count - 1) / count
+}
+
+// IPUDPOverhead returns the bytes an IP and UDP header add to a datagram.
+func IPUDPOverhead(ipv6 bool) int {
+	if ipv6 {
+		return 48
+	}
+	return 28
+}
+
+// MinMTU is the smallest path MTU the tunnel accepts.
+const MinMTU = 576
+
+// MaxPlaintext is the largest sealed plaintext that keeps a tunnel packet
+// within an IP packet of mtu bytes.
+func MaxPlaintext(mtu int, ipv6 bool) int {
+	return mtu - IPUDPOverhead(ipv6) - Overhead
+}
