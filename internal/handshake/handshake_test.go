@@ -1,0 +1,152 @@
+package handshake
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustKey(t testing.TB) Key {
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func fixedIndex() uint32 { return 77 }
+
+func TestHandshake(t *testing.T) {
+	key := mustKey(t)
+	now := time.Now()
+	in, err := Initiate(key, 3, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Msg) != InitLen {
+		t.Fatalf("initiation is %d bytes, want %d", len(in.Msg), InitLen)
+	}
+	r := NewResponder(key, 0, 0)
+	a, _, err := r.Accept(in.Msg, now, fixedIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PeerIndex != in.Index || a.Index != 77 || a.Mode != 3 {
+		t.Fatalf("accepted %+v", a)
+	}
+	keys, idx, err := in.Finish(a.Response)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx != 77 || keys.Send != a.Keys.Recv || keys.Recv != a.Keys.Send || keys.Send == keys.Recv {
+		t.Fatal("the two ends disagree on keys or index")
+	}
+	// The same initiation again is a replay: no answer.
+	if _, _, err := r.Accept(in.Msg, now, fixedIndex); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replayed initiation: %v, want ErrReplay", err)
+	}
+	// A second handshake gives other keys.
+	in2, _ := Initiate(key, 0, now)
+	a2, _, err := r.Accept(in2.Msg, now, fixedIndex)
+	if err != nil || a2.Keys == a.Keys {
+		t.Fatalf("second handshake: %v (same keys: %v)", err, a2.Keys == a.Keys)
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	key := mustKey(t)
+	now := time.Now()
+	r := NewResponder(key, time.Minute, 2)
+
+	other, _ := Initiate(mustKey(t), 0, now)
+	if _, _, err := r.Accept(other.Msg, now, fixedIndex); !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong key: %v, want ErrAuth", err)
+	}
+	old, _ := Initiate(key, 0, now.Add(-2*time.Minute))
+	if _, skew, err := r.Accept(old.Msg, now, fixedIndex); !errors.Is(err, ErrStale) || skew > -time.Minute {
+		t.Fatalf("old timestamp: %v skew %v, want ErrStale", err, skew)
+	}
+	in, _ := Initiate(key, 0, now)
+	tampered := append([]byte(nil), in.Msg...)
+	tampered[40] ^= 1
+	if _, _, err := r.Accept(tampered, now, fixedIndex); !errors.Is(err, ErrAuth) {
+		t.Fatalf("tampered: %v, want ErrAuth", err)
+	}
+	// The memory of recent initiations is bounded.
+	for i := 0; i < 2; i++ {
+		in, _ := Initiate(key, 0, now)
+		if _, _, err := r.Accept(in.Msg, now, fixedIndex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in3, _ := Initiate(key, 0, now)
+	if _, _, err := r.Accept(in3.Msg, now, fixedIndex); !errors.Is(err, ErrCacheFull) {
+		t.Fatalf("past the bound: %v, want ErrCacheFull", err)
+	}
+	// Once their timestamps leave the window they are forgotten.
+	later := now.Add(3 * time.Minute)
+	r.Prune(later)
+	if n := r.Recent(); n != 0 {
+		t.Fatalf("%d initiations remembered after the window", n)
+	}
+	// A response made with another key does not finish the handshake.
+	mine, _ := Initiate(key, 0, now)
+	theirs := NewResponder(mustKey(t), 0, 0)
+	in4, _ := Initiate(theirs.key, 0, now)
+	a, _, err := theirs.Accept(in4.Msg, now, fixedIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := mine.Finish(a.Response); !errors.Is(err, ErrAuth) {
+		t.Fatalf("foreign response: %v, want ErrAuth", err)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	k := mustKey(t)
+	got, err := ParseKey("  " + k.String() + "\n")
+	if err != nil || got != k {
+		t.Fatalf("round trip: %v", err)
+	}
+	for _, bad := range []string{"", "  \n", "not base64!", "c2hvcnQ=", strings.Repeat("A", 44)} {
+		if _, err := ParseKey(bad); err == nil {
+			t.Fatalf("ParseKey(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzAccept(f *testing.F) {
+	key := Key{1, 2, 3}
+	now := time.Unix(1_800_000_000, 0)
+	in, _ := Initiate(key, 0, now)
+	f.Add(in.Msg)
+	f.Add(in.Msg[:10])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		r := NewResponder(key, 0, 0)
+		a, _, err := r.Accept(msg, now, fixedIndex)
+		if err == nil && len(a.Response) != ResponseLen {
+			t.Fatalf("accepted with a %d-byte response", len(a.Response))
+		}
+	})
+}
+
+func FuzzFinish(f *testing.F) {
+	key := Key{1, 2, 3}
+	now := time.Unix(1_800_000_000, 0)
+	in, _ := Initiate(key, 0, now)
+	a, _, _ := NewResponder(key, 0, 0).Accept(in.Msg, now, fixedIndex)
+	f.Add(a.Response)
+	f.Add(a.Response[:5])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		in, err := Initiate(key, 0, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A fresh initiation's ephemeral key differs from the one any
+		// stored response answered, so nothing may finish it.
+		if _, _, err := in.Finish(msg); err == nil {
+			t.Fatal("a response not made for this initiation was accepted")
+		}
+	})
+}

@@ -1,0 +1,107 @@
+package wire
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestHeaderRoundTrip(t *testing.T) {
+	b := make([]byte, Overhead)
+	h := Header{Receiver: 0xdeadbeef, Counter: 1<<63 + 5}
+	PutHeader(b, h)
+	got, err := ParseHeader(b)
+	if err != nil || got != h {
+		t.Fatalf("got %+v, %v; want %+v", got, err, h)
+	}
+	for _, bad := range [][]byte{nil, b[:Overhead-1], append([]byte{TypeInit}, b[1:]...), append([]byte{TypeTransport, 1}, b[2:]...)} {
+		if _, err := ParseHeader(bad); err == nil {
+			t.Fatalf("ParseHeader(%x) accepted a malformed header", bad)
+		}
+	}
+}
+
+func TestHandshakeFraming(t *testing.T) {
+	msg := bytes.Repeat([]byte{7}, 64)
+	init := AppendInit(nil, msg)
+	if got, err := ParseInit(init); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("ParseInit: %v", err)
+	}
+	resp := AppendResponse(nil, 42, msg)
+	idx, got, err := ParseResponse(resp)
+	if err != nil || idx != 42 || !bytes.Equal(got, msg) {
+		t.Fatalf("ParseResponse: %d %v", idx, err)
+	}
+	if _, err := ParseInit(init[:InitPrefixLen]); err == nil {
+		t.Fatal("empty initiation accepted")
+	}
+	if _, _, err := ParseResponse(init); err == nil {
+		t.Fatal("initiation parsed as a response")
+	}
+}
+
+func TestMessages(t *testing.T) {
+	p := make([]byte, DataHeaderLen+3)
+	PutData(p, 9)
+	copy(p[DataHeaderLen:], "abc")
+	m, err := ParseMessage(p)
+	if err != nil || m.Kind != MsgData || m.Flow != 9 || string(m.Body) != "abc" {
+		t.Fatalf("data: %+v %v", m, err)
+	}
+	// 10 bytes in 4 pieces: 3, 3, 3, 1.
+	for i, n := range []int{3, 3, 3, 1} {
+		f := Fragment{Flow: 1, ID: 2, Index: uint8(i), Count: 4, Total: 10}
+		q := make([]byte, FragHeaderLen+n)
+		PutFragment(q, f)
+		m, err := ParseMessage(q)
+		if err != nil || m.Fragment != f || len(m.Body) != n {
+			t.Fatalf("fragment %d: %+v %v", i, m, err)
+		}
+		// A piece of the wrong size is refused.
+		if _, err := ParseMessage(q[:len(q)-1]); err == nil {
+			t.Fatalf("fragment %d one byte short accepted", i)
+		}
+	}
+	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}}
+	for _, b := range bad {
+		if _, err := ParseMessage(b); err == nil {
+			t.Fatalf("ParseMessage(%x) accepted", b)
+		}
+	}
+}
+
+func FuzzParseHeader(f *testing.F) {
+	good := make([]byte, Overhead+10)
+	PutHeader(good, Header{Receiver: 1, Counter: 2})
+	f.Add(good)
+	f.Add(good[:Overhead])
+	f.Add(good[:Overhead-1])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHeader(b)
+		if err != nil {
+			return
+		}
+		out := make([]byte, HeaderLen)
+		PutHeader(out, h)
+		if !bytes.Equal(out, b[:HeaderLen]) {
+			t.Fatalf("header %x decodes to %+v which encodes to %x", b[:HeaderLen], h, out)
+		}
+	})
+}
+
+func FuzzParseMessage(f *testing.F) {
+	f.Add([]byte{MsgData, 0, 0, 0, 1, 'x'})
+	f.Add([]byte{MsgKeepalive})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseMessage(b)
+		if err != nil {
+			return
+		}
+		if m.Kind == MsgFragment {
+			f := m.Fragment
+			chunk := ChunkLen(int(f.Total), int(f.Count))
+			if int(f.Index)*chunk+len(m.Body) > int(f.Total) || f.Count < 2 || f.Index >= f.Count {
+				t.Fatalf("accepted fragment does not fit its datagram: %+v body %d", f, len(m.Body))
+			}
+		}
+	})
+}
