@@ -144,10 +144,10 @@ type Accepted struct {
 
 // Errors a Responder returns for initiations it refuses.
 var (
-	ErrReplay   = errors.New("handshake initiation replayed")
-	ErrStale    = errors.New("handshake initiation timestamp outside the allowed window")
+	ErrReplay    = errors.New("handshake initiation replayed")
+	ErrStale     = errors.New("handshake initiation timestamp outside the allowed window")
 	ErrCacheFull = errors.New("too many recent handshakes")
-	ErrVersion  = errors.New("handshake from an incompatible protocol version")
+	ErrVersion   = errors.New("handshake from an incompatible protocol version")
 )
 
 // DefaultWindow is how far an initiation's timestamp may be from the

@@ -36,31 +36,31 @@ type Counters struct {
 // Snapshot is a copy of Counters at one moment, with the names used in
 // status output.
 type Snapshot struct {
-	TxPackets        uint64 `json:"tx_packets"`
-	TxBytes          uint64 `json:"tx_bytes"`
-	RxPackets        uint64 `json:"rx_packets"`
-	RxBytes          uint64 `json:"rx_bytes"`
-	Delivered        uint64 `json:"delivered"`
-	DeliveredBytes   uint64 `json:"delivered_bytes"`
-	Forwarded        uint64 `json:"forwarded"`
-	Reassembled      uint64 `json:"reassembled"`
-	Duplicates       uint64 `json:"duplicates"`
-	TooOld           uint64 `json:"too_old"`
-	AuthFailed       uint64 `json:"auth_failed"`
-	Malformed        uint64 `json:"malformed"`
-	UnknownSession   uint64 `json:"unknown_session"`
-	Oversize         uint64 `json:"oversize"`
-	FragEvicted      uint64 `json:"fragments_evicted"`
-	NoSession        uint64 `json:"no_session"`
-	SendErrors       uint64 `json:"send_errors"`
-	HandshakeOK      uint64 `json:"handshakes"`
-	HandshakeBad     uint64 `json:"handshake_bad"`
-	HandshakeReplay  uint64 `json:"handshake_replay"`
-	HandshakeStale   uint64 `json:"handshake_stale"`
-	SessionLimit     uint64 `json:"session_limit"`
-	FlowLimit        uint64 `json:"flow_limit"`
-	SessionsFreed    uint64 `json:"sessions_freed"`
-	FlowsFreed       uint64 `json:"flows_freed"`
+	TxPackets       uint64 `json:"tx_packets"`
+	TxBytes         uint64 `json:"tx_bytes"`
+	RxPackets       uint64 `json:"rx_packets"`
+	RxBytes         uint64 `json:"rx_bytes"`
+	Delivered       uint64 `json:"delivered"`
+	DeliveredBytes  uint64 `json:"delivered_bytes"`
+	Forwarded       uint64 `json:"forwarded"`
+	Reassembled     uint64 `json:"reassembled"`
+	Duplicates      uint64 `json:"duplicates"`
+	TooOld          uint64 `json:"too_old"`
+	AuthFailed      uint64 `json:"auth_failed"`
+	Malformed       uint64 `json:"malformed"`
+	UnknownSession  uint64 `json:"unknown_session"`
+	Oversize        uint64 `json:"oversize"`
+	FragEvicted     uint64 `json:"fragments_evicted"`
+	NoSession       uint64 `json:"no_session"`
+	SendErrors      uint64 `json:"send_errors"`
+	HandshakeOK     uint64 `json:"handshakes"`
+	HandshakeBad    uint64 `json:"handshake_bad"`
+	HandshakeReplay uint64 `json:"handshake_replay"`
+	HandshakeStale  uint64 `json:"handshake_stale"`
+	SessionLimit    uint64 `json:"session_limit"`
+	FlowLimit       uint64 `json:"flow_limit"`
+	SessionsFreed   uint64 `json:"sessions_freed"`
+	FlowsFreed      uint64 `json:"flows_freed"`
 }
 
 // Snapshot reads every counter.

@@ -42,11 +42,11 @@ type State struct {
 	PeerIndex uint32
 	// LocalIndex is the index this end chose: the receiver field of what it gets.
 	LocalIndex uint32
-	send      cipher.AEAD
-	recv      cipher.AEAD
-	counter   atomic.Uint64
+	send       cipher.AEAD
+	recv       cipher.AEAD
+	counter    atomic.Uint64
 
-	fragID    atomic.Uint32
+	fragID atomic.Uint32
 
 	mu     sync.Mutex
 	window replay.Filter
