@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mptunnel/mptunnel/internal/handshake"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCLI(t *testing.T, ctx context.Context, vars map[string]string, prog string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(prog, args, Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return vars[k] }, Context: ctx})
+	return result{code, out.String(), errb.String()}
+}
+
+func writeFile(t *testing.T, name, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestErrors(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	withKey := map[string]string{"MPTUNNEL_KEY": k.String()}
+	good := writeFile(t, "good.conf", "# paths\n127.0.0.1 4000\n")
+	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	bg := context.Background()
+	cases := []struct {
+		name string
+		vars map[string]string
+		prog string
+		args []string
+		code int
+		want string
+	}{
+		{"no command", nil, "mptunnel", nil, 2, "no command"},
+		{"unknown command", nil, "mptunnel", []string{"frobnicate"}, 2, "unknown command"},
+		{"server args", withKey, "mpserver", []string{"2000"}, 2, "expected PORT TARGET_HOST TARGET_PORT"},
+		{"server bad port", withKey, "mpserver", []string{"70000", "127.0.0.1", "7"}, 2, "bad port"},
+		{"no key", nil, "mpserver", []string{"2000", "127.0.0.1", "7"}, 2, "mptunnel genkey"},
+		{"malformed key", map[string]string{"MPTUNNEL_KEY": "hunter2"}, "mpserver", []string{"2000", "127.0.0.1", "7"}, 2, "MPTUNNEL_KEY: the key is not valid"},
+		{"missing key file", nil, "mpclient", []string{"--key-file", "/nonexistent/key", good}, 2, "cannot read key file"},
+		{"bad config line", withKey, "mpclient", []string{writeFile(t, "bad.conf", "127.0.0.1 4000\n127.0.0.1\n")}, 2, "bad.conf:2:"},
+		{"missing config", withKey, "mpclient", []string{"/nonexistent/mpclient.conf"}, 2, "/nonexistent/mpclient.conf"},
+		{"bad flag", withKey, "mpclient", []string{"--no-such-flag", good}, 2, "no-such-flag"},
+		{"bad log level", withKey, "mpclient", []string{"--log-level", "loud", good}, 2, "log-level"},
+		{"port zero", withKey, "mpserver", []string{"0", "127.0.0.1", "7"}, 2, "bad port"},
+		{"port in use", withKey, "mpserver", []string{strconv.Itoa(busy.LocalAddr().(*net.UDPAddr).Port), "127.0.0.1", "7"}, 1, "address already in use"},
+		{"listen in use", withKey, "mpclient", []string{"--listen", busy.LocalAddr().String(), good}, 1, "cannot listen on " + busy.LocalAddr().String()},
+		{"bridge usage", nil, "mptunnel", []string{"bridge", "--listen", ":0"}, 2, "--to"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, bg, c.vars, c.prog, c.args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", r.code, r.stderr, c.code, c.want)
+			}
+		})
+	}
+}
+
+func TestGenkeyAndVersion(t *testing.T) {
+	r := runCLI(t, context.Background(), nil, "mptunnel", "genkey")
+	if r.code != 0 {
+		t.Fatalf("genkey exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := handshake.ParseKey(r.stdout); err != nil {
+		t.Fatalf("genkey printed %q: %v", r.stdout, err)
+	}
+	r2 := runCLI(t, context.Background(), nil, "mptunnel", "genkey")
+	if r2.stdout == r.stdout {
+		t.Fatal("two keys are the same")
+	}
+	if r := runCLI(t, context.Background(), nil, "mptunnel", "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "mptunnel ") {
+		t.Fatalf("version: %d %q", r.code, r.stdout)
+	}
+}
+
+// TestCleanShutdown: both ends and the bridge exit 0 when told to stop.
+func TestCleanShutdown(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	kf := writeFile(t, "key", k.String()+"\n")
+	conf := writeFile(t, "c.conf", "127.0.0.1 9\n")
+	free, err := net.ListenUDP("udp", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(free.LocalAddr().(*net.UDPAddr).Port)
+	free.Close()
+	for _, args := range [][]string{
+		{"server", "--key-file", kf, "--log-level", "error", port, "127.0.0.1", "9"},
+		{"client", "--key-file", kf, "--log-level", "error", "--listen", "127.0.0.1:0", conf},
+		{"bridge", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		r := runCLI(t, ctx, nil, "mptunnel", args...)
+		cancel()
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d: %s", args[0], r.code, r.stderr)
+		}
+	}
+}
