@@ -1,0 +1,394 @@
+// Package impair is a userspace, netem-like UDP relay used to emulate
+// lossy, slow and unreliable network paths on loopback without privileges.
+//
+// A Relay listens on one UDP address and forwards every datagram it
+// receives to an upstream address, through a separate upstream socket per
+// downstream peer, and relays the replies back. Each direction applies its
+// own Config: random and bursty loss, fixed delay, jitter, reordering,
+// duplication and a rate limit with a bounded queue. All random decisions
+// come from a seeded generator per direction, so a given seed and input
+// sequence always yield the same drop and duplicate decisions.
+package impair
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// socketBuffer is the send and receive buffer size requested for every
+// socket (the kernel may cap it).
+const socketBuffer = 4 << 20
+
+// Options configures a Relay.
+type Options struct {
+	// Listen is the local address downstream peers send to, e.g.
+	// "127.0.0.1:0".
+	Listen string
+	// To is the upstream host:port.
+	To string
+	// Up applies to datagrams going downstream to upstream, Down to the
+	// replies.
+	Up, Down Config
+	// Seed drives all randomness. The same seed and the same input
+	// sequence give the same drop and duplicate decisions.
+	Seed int64
+	// Tap, when set, is called with every datagram received, before any
+	// impairment; up is true for datagrams from downstream peers. It may be
+	// called from several goroutines at once and must not retain pkt.
+	Tap func(up bool, pkt []byte)
+	// IdleTimeout closes a peer's upstream socket after this long without
+	// traffic in either direction. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxPeers limits concurrent downstream peers. Zero means
+	// DefaultMaxPeers. Datagrams from further peers are dropped and counted
+	// in Stats.PeerLimitDrops.
+	MaxPeers int
+}
+
+// DirStats are the counters of one direction. Each datagram received ends
+// up forwarded (twice if duplicated) or counted in exactly one of the drop
+// and error counters, so once traffic stops InFlight returns to zero.
+type DirStats struct {
+	Received     uint64 // datagrams read and handed to the impairments
+	Forwarded    uint64 // datagrams written, duplicates included
+	DroppedLoss  uint64 // dropped by Loss or BurstLoss
+	DroppedQueue uint64 // dropped by the rate queue limit or a full delay line
+	DroppedDown  uint64 // dropped because the relay was set down
+	Duplicated   uint64 // extra copies made by Duplicate
+	SendErrors   uint64 // writes that failed
+}
+
+// InFlight returns how many datagrams (duplicates included) are still
+// waiting in the delay line or being written.
+func (s DirStats) InFlight() uint64 {
+	out := s.Forwarded + s.DroppedLoss + s.DroppedQueue + s.DroppedDown + s.SendErrors
+	in := s.Received + s.Duplicated
+	if out >= in {
+		return 0
+	}
+	return in - out
+}
+
+// Stats is a snapshot of a relay's counters.
+type Stats struct {
+	Up   DirStats // downstream to upstream
+	Down DirStats // upstream to downstream
+	// Peers is the number of downstream peers with an upstream socket.
+	Peers int
+	// PeerLimitDrops counts datagrams from new peers dropped because
+	// MaxPeers was reached. They are not part of Up.
+	PeerLimitDrops uint64
+	// PeerErrors counts datagrams dropped because no upstream socket could
+	// be created for their peer. They are not part of Up.
+	PeerErrors uint64
+}
+
+// peer is one downstream address and its upstream socket.
+type peer struct {
+	addr netip.AddrPort
+	conn *net.UDPConn
+	last atomic.Int64 // time of last traffic, relative to Relay.epoch
+}
+
+// Relay forwards datagrams between downstream peers that send to its
+// listen address and an upstream address, keeping one upstream socket per
+// downstream peer, applying Up impairments to datagrams going downstream
+// to upstream and Down impairments to replies.
+type Relay struct {
+	ln       *net.UDPConn
+	addr     netip.AddrPort
+	to       *net.UDPAddr
+	tap      func(bool, []byte)
+	idle     time.Duration
+	maxPeers int
+	epoch    time.Time
+
+	up, dn *direction
+	pool   bufPool
+	down   atomic.Bool
+
+	peerLimitDrops atomic.Uint64
+	peerErrors     atomic.Uint64
+
+	mu     sync.Mutex
+	peers  map[netip.AddrPort]*peer
+	closed bool
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New binds the listen address and starts the relay.
+func New(opts Options) (*Relay, error) {
+	if err := opts.Up.Validate(); err != nil {
+		return nil, fmt.Errorf("impair: up config: %w", err)
+	}
+	if err := opts.Down.Validate(); err != nil {
+		return nil, fmt.Errorf("impair: down config: %w", err)
+	}
+	if opts.To == "" {
+		return nil, errors.New("impair: no upstream address")
+	}
+	to, err := net.ResolveUDPAddr("udp", opts.To)
+	if err != nil {
+		return nil, fmt.Errorf("impair: resolve upstream %s: %w", opts.To, err)
+	}
+	laddr, err := net.ResolveUDPAddr("udp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("impair: listen %s: %w", opts.Listen, err)
+	}
+	ln, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("impair: listen %s: %w", opts.Listen, err)
+	}
+	setBuffers(ln)
+
+	r := &Relay{
+		ln:       ln,
+		addr:     ln.LocalAddr().(*net.UDPAddr).AddrPort(),
+		to:       to,
+		tap:      opts.Tap,
+		idle:     opts.IdleTimeout,
+		maxPeers: opts.MaxPeers,
+		epoch:    time.Now(),
+		peers:    make(map[netip.AddrPort]*peer),
+		done:     make(chan struct{}),
+	}
+	if r.idle <= 0 {
+		r.idle = DefaultIdleTimeout
+	}
+	if r.maxPeers <= 0 {
+		r.maxPeers = DefaultMaxPeers
+	}
+	s := splitmix64(uint64(opts.Seed))
+	r.up = newDirection(r, true, opts.Up, splitmix64(s^1), splitmix64(s^2))
+	r.dn = newDirection(r, false, opts.Down, splitmix64(s^3), splitmix64(s^4))
+
+	r.wg.Add(3)
+	go r.up.run()
+	go r.dn.run()
+	go r.readDownstream()
+	return r, nil
+}
+
+// splitmix64 is one step of the SplitMix64 mixer, used to derive
+// independent generator seeds from Options.Seed.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+func setBuffers(c *net.UDPConn) {
+	// Best effort: the kernel caps the sizes and a failure only means
+	// more drops under bursts.
+	_ = c.SetReadBuffer(socketBuffer)
+	_ = c.SetWriteBuffer(socketBuffer)
+}
+
+// Addr returns the listen address.
+func (r *Relay) Addr() netip.AddrPort { return r.addr }
+
+// SetDown takes the relay down (a dead path) or back up. While down, every
+// datagram is dropped in both directions, including those already waiting
+// in the delay lines. Safe for concurrent use.
+func (r *Relay) SetDown(down bool) {
+	r.down.Store(down)
+	if down {
+		r.up.flush()
+		r.dn.flush()
+	}
+}
+
+// SetConfig changes the impairments of both directions; it applies to
+// datagrams received from then on. Out-of-range values are clamped. Safe
+// for concurrent use.
+func (r *Relay) SetConfig(up, down Config) {
+	r.up.setConfig(up.sanitize())
+	r.dn.setConfig(down.sanitize())
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Relay) Stats() Stats {
+	r.mu.Lock()
+	n := len(r.peers)
+	r.mu.Unlock()
+	return Stats{
+		Up:             r.up.stats.snapshot(),
+		Down:           r.dn.stats.snapshot(),
+		Peers:          n,
+		PeerLimitDrops: r.peerLimitDrops.Load(),
+		PeerErrors:     r.peerErrors.Load(),
+	}
+}
+
+// Close stops every goroutine the relay started, closes its sockets and
+// waits for them. Queued datagrams are discarded. It is idempotent and
+// returns the same result every time.
+func (r *Relay) Close() error {
+	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		peers := make([]*peer, 0, len(r.peers))
+		for _, p := range r.peers {
+			peers = append(peers, p)
+		}
+		clear(r.peers)
+		r.mu.Unlock()
+
+		close(r.done)
+		if err := r.ln.Close(); err != nil {
+			r.closeErr = fmt.Errorf("impair: close %s: %w", r.addr, err)
+		}
+		for _, p := range peers {
+			_ = p.conn.Close()
+		}
+		r.wg.Wait()
+	})
+	return r.closeErr
+}
+
+func (r *Relay) now() time.Duration { return time.Since(r.epoch) }
+
+// deliver writes one datagram in the direction of d.
+func (r *Relay) deliver(d *direction, pkt []byte, p *peer) {
+	if r.down.Load() {
+		d.stats.droppedDown.Add(1)
+		return
+	}
+	var err error
+	if d.up {
+		_, err = p.conn.Write(pkt)
+	} else {
+		_, err = r.ln.WriteToUDPAddrPort(pkt, p.addr)
+	}
+	if err != nil {
+		d.stats.sendErrors.Add(1)
+		return
+	}
+	d.stats.forwarded.Add(1)
+}
+
+// readDownstream reads datagrams from downstream peers.
+func (r *Relay) readDownstream() {
+	defer r.wg.Done()
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := r.ln.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		pkt := buf[:n]
+		if r.tap != nil {
+			r.tap(true, pkt)
+		}
+		p, err := r.peerFor(from)
+		if err != nil {
+			switch {
+			case errors.Is(err, errPeerLimit):
+				r.peerLimitDrops.Add(1)
+			case errors.Is(err, errClosed):
+				return
+			default:
+				r.peerErrors.Add(1)
+			}
+			continue
+		}
+		r.up.process(pkt, p)
+	}
+}
+
+var (
+	errPeerLimit = errors.New("impair: peer limit reached")
+	errClosed    = errors.New("impair: relay closed")
+)
+
+// peerFor returns the peer for addr, creating it and its upstream socket
+// when needed.
+func (r *Relay) peerFor(addr netip.AddrPort) (*peer, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.peers[addr]; ok {
+		p.last.Store(int64(r.now()))
+		return p, nil
+	}
+	if r.closed {
+		return nil, errClosed
+	}
+	if len(r.peers) >= r.maxPeers {
+		return nil, errPeerLimit
+	}
+	conn, err := net.DialUDP("udp", nil, r.to)
+	if err != nil {
+		return nil, fmt.Errorf("impair: dial upstream %s: %w", r.to, err)
+	}
+	setBuffers(conn)
+	p := &peer{addr: addr, conn: conn}
+	p.last.Store(int64(r.now()))
+	r.peers[addr] = p
+	r.wg.Add(1)
+	go r.readUpstream(p)
+	return p, nil
+}
+
+// readUpstream reads the replies for one peer until its socket is closed
+// or it has been idle for IdleTimeout.
+func (r *Relay) readUpstream(p *peer) {
+	defer r.wg.Done()
+	buf := make([]byte, maxDatagram)
+	_ = p.conn.SetReadDeadline(time.Now().Add(r.idle))
+	for {
+		n, err := p.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if r.expire(p) {
+					return
+				}
+			}
+			// Anything else, such as ECONNREFUSED after an ICMP port
+			// unreachable, is transient for a datagram socket.
+			continue
+		}
+		p.last.Store(int64(r.now()))
+		pkt := buf[:n]
+		if r.tap != nil {
+			r.tap(false, pkt)
+		}
+		r.dn.process(pkt, p)
+	}
+}
+
+// expire removes and closes p if it has been idle for IdleTimeout, and
+// reports whether its reader should stop. Otherwise it re-arms the read
+// deadline.
+func (r *Relay) expire(p *peer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		// Close owns the socket now.
+		return true
+	}
+	idle := r.now() - time.Duration(p.last.Load())
+	if idle >= r.idle {
+		delete(r.peers, p.addr)
+		_ = p.conn.Close()
+		return true
+	}
+	_ = p.conn.SetReadDeadline(time.Now().Add(r.idle - idle))
+	return false
+}
