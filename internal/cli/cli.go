@@ -175,6 +175,16 @@ func (c *common) key(env Env) (handshake.Key, error) {
 	return k, nil
 }
 
+// setup loads the key and builds the logger.
+func (c *common) setup(env Env) (handshake.Key, *slog.Logger, error) {
+	key, err := c.key(env)
+	if err != nil {
+		return key, nil, err
+	}
+	log, err := c.logger(env)
+	return key, log, err
+}
+
 func (c *common) logger(env Env) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.logLevel)); err != nil {
@@ -224,11 +234,7 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	key, err := c.key(env)
-	if err != nil {
-		return err
-	}
-	log, err := c.logger(env)
+	key, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
@@ -266,11 +272,7 @@ func runClient(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	key, err := c.key(env)
-	if err != nil {
-		return err
-	}
-	log, err := c.logger(env)
+	key, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
