@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 )
 
@@ -96,5 +98,53 @@ func TestLimits(t *testing.T) {
 	case <-c2.Up():
 		t.Fatal("a second session came up past a session limit of 1")
 	default:
+	}
+}
+
+// TestIdleTimeouts: a flow idle past the flow timeout is freed with its
+// socket; a session that falls silent (its only path dies) is freed after the
+// session timeout; a client that shuts down cleanly ends its session at once.
+func TestIdleTimeouts(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, FlowTimeout: time.Second, SessionTimeout: 2 * time.Second})
+	paths, relays := startPaths(t, srv.Addr().String(), 1, impair.Config{})
+	cl := startClient(t, client.Config{Paths: paths, Key: key})
+	app := dial(t, cl)
+	pingPong(t, app, "flow", 3)
+	if srv.Flows() != 1 {
+		t.Fatalf("server has %d flows, want 1", srv.Flows())
+	}
+	if !eventually(5*time.Second, func() bool { return srv.Flows() == 0 }) {
+		t.Fatal("idle flow not freed")
+	}
+	if srv.Sessions() != 1 {
+		t.Fatal("keepalives did not keep the session")
+	}
+	relays[0].SetDown(true)
+	if !eventually(6*time.Second, func() bool { return srv.Sessions() == 0 }) {
+		t.Fatal("silent session not freed")
+	}
+	if srv.Counters().FlowsGone.Load() != 1 || srv.Counters().SessionsGone.Load() != 1 {
+		t.Fatalf("freed counters: flows %d sessions %d", srv.Counters().FlowsGone.Load(), srv.Counters().SessionsGone.Load())
+	}
+
+	// A clean shutdown closes the session without waiting.
+	srv2 := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	c2, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv2.Addr().String()}}, Key: key, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c2.Serve(ctx) }()
+	<-c2.Up()
+	if !eventually(2*time.Second, func() bool { return srv2.Sessions() == 1 }) {
+		t.Fatal("no session on the second server")
+	}
+	cancel()
+	<-done
+	if !eventually(2*time.Second, func() bool { return srv2.Sessions() == 0 }) {
+		t.Fatal("session not closed by the client's clean shutdown")
 	}
 }
