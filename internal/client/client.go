@@ -40,7 +40,8 @@ type Config struct {
 	Window         int           // replay window in packets (replay.DefaultSize)
 	MaxFlows       int           // local peers at once (256)
 	FlowTimeout    time.Duration // an idle local peer is forgotten after this (60s)
-	Keepalive      time.Duration // proof of life on every path (1s)
+	ProbeInterval  time.Duration // a probe on every path this often (250ms)
+	DeadAfter      time.Duration // no authentic packet for this long: handshake again (1.5s)
 	HandshakeRetry time.Duration // a new handshake when none answered (1s)
 	Logger         *slog.Logger
 }
@@ -58,8 +59,11 @@ func (c *Config) setDefaults() {
 	if c.FlowTimeout <= 0 {
 		c.FlowTimeout = 60 * time.Second
 	}
-	if c.Keepalive <= 0 {
-		c.Keepalive = time.Second
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 250 * time.Millisecond
+	}
+	if c.DeadAfter <= 0 {
+		c.DeadAfter = 1500 * time.Millisecond
 	}
 	if c.HandshakeRetry <= 0 {
 		c.HandshakeRetry = time.Second
@@ -79,9 +83,10 @@ type Client struct {
 	v6    bool
 	cnt   metrics.Counters
 
-	sess atomic.Pointer[session.State]
-	up   chan struct{} // closed when the first session is up
-	once sync.Once
+	sess     atomic.Pointer[session.State]
+	lastAuth atomic.Int64  // unix ns of the last authentic packet from the server
+	up       chan struct{} // closed when the first session is up
+	once     sync.Once
 
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
@@ -101,9 +106,12 @@ type pendingHS struct {
 }
 
 type path struct {
+	id     uint8
 	cfg    PathConfig
 	remote netip.AddrPort
 	conn   *net.UDPConn
+	tx, rx atomic.Uint64 // tunnel packets sent on and received from the path
+	seq    atomic.Uint32 // probe sequence
 }
 
 type flow struct {
@@ -131,7 +139,10 @@ func Listen(cfg Config) (*Client, error) {
 		byID:    make(map[uint32]*flow),
 	}
 	c.warn.Log = cfg.Logger
-	for _, pc := range cfg.Paths {
+	if len(cfg.Paths) > 255 {
+		return nil, errors.New("client: more than 255 paths")
+	}
+	for i, pc := range cfg.Paths {
 		p, err := openPath(pc)
 		if err != nil {
 			c.closeSockets()
@@ -140,6 +151,7 @@ func Listen(cfg Config) (*Client, error) {
 		if a := p.remote.Addr(); a.Is6() && !a.Is4In6() {
 			c.v6 = true
 		}
+		p.id = uint8(i)
 		c.paths = append(c.paths, p)
 	}
 	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
@@ -226,7 +238,7 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.closing.Store(true)
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
-		if pkt, err := sl.SealControl(st, wire.MsgClose); err == nil {
+		if pkt, err := sl.SealClose(st); err == nil {
 			c.sendAll(pkt)
 		}
 	}
@@ -237,13 +249,18 @@ func (c *Client) Serve(ctx context.Context) error {
 
 func (c *Client) sendAll(pkt []byte) {
 	for _, p := range c.paths {
-		if _, err := p.conn.WriteToUDPAddrPort(pkt, p.remote); err != nil {
-			c.cnt.SendErrors.Add(1)
-			continue
-		}
-		c.cnt.TxPackets.Add(1)
-		c.cnt.TxBytes.Add(uint64(len(pkt)))
+		c.send(p, pkt)
 	}
+}
+
+func (c *Client) send(p *path, pkt []byte) {
+	p.tx.Add(1)
+	if _, err := p.conn.WriteToUDPAddrPort(pkt, p.remote); err != nil {
+		c.cnt.SendErrors.Add(1)
+		return
+	}
+	c.cnt.TxPackets.Add(1)
+	c.cnt.TxBytes.Add(uint64(len(pkt)))
 }
 
 // localLoop carries local applications' datagrams into the tunnel.
@@ -342,6 +359,7 @@ func (c *Client) pathLoop(p *path) {
 		}
 		c.cnt.RxPackets.Add(1)
 		c.cnt.RxBytes.Add(uint64(n))
+		p.rx.Add(1)
 		pkt := buf[:n]
 		switch wire.Type(pkt) {
 		case wire.TypeTransport:
@@ -355,7 +373,10 @@ func (c *Client) pathLoop(p *path) {
 				c.cnt.UnknownSess.Add(1)
 				continue
 			}
-			o.Receive(st, pkt, h, time.Now(), &c.cnt, deliver)
+			now := time.Now()
+			if m := o.Receive(st, pkt, h, now, &c.cnt, deliver); m.Kind != 0 {
+				c.lastAuth.Store(now.UnixNano())
+			}
 		case wire.TypeResponse:
 			c.handleResponse(pkt)
 		default:
@@ -390,14 +411,12 @@ func (c *Client) handleResponse(pkt []byte) {
 	}
 	st.LocalIndex = idx
 	clear(c.pending)
-	c.sess.Store(st)
+	c.lastAuth.Store(time.Now().UnixNano())
+	old := c.sess.Swap(st)
 	c.cnt.HandshakeOK.Add(1)
-	c.log.Info("session up", "session", peerIdx, "rtt", time.Since(ph.sent).Round(time.Microsecond).String())
+	c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
 	// Tell the server every path at once.
-	sl := session.NewSealer()
-	if ka, err := sl.SealControl(st, wire.MsgKeepalive); err == nil {
-		c.sendAll(ka)
-	}
+	c.probeAll(session.NewSealer(), st, time.Now())
 	c.once.Do(func() { close(c.up) })
 }
 
@@ -418,28 +437,47 @@ func (c *Client) handshake(now time.Time) {
 	c.sendAll(wire.AppendInit(nil, in.Msg))
 }
 
-// timers drives handshakes, keepalives and flow expiry.
+// probeAll sends a probe on every path, each sealed for its path.
+func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) {
+	for _, p := range c.paths {
+		pr := wire.Probe{Path: p.id, Seq: p.seq.Add(1), Sent: now.UnixNano(), Tx: p.tx.Load() + 1, Rx: p.rx.Load()}
+		if pkt, err := sl.SealProbe(st, wire.MsgProbe, pr); err == nil {
+			c.send(p, pkt)
+		}
+	}
+}
+
+// timers drives handshakes, probes and flow expiry. A session that has heard
+// nothing authentic for DeadAfter (the server restarted, or every path is
+// down) is replaced by a new handshake, retried every HandshakeRetry, while
+// the old one keeps carrying traffic in case it comes back.
 func (c *Client) timers(ctx context.Context) {
 	c.handshake(time.Now())
-	t := time.NewTicker(c.cfg.HandshakeRetry)
-	defer t.Stop()
-	ka := time.NewTicker(c.cfg.Keepalive)
-	defer ka.Stop()
+	lastHS := time.Now()
+	probe := time.NewTicker(c.cfg.ProbeInterval)
+	defer probe.Stop()
 	sl := session.NewSealer()
+	lastExpire := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			if c.sess.Load() == nil {
-				c.handshake(now)
+		case now := <-probe.C:
+			st := c.sess.Load()
+			if st != nil {
+				c.probeAll(sl, st, now)
 			}
-			c.expire(now)
-		case <-ka.C:
-			if st := c.sess.Load(); st != nil {
-				if pkt, err := sl.SealControl(st, wire.MsgKeepalive); err == nil {
-					c.sendAll(pkt)
+			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
+			if (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry {
+				if silent {
+					c.warn.Warn("silent", "no answer from the server; handshaking again", "silent_for", now.Sub(time.Unix(0, c.lastAuth.Load())).Round(time.Millisecond).String())
 				}
+				c.handshake(now)
+				lastHS = now
+			}
+			if now.Sub(lastExpire) >= time.Second {
+				c.expire(now)
+				lastExpire = now
 			}
 		}
 	}

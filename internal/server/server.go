@@ -107,6 +107,7 @@ type sess struct {
 type path struct {
 	addr     netip.AddrPort
 	lastSeen atomic.Int64
+	tx, rx   atomic.Uint64 // tunnel packets sent to and authentic ones received from addr
 }
 
 type flow struct {
@@ -208,6 +209,7 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) readLoop() {
 	buf := make([]byte, wire.MaxPacket+1)
 	var o session.Opener
+	sl := session.NewSealer()
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -218,11 +220,11 @@ func (s *Server) readLoop() {
 		}
 		s.cnt.RxPackets.Add(1)
 		s.cnt.RxBytes.Add(uint64(n))
-		s.handle(buf[:n], from, &o)
+		s.handle(buf[:n], from, &o, sl)
 	}
 }
 
-func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener) {
+func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *session.Sealer) {
 	now := time.Now()
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
@@ -238,13 +240,22 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener) {
 			s.cnt.UnknownSess.Add(1)
 			return
 		}
-		kind := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliver(s, now))
-		if kind == 0 {
+		m := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliver(s, now))
+		if m.Kind == 0 {
 			return
 		}
 		ss.lastRx.Store(now.UnixNano())
-		s.seePath(ss, from, now)
-		if kind == wire.MsgClose {
+		p := s.seePath(ss, from, now)
+		p.rx.Add(1)
+		switch m.Kind {
+		case wire.MsgProbe:
+			// Answer on the path the probe came by, with our counts for it.
+			reply := m.Probe
+			reply.Tx, reply.Rx = p.tx.Load()+1, p.rx.Load()
+			if out, err := sl.SealProbe(ss.st, wire.MsgProbeReply, reply); err == nil {
+				s.sendPath(out, p)
+			}
+		case wire.MsgClose:
 			s.log.Info("session closed by client", "session", ss.index)
 			s.mu.Lock()
 			s.closeSessionLocked(ss.index, ss)
@@ -327,12 +338,19 @@ func (s *Server) send(pkt []byte, to netip.AddrPort) {
 	s.cnt.TxBytes.Add(uint64(len(pkt)))
 }
 
-// seePath records that an authentic packet of ss arrived from addr.
-func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) {
+// sendPath sends pkt on path p and counts it there.
+func (s *Server) sendPath(pkt []byte, p *path) {
+	p.tx.Add(1)
+	s.send(pkt, p.addr)
+}
+
+// seePath records that an authentic packet of ss arrived from addr and
+// returns that path.
+func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) *path {
 	for _, p := range *ss.paths.Load() {
 		if p.addr == addr {
 			p.lastSeen.Store(now.UnixNano())
-			return
+			return p
 		}
 	}
 	ss.pathMu.Lock()
@@ -341,7 +359,7 @@ func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) {
 	for _, p := range old {
 		if p.addr == addr {
 			p.lastSeen.Store(now.UnixNano())
-			return
+			return p
 		}
 	}
 	np := &path{addr: addr}
@@ -366,6 +384,7 @@ func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) {
 		ss.v6.Store(true)
 	}
 	s.log.Debug("path seen", "session", ss.index, "addr", addr.String())
+	return np
 }
 
 // deliver returns the function that takes ss's datagrams to their flows.
@@ -450,7 +469,7 @@ func (s *Server) flowLoop(f *flow) {
 				continue
 			}
 			for _, pkt := range pkts {
-				s.send(pkt, p.addr)
+				s.sendPath(pkt, p)
 			}
 		}
 	}

@@ -80,10 +80,16 @@ func (s *Sealer) Seal(st *State, flow uint32, n, maxPlain int) ([][]byte, error)
 	return s.pkts, nil
 }
 
-// SealControl seals an inner message with no body (a keepalive or a close).
-func (s *Sealer) SealControl(st *State, kind byte) ([]byte, error) {
-	s.in[wire.HeaderLen] = kind
+// SealClose seals the message that ends a session.
+func (s *Sealer) SealClose(st *State) ([]byte, error) {
+	s.in[wire.HeaderLen] = wire.MsgClose
 	return st.Seal(s.in, 1, &s.nonce)
+}
+
+// SealProbe seals a probe or probe reply (kind) for one path.
+func (s *Sealer) SealProbe(st *State, kind byte, p wire.Probe) ([]byte, error) {
+	wire.PutProbe(s.in[wire.HeaderLen:], kind, p)
+	return st.Seal(s.in, wire.ProbeLen, &s.nonce)
 }
 
 // Opener opens transport packets; like Sealer it is one goroutine's scratch.
@@ -103,24 +109,24 @@ func (o *Opener) Open(st *State, pkt []byte, h wire.Header) (wire.Message, error
 
 // Receive opens a transport packet with st and hands what it carries on: a
 // whole datagram, or the last piece of a fragmented one, goes to deliver
-// (valid during the call). It returns the inner message kind, or 0 when the
-// packet was dropped; every drop is counted in cnt by its reason.
-func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) byte {
+// (valid during the call). It returns the inner message, whose Kind is 0 when
+// the packet was dropped; every drop is counted in cnt by its reason.
+func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) wire.Message {
 	m, err := o.Open(st, pkt, h)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrDuplicate):
 		cnt.Duplicates.Add(1)
-		return 0
+		return wire.Message{}
 	case errors.Is(err, ErrTooOld):
 		cnt.TooOld.Add(1)
-		return 0
+		return wire.Message{}
 	case errors.Is(err, ErrAuth):
 		cnt.AuthFailed.Add(1)
-		return 0
+		return wire.Message{}
 	default:
 		cnt.Malformed.Add(1)
-		return 0
+		return wire.Message{}
 	}
 	switch m.Kind {
 	case wire.MsgData:
@@ -134,5 +140,5 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 			cnt.FragEvicted.Add(ev)
 		}
 	}
-	return m.Kind
+	return m
 }

@@ -116,11 +116,36 @@ func ParseResponse(pkt []byte) (receiver uint32, noiseMsg []byte, err error) {
 
 // Inner message kinds: the first byte of a sealed plaintext.
 const (
-	MsgData      = 1 // a whole datagram of one flow
-	MsgFragment  = 2 // one piece of a datagram too large for one packet
-	MsgKeepalive = 3 // proof of life on a path; no body
-	MsgClose     = 4 // the sender ends the session
+	MsgData       = 1 // a whole datagram of one flow
+	MsgFragment   = 2 // one piece of a datagram too large for one packet
+	MsgProbe      = 3 // proof of life and measurement on one path
+	MsgClose      = 4 // the sender ends the session; no body
+	MsgProbeReply = 5 // the answer to a probe, on the same path
 )
+
+// ProbeLen is the length of a probe or probe reply, kind byte included.
+const ProbeLen = 30
+
+// Probe is the body of a probe or probe reply. Each is sealed for one path
+// only (unlike data, which is the same bytes on every path).
+type Probe struct {
+	Path uint8  // the client's index of the path
+	Seq  uint32 // the probe's sequence number (echoed in the reply)
+	Sent int64  // the prober's send time in its own clock, ns (echoed)
+	Tx   uint64 // tunnel packets the sender of this message has sent on the path
+	Rx   uint64 // tunnel packets the sender of this message has received on the path
+}
+
+// PutProbe writes a probe or probe reply (kind) into b[:ProbeLen].
+func PutProbe(b []byte, kind byte, p Probe) {
+	_ = b[ProbeLen-1]
+	b[0] = kind
+	b[1] = p.Path
+	binary.BigEndian.PutUint32(b[2:6], p.Seq)
+	binary.BigEndian.PutUint64(b[6:14], uint64(p.Sent))
+	binary.BigEndian.PutUint64(b[14:22], p.Tx)
+	binary.BigEndian.PutUint64(b[22:30], p.Rx)
+}
 
 // Fragment describes one piece of a datagram.
 type Fragment struct {
@@ -153,6 +178,7 @@ type Message struct {
 	Kind     byte
 	Flow     uint32
 	Fragment Fragment // valid when Kind == MsgFragment
+	Probe    Probe    // valid when Kind is MsgProbe or MsgProbeReply
 	Body     []byte
 }
 
@@ -197,8 +223,22 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgFragment, Flow: f.Flow, Fragment: f, Body: body}, nil
-	case MsgKeepalive, MsgClose:
-		return Message{Kind: p[0]}, nil
+	case MsgProbe, MsgProbeReply:
+		if len(p) != ProbeLen {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: p[0], Probe: Probe{
+			Path: p[1],
+			Seq:  binary.BigEndian.Uint32(p[2:6]),
+			Sent: int64(binary.BigEndian.Uint64(p[6:14])),
+			Tx:   binary.BigEndian.Uint64(p[14:22]),
+			Rx:   binary.BigEndian.Uint64(p[22:30]),
+		}}, nil
+	case MsgClose:
+		if len(p) != 1 {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgClose}, nil
 	}
 	return Message{}, ErrMalformed
 }

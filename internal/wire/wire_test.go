@@ -61,7 +61,13 @@ func TestMessages(t *testing.T) {
 			t.Fatalf("fragment %d one byte short accepted", i)
 		}
 	}
-	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}}
+	pr := make([]byte, ProbeLen)
+	want := Probe{Path: 3, Seq: 9, Sent: -5, Tx: 1 << 40, Rx: 7}
+	PutProbe(pr, MsgProbeReply, want)
+	if m, err := ParseMessage(pr); err != nil || m.Kind != MsgProbeReply || m.Probe != want {
+		t.Fatalf("probe reply: %+v %v", m, err)
+	}
+	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}}
 	for _, b := range bad {
 		if _, err := ParseMessage(b); err == nil {
 			t.Fatalf("ParseMessage(%x) accepted", b)
@@ -90,7 +96,10 @@ func FuzzParseHeader(f *testing.F) {
 
 func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte{MsgData, 0, 0, 0, 1, 'x'})
-	f.Add([]byte{MsgKeepalive})
+	f.Add([]byte{MsgClose})
+	pr := make([]byte, ProbeLen)
+	PutProbe(pr, MsgProbe, Probe{Path: 1, Seq: 2, Sent: 3, Tx: 4, Rx: 5})
+	f.Add(pr)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ParseMessage(b)
 		if err != nil {

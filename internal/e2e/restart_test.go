@@ -1,0 +1,68 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/server"
+)
+
+// TestServerRestart: the server goes away and comes back on the same port
+// knowing no session; the client notices on its own and handshakes again.
+func TestServerRestart(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	cfg := server.Config{Listen: "127.0.0.1:0", Target: echo.addr(), Key: key, Logger: quietLogger()}
+	srv1, err := server.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- srv1.Serve(ctx1) }()
+	addr := srv1.Addr().String()
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: addr}, {Remote: addr}}, Key: key})
+	app := dial(t, cl)
+	pingPong(t, app, "first server", 5)
+
+	stop1()
+	<-done1
+	time.Sleep(time.Second) // the server is down for a second, as an operator's restart would be
+	cfg.Listen = addr
+	srv2 := startServer(t, cfg)
+	restarted := time.Now()
+	// Send until an answer comes: the first one marks the recovery.
+	buf := make([]byte, 64)
+	var recovered time.Duration
+	for recovered == 0 && time.Since(restarted) < 10*time.Second {
+		app.Write([]byte("anyone?"))
+		app.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		for {
+			n, err := app.Read(buf)
+			if err != nil {
+				if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+					t.Fatal(err)
+				}
+				break
+			}
+			if string(buf[:n]) == "anyone?" {
+				recovered = time.Since(restarted)
+				break
+			}
+		}
+	}
+	if recovered == 0 {
+		t.Fatal("traffic did not resume within 10s of the server restart")
+	}
+	t.Logf("traffic resumed %v after the server came back", recovered.Round(time.Millisecond))
+	if srv2.Sessions() != 1 {
+		t.Fatalf("new server has %d sessions, want 1", srv2.Sessions())
+	}
+	if cl.Counters().HandshakeOK.Load() != 2 {
+		t.Fatalf("client made %d handshakes, want 2", cl.Counters().HandshakeOK.Load())
+	}
+	pingPong(t, app, "second server", 5)
+}
