@@ -119,7 +119,7 @@ func TestIdleTimeouts(t *testing.T) {
 		t.Fatal("idle flow not freed")
 	}
 	if srv.Sessions() != 1 {
-		t.Fatal("keepalives did not keep the session")
+		t.Fatal("probes did not keep the session alive")
 	}
 	relays[0].SetDown(true)
 	if !eventually(6*time.Second, func() bool { return srv.Sessions() == 0 }) {
