@@ -17,6 +17,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
+	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -111,7 +112,9 @@ type path struct {
 	remote netip.AddrPort
 	conn   *net.UDPConn
 	tx, rx atomic.Uint64 // tunnel packets sent on and received from the path
-	seq    atomic.Uint32 // probe sequence
+
+	mu     sync.Mutex // guards health
+	health *pathpkg.Path
 }
 
 type flow struct {
@@ -152,6 +155,7 @@ func Listen(cfg Config) (*Client, error) {
 			c.v6 = true
 		}
 		p.id = uint8(i)
+		p.health = pathpkg.New(pathpkg.Params{ProbeInterval: cfg.ProbeInterval}, time.Now())
 		c.paths = append(c.paths, p)
 	}
 	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
@@ -374,9 +378,18 @@ func (c *Client) pathLoop(p *path) {
 				continue
 			}
 			now := time.Now()
-			if m := o.Receive(st, pkt, h, now, &c.cnt, deliver); m.Kind != 0 {
-				c.lastAuth.Store(now.UnixNano())
+			m := o.Receive(st, pkt, h, now, &c.cnt, deliver)
+			if m.Kind == 0 {
+				continue
 			}
+			c.lastAuth.Store(now.UnixNano())
+			p.mu.Lock()
+			p.health.OnHeard(now)
+			if m.Kind == wire.MsgProbeReply && m.Probe.Path == p.id {
+				p.health.OnReply(m.Probe.Seq, time.Unix(0, m.Probe.Sent), now)
+				p.health.OnPeerCounts(m.Probe.Tx, m.Probe.Rx, p.tx.Load(), p.rx.Load(), now)
+			}
+			p.mu.Unlock()
 		case wire.TypeResponse:
 			c.handleResponse(pkt)
 		default:
@@ -440,11 +453,37 @@ func (c *Client) handshake(now time.Time) {
 // probeAll sends a probe on every path, each sealed for its path.
 func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) {
 	for _, p := range c.paths {
-		pr := wire.Probe{Path: p.id, Seq: p.seq.Add(1), Sent: now.UnixNano(), Tx: p.tx.Load() + 1, Rx: p.rx.Load()}
+		p.mu.Lock()
+		seq := p.health.NextProbe(now)
+		p.mu.Unlock()
+		pr := wire.Probe{Path: p.id, Seq: seq, Sent: now.UnixNano(), Tx: p.tx.Load() + 1, Rx: p.rx.Load()}
 		if pkt, err := sl.SealProbe(st, wire.MsgProbe, pr); err == nil {
 			c.send(p, pkt)
 		}
 	}
+}
+
+// tickPaths advances every path's state machine and logs each change.
+func (c *Client) tickPaths(now time.Time) {
+	for _, p := range c.paths {
+		p.mu.Lock()
+		changed, from, to, reason := p.health.Tick(now)
+		p.mu.Unlock()
+		if changed {
+			c.log.Info("path state", "path", p.cfg.Remote, "from", from.String(), "to", to.String(), "reason", reason)
+		}
+	}
+}
+
+// PathStates returns each path's health, in the order of the path list.
+func (c *Client) PathStates() []pathpkg.Stats {
+	out := make([]pathpkg.Stats, len(c.paths))
+	for i, p := range c.paths {
+		p.mu.Lock()
+		out[i] = p.health.Stats()
+		p.mu.Unlock()
+	}
+	return out
 }
 
 // timers drives handshakes, probes and flow expiry. A session that has heard
@@ -467,6 +506,7 @@ func (c *Client) timers(ctx context.Context) {
 			if st != nil {
 				c.probeAll(sl, st, now)
 			}
+			c.tickPaths(now)
 			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
 			if (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry {
 				if silent {
