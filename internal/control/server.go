@@ -1,0 +1,335 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ConnTimeout bounds one status exchange, on the serving and the fetching
+// side alike.
+const ConnTimeout = 2 * time.Second
+
+const (
+	// maxConcurrent bounds the connections answered at once.
+	maxConcurrent = 8
+	// probeTimeout bounds the connection attempt that tells a live server
+	// from a stale socket file.
+	probeTimeout = 500 * time.Millisecond
+	// dirMode and socketMode keep the status owner-only.
+	dirMode    = 0o700
+	socketMode = 0o600
+)
+
+var (
+	// ErrNotRunning is wrapped by Fetch errors when nothing is serving
+	// status at the path.
+	ErrNotRunning = errors.New("no mptunnel daemon is serving status")
+	// ErrAlreadyServing is wrapped by Listen and Serve errors when a live
+	// process already serves status at the path.
+	ErrAlreadyServing = errors.New("another process is already serving status")
+)
+
+// Server is a listening status socket. Create it with Listen, run it with
+// Serve, and Close it if Serve is never called.
+type Server struct {
+	path    string
+	ln      *net.UnixListener
+	ident   os.FileInfo // the socket file this server created
+	serving atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Serve listens on the Unix socket at path and answers each connection with
+// the JSON of snapshot() followed by a newline until ctx ends. It is Listen
+// followed by (*Server).Serve; see those for the details.
+func Serve(ctx context.Context, path string, snapshot func() Status) error {
+	s, err := Listen(path)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, snapshot)
+}
+
+// Listen creates the status socket at path, so that problems with the path
+// surface before the daemon starts its work.
+//
+// A missing parent directory is created with mode 0700; an existing one must
+// belong to this user or to root. A socket file left by a dead process is
+// replaced, but if a live process answers on it Listen fails with an error
+// wrapping ErrAlreadyServing. Anything at path that is not a socket is left
+// alone and Listen fails. The socket is created with mode 0600: it is bound
+// in a private directory, restricted and then renamed into place, so it is
+// never reachable with wider permissions.
+func Listen(path string) (*Server, error) {
+	if path == "" {
+		return nil, errors.New("status socket path is empty")
+	}
+	if err := checkPathLen(path); err != nil {
+		return nil, err
+	}
+	if err := prepareDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	stale, err := checkExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := bind(path, stale)
+	if err != nil {
+		return nil, err
+	}
+	ident, err := os.Lstat(path)
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("checking new status socket %s: %w", path, err)
+	}
+	return &Server{path: path, ln: ln, ident: ident}, nil
+}
+
+// Path returns the path of the socket file.
+func (s *Server) Path() string { return s.path }
+
+// Serve answers each connection with the JSON of snapshot() followed by a
+// newline, then closes it; each exchange has ConnTimeout to complete. Calls
+// of snapshot never overlap. Serve runs until ctx ends or Close is called;
+// then it closes the listener, removes the socket file (if it is still the
+// one Listen created) and returns once every goroutine it started has
+// stopped. A stop by ctx or Close returns nil. Serve may be called once.
+func (s *Server) Serve(ctx context.Context, snapshot func() Status) error {
+	if snapshot == nil {
+		_ = s.Close()
+		return errors.New("serving status: snapshot function is nil")
+	}
+	if !s.serving.CompareAndSwap(false, true) {
+		return fmt.Errorf("serving status at %s: Serve called twice", s.path)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
+	defer stop()
+
+	var mu sync.Mutex
+	take := func() ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return marshal(snapshot())
+	}
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxConcurrent)
+	var delay time.Duration
+loop:
+	for {
+		conn, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				break
+			}
+			// Transient failure such as running out of file
+			// descriptors: back off rather than spin or give up.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				break loop
+			case <-t.C:
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			_ = conn.Close()
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			answer(ctx, conn, take)
+		}()
+	}
+	wg.Wait()
+	return s.Close()
+}
+
+// answer writes one snapshot to conn and closes it.
+func answer(ctx context.Context, conn *net.UnixConn, take func() ([]byte, error)) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if err := conn.SetDeadline(time.Now().Add(ConnTimeout)); err != nil {
+		return
+	}
+	b, err := take()
+	if err != nil {
+		return
+	}
+	// A reader that went away is its own problem; nothing to report.
+	_, _ = conn.Write(b)
+}
+
+// Close stops the listener and removes the socket file if it is still the
+// one Listen created. It is safe to call more than once and while Serve runs,
+// which then returns.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("closing status socket %s: %w", s.path, err))
+		}
+		if err := s.removeSocket(); err != nil {
+			errs = append(errs, err)
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// removeSocket removes the socket file unless something else has taken its
+// place since Listen.
+func (s *Server) removeSocket() error {
+	fi, err := os.Lstat(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("removing status socket %s: %w", s.path, err)
+	}
+	if !os.SameFile(fi, s.ident) {
+		return nil
+	}
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing status socket %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path a Unix socket address can hold.
+func maxSocketPath() int {
+	if runtime.GOOS == "linux" {
+		return 107 // sizeof(sun_path) - 1
+	}
+	return 103
+}
+
+func checkPathLen(path string) error {
+	if n, limit := len(path), maxSocketPath(); n > limit {
+		return fmt.Errorf("status socket path %s is too long (%d bytes; Unix sockets allow at most %d): choose a shorter --control path", path, n, limit)
+	}
+	return nil
+}
+
+// prepareDir creates dir with owner-only permissions if it is missing, and
+// otherwise checks that it is a directory that no other unprivileged user
+// owns (and so could swap the socket out from under the daemon).
+func prepareDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, dirMode); err != nil {
+			return fmt.Errorf("creating directory for status socket: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking directory for status socket: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("status socket directory %s is not a directory", dir)
+	}
+	if owner, ok := ownerOf(fi); ok && owner != 0 && owner != os.Getuid() {
+		return fmt.Errorf("status socket directory %s belongs to uid %d, not to this user (uid %d); refusing to serve status there: remove it or choose another --control path", dir, owner, os.Getuid())
+	}
+	return nil
+}
+
+// checkExisting looks at what is at path. It reports stale when a socket file
+// is there that no process answers on, and fails if a live process answers or
+// the file is not a socket.
+func checkExisting(path string) (stale bool, err error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking status socket %s: %w", path, err)
+	}
+	if fi.Mode()&fs.ModeSocket == 0 {
+		return false, fmt.Errorf("%s exists and is not a socket; refusing to replace it: remove it or choose another --control path", path)
+	}
+	c, err := net.DialTimeout("unix", path, probeTimeout)
+	if err == nil {
+		_ = c.Close()
+		return false, fmt.Errorf("%w at %s: is another mptunnel daemon with the same role running? Stop it, or give this one another --control path", ErrAlreadyServing, path)
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	return false, fmt.Errorf("checking whether a process is serving status at %s: %w", path, err)
+}
+
+// bind creates the listening socket at path with mode 0600, replacing the
+// stale socket file there if stale is set.
+func bind(path string, stale bool) (*net.UnixListener, error) {
+	// Bind in a fresh private directory, restrict, then rename into
+	// place: the socket never exists at path with looser permissions, and
+	// the rename replaces a stale file atomically.
+	if tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".mpt"); err == nil {
+		tmp := filepath.Join(tmpDir, "s")
+		if len(tmp) <= maxSocketPath() {
+			ln, err := listenAt(tmp)
+			if err == nil {
+				err = os.Rename(tmp, path)
+				if err == nil {
+					_ = os.Remove(tmpDir)
+					return ln, nil
+				}
+				_ = ln.Close()
+				_ = os.Remove(tmp)
+			}
+			_ = os.Remove(tmpDir)
+			return nil, fmt.Errorf("creating status socket %s: %w", path, err)
+		}
+		_ = os.Remove(tmpDir)
+	}
+	// The private directory did not work out (its path would be too long
+	// for a socket address): bind at path directly and restrict at once.
+	if stale {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("removing stale status socket %s: %w", path, err)
+		}
+	}
+	ln, err := listenAt(path)
+	if err != nil {
+		return nil, fmt.Errorf("creating status socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// listenAt binds a listening socket at p and makes it owner-only. The socket
+// file is left in place when the listener closes; Server removes it.
+func listenAt(p string) (*net.UnixListener, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(p, socketMode); err != nil {
+		_ = ln.Close()
+		_ = os.Remove(p)
+		return nil, err
+	}
+	return ln, nil
+}
