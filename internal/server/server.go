@@ -102,6 +102,10 @@ type sess struct {
 	flowMu sync.Mutex
 	flows  map[uint32]*flow
 	closed bool
+
+	// deliverFn takes the session's datagrams to their flows; made once so
+	// the receive path allocates nothing per packet.
+	deliverFn func(flow uint32, datagram []byte)
 }
 
 type path struct {
@@ -240,7 +244,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *
 			s.cnt.UnknownSess.Add(1)
 			return
 		}
-		m := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliver(s, now))
+		m := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
 		if m.Kind == 0 {
 			return
 		}
@@ -304,6 +308,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, now time.Time) {
 		return
 	}
 	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow)}
+	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*path{}
 	ss.paths.Store(&empty)
@@ -387,22 +392,21 @@ func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) *path {
 	return np
 }
 
-// deliver returns the function that takes ss's datagrams to their flows.
-func (ss *sess) deliver(s *Server, now time.Time) func(uint32, []byte) {
-	return func(id uint32, d []byte) {
-		f := s.flowFor(ss, id, now)
-		if f == nil {
-			return
-		}
-		f.lastActive.Store(now.UnixNano())
-		if _, err := f.conn.Write(d); err != nil {
-			s.cnt.SendErrors.Add(1)
-			s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
-			return
-		}
-		s.cnt.Delivered.Add(1)
-		s.cnt.DeliveredBy.Add(uint64(len(d)))
+// deliver takes one of ss's datagrams to its flow's socket toward the target.
+func (s *Server) deliver(ss *sess, id uint32, d []byte) {
+	now := time.Now()
+	f := s.flowFor(ss, id, now)
+	if f == nil {
+		return
 	}
+	f.lastActive.Store(now.UnixNano())
+	if _, err := f.conn.Write(d); err != nil {
+		s.cnt.SendErrors.Add(1)
+		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
+		return
+	}
+	s.cnt.Delivered.Add(1)
+	s.cnt.DeliveredBy.Add(uint64(len(d)))
 }
 
 func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
