@@ -21,6 +21,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/config"
+	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
@@ -89,6 +90,7 @@ commands:
   server   [flags] PORT TARGET_HOST TARGET_PORT   run the server end (same as mpserver)
   client   [flags] CONFIG                          run the client end (same as mpclient)
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
+  status   [--json] [--control PATH]               show sessions and paths of a running client or server
   genkey                                           print a new shared key
   version                                          print the version
 
@@ -114,6 +116,8 @@ func dispatch(prog string, args []string, env Env) error {
 		return runClient("mptunnel client", rest, env)
 	case "bridge":
 		return runBridge(rest, env)
+	case "status":
+		return runStatus(rest, env)
 	case "genkey":
 		if len(rest) != 0 {
 			return usagef("genkey takes no arguments")
@@ -143,6 +147,7 @@ type common struct {
 	maxFlows int
 	flowTO   time.Duration
 	logLevel string
+	control  string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -152,6 +157,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
 	fs.DurationVar(&c.flowTO, "flow-timeout", 60*time.Second, "free a flow idle this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
 }
 
 func (c *common) key(env Env) (handshake.Key, error) {
@@ -253,7 +259,7 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	return srv.Serve(env.Context)
+	return serveWithControl(env, c.control, "server", srv.Serve, srv.Status)
 }
 
 func runClient(name string, args []string, env Env) error {
@@ -293,7 +299,7 @@ func runClient(name string, args []string, env Env) error {
 		return err
 	}
 	log.Info("client listening", "addr", cl.Addr().String(), "paths", len(cfg.Paths))
-	return cl.Serve(env.Context)
+	return serveWithControl(env, c.control, "client", cl.Serve, cl.Status)
 }
 
 func runBridge(args []string, env Env) error {
@@ -323,4 +329,66 @@ func parsePort(s string) (int, error) {
 		return 0, usagef("bad port %q: want a number from 1 to 65535", s)
 	}
 	return p, nil
+}
+
+// serveWithControl runs a role until the context ends, serving its status on
+// the control socket (unless path is "none") for as long as it runs.
+func serveWithControl(env Env, path, role string, serve func(context.Context) error, status func(string, time.Time) control.Status) error {
+	if path == "none" {
+		return serve(env.Context)
+	}
+	if path == "" {
+		path = control.DefaultPath(role, env.Getenv, os.Getuid())
+	}
+	ctl, err := control.Listen(path)
+	if err != nil {
+		return fmt.Errorf("status socket: %w (give each daemon its own --control PATH, or --control none)", err)
+	}
+	started := time.Now()
+	ctx, cancel := context.WithCancel(env.Context)
+	defer cancel()
+	ctlDone := make(chan error, 1)
+	go func() {
+		ctlDone <- ctl.Serve(ctx, func() control.Status { return status(Version, started) })
+	}()
+	err = serve(ctx)
+	cancel()
+	if cerr := <-ctlDone; err == nil && cerr != nil {
+		err = fmt.Errorf("status socket: %w", cerr)
+	}
+	return err
+}
+
+func runStatus(args []string, env Env) error {
+	fs := newFlagSet("mptunnel status", env, "[--json] [--control PATH]")
+	asJSON := fs.Bool("json", false, "print JSON (the stable format of docs/STATUS.md)")
+	path := fs.String("control", "", "status socket to read (default: the client's, then the server's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("status takes no arguments")
+	}
+	candidates := []string{*path}
+	if *path == "" {
+		candidates = []string{
+			control.DefaultPath("client", env.Getenv, os.Getuid()),
+			control.DefaultPath("server", env.Getenv, os.Getuid()),
+		}
+	}
+	var st control.Status
+	var err error
+	for _, p := range candidates {
+		if st, err = control.Fetch(env.Context, p); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return control.WriteJSON(env.Stdout, st)
+	}
+	return control.WriteTable(env.Stdout, st, time.Now())
 }

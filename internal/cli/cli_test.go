@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -71,6 +72,8 @@ func TestErrors(t *testing.T) {
 		{"port zero", withKey, "mpserver", []string{"0", "127.0.0.1", "7"}, 2, "bad port"},
 		{"port in use", withKey, "mpserver", []string{strconv.Itoa(busy.LocalAddr().(*net.UDPAddr).Port), "127.0.0.1", "7"}, 1, "address already in use"},
 		{"listen in use", withKey, "mpclient", []string{"--listen", busy.LocalAddr().String(), good}, 1, "cannot listen on " + busy.LocalAddr().String()},
+		{"status without daemon", nil, "mptunnel", []string{"status", "--control", filepath.Join(t.TempDir(), "none.sock")}, 1, "no mptunnel daemon is serving status"},
+		{"status args", nil, "mptunnel", []string{"status", "extra"}, 2, "no arguments"},
 		{"bridge usage", nil, "mptunnel", []string{"bridge", "--listen", ":0"}, 2, "--to"},
 	}
 	for _, c := range cases {
@@ -111,9 +114,10 @@ func TestCleanShutdown(t *testing.T) {
 	}
 	port := strconv.Itoa(free.LocalAddr().(*net.UDPAddr).Port)
 	free.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
 	for _, args := range [][]string{
-		{"server", "--key-file", kf, "--log-level", "error", port, "127.0.0.1", "9"},
-		{"client", "--key-file", kf, "--log-level", "error", "--listen", "127.0.0.1:0", conf},
+		{"server", "--key-file", kf, "--log-level", "error", "--control", ctl, port, "127.0.0.1", "9"},
+		{"client", "--key-file", kf, "--log-level", "error", "--control", ctl, "--listen", "127.0.0.1:0", conf},
 		{"bridge", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -122,5 +126,50 @@ func TestCleanShutdown(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("%s: exit %d: %s", args[0], r.code, r.stderr)
 		}
+	}
+}
+
+// TestStatus: a running client serves its status; mptunnel status reads it as
+// a table and as JSON.
+func TestStatus(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	kf := writeFile(t, "key", k.String())
+	conf := writeFile(t, "c.conf", "127.0.0.1 9\n127.0.0.1 10\n")
+	ctl := filepath.Join(t.TempDir(), "client.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 1)
+	go func() {
+		done <- runCLI(t, ctx, nil, "mptunnel", "client", "--key-file", kf, "--log-level", "error", "--control", ctl, "--listen", "127.0.0.1:0", conf)
+	}()
+	defer func() {
+		cancel()
+		if r := <-done; r.code != 0 {
+			t.Errorf("client exit %d: %s", r.code, r.stderr)
+		}
+	}()
+	var r result
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r = runCLI(t, context.Background(), nil, "mptunnel", "status", "--json", "--control", ctl); r.code == 0 {
+			break
+		}
+	}
+	if r.code != 0 {
+		t.Fatalf("status --json: exit %d: %s", r.code, r.stderr)
+	}
+	var st struct {
+		Role     string `json:"role"`
+		Sessions []any  `json:"sessions"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Role != "client" || st.Sessions == nil {
+		t.Fatalf("status --json printed %q (%v)", r.stdout, err)
+	}
+	r = runCLI(t, context.Background(), nil, "mptunnel", "status", "--control", ctl)
+	if r.code != 0 || !strings.Contains(r.stdout, "client") {
+		t.Fatalf("status table: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	}
+	// A second daemon on the same socket is refused with advice.
+	r = runCLI(t, context.Background(), nil, "mptunnel", "client", "--key-file", kf, "--control", ctl, "--listen", "127.0.0.1:0", conf)
+	if r.code != 1 || !strings.Contains(r.stderr, "own --control PATH") {
+		t.Fatalf("second daemon on one socket: exit %d: %s", r.code, r.stderr)
 	}
 }

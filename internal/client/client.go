@@ -107,14 +107,10 @@ type pendingHS struct {
 }
 
 type path struct {
-	id     uint8
+	*pathpkg.Link
 	cfg    PathConfig
-	remote netip.AddrPort
+	remote atomic.Pointer[netip.AddrPort] // changes when a host name resolves anew
 	conn   *net.UDPConn
-	tx, rx atomic.Uint64 // tunnel packets sent on and received from the path
-
-	mu     sync.Mutex // guards health
-	health *pathpkg.Path
 }
 
 type flow struct {
@@ -151,11 +147,10 @@ func Listen(cfg Config) (*Client, error) {
 			c.closeSockets()
 			return nil, err
 		}
-		if a := p.remote.Addr(); a.Is6() && !a.Is4In6() {
+		if a := p.remote.Load().Addr(); a.Is6() && !a.Is4In6() {
 			c.v6 = true
 		}
-		p.id = uint8(i)
-		p.health = pathpkg.New(pathpkg.Params{ProbeInterval: cfg.ProbeInterval}, time.Now())
+		p.Link = pathpkg.NewLink(uint8(i), pathpkg.Params{ProbeInterval: cfg.ProbeInterval}, time.Now())
 		c.paths = append(c.paths, p)
 	}
 	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
@@ -196,7 +191,9 @@ func openPath(pc PathConfig) (*path, error) {
 	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer)
 	rap := ra.AddrPort()
 	rap = netip.AddrPortFrom(rap.Addr().Unmap(), rap.Port())
-	return &path{cfg: pc, remote: rap, conn: conn}, nil
+	p := &path{cfg: pc, conn: conn}
+	p.remote.Store(&rap)
+	return p, nil
 }
 
 func (c *Client) closeSockets() {
@@ -251,15 +248,32 @@ func (c *Client) Serve(ctx context.Context) error {
 	return nil
 }
 
+// sendAll sends pkt on every path.
 func (c *Client) sendAll(pkt []byte) {
 	for _, p := range c.paths {
 		c.send(p, pkt)
 	}
 }
 
+// sendLive sends pkt on every path that is not down, or on every path when
+// all are down (a path may be back before its probes say so).
+func (c *Client) sendLive(pkt []byte) {
+	live := 0
+	for _, p := range c.paths {
+		if !p.Down() {
+			live++
+		}
+	}
+	for _, p := range c.paths {
+		if live == 0 || !p.Down() {
+			c.send(p, pkt)
+		}
+	}
+}
+
 func (c *Client) send(p *path, pkt []byte) {
-	p.tx.Add(1)
-	if _, err := p.conn.WriteToUDPAddrPort(pkt, p.remote); err != nil {
+	p.CountTx(len(pkt))
+	if _, err := p.conn.WriteToUDPAddrPort(pkt, *p.remote.Load()); err != nil {
 		c.cnt.SendErrors.Add(1)
 		return
 	}
@@ -299,7 +313,7 @@ func (c *Client) localLoop() {
 		}
 		c.cnt.Forwarded.Add(1)
 		for _, pkt := range pkts {
-			c.sendAll(pkt)
+			c.sendLive(pkt)
 		}
 	}
 }
@@ -333,6 +347,7 @@ func (c *Client) flowFor(peer netip.AddrPort) *flow {
 func (c *Client) pathLoop(p *path) {
 	buf := make([]byte, wire.MaxPacket+1)
 	var o session.Opener
+	sl := session.NewSealer()
 	deliver := func(id uint32, d []byte) {
 		c.flowMu.RLock()
 		f := c.byID[id]
@@ -356,14 +371,14 @@ func (c *Client) pathLoop(p *path) {
 			}
 			continue
 		}
-		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != p.remote {
+		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != *p.remote.Load() {
 			// Only the path's own remote end may talk to this socket.
 			c.cnt.Malformed.Add(1)
 			continue
 		}
 		c.cnt.RxPackets.Add(1)
 		c.cnt.RxBytes.Add(uint64(n))
-		p.rx.Add(1)
+		p.CountRx(n)
 		pkt := buf[:n]
 		switch wire.Type(pkt) {
 		case wire.TypeTransport:
@@ -378,18 +393,25 @@ func (c *Client) pathLoop(p *path) {
 				continue
 			}
 			now := time.Now()
-			m := o.Receive(st, pkt, h, now, &c.cnt, deliver)
-			if m.Kind == 0 {
+			m, err := o.Receive(st, pkt, h, now, &c.cnt, deliver)
+			if err != nil {
+				if errors.Is(err, session.ErrDuplicate) {
+					p.Duplicates.Add(1)
+				}
 				continue
 			}
 			c.lastAuth.Store(now.UnixNano())
-			p.mu.Lock()
-			p.health.OnHeard(now)
-			if m.Kind == wire.MsgProbeReply && m.Probe.Path == p.id {
-				p.health.OnReply(m.Probe.Seq, time.Unix(0, m.Probe.Sent), now)
-				p.health.OnPeerCounts(m.Probe.Tx, m.Probe.Rx, p.tx.Load(), p.rx.Load(), now)
+			switch {
+			case m.Kind == wire.MsgProbe && m.Probe.Path == p.ID:
+				reply := p.OnProbe(m.Probe, now)
+				if out, err := sl.SealProbe(st, wire.MsgProbeReply, reply); err == nil {
+					c.send(p, out)
+				}
+			case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
+				p.OnProbeReply(m.Probe, now)
+			default:
+				p.OnHeard(now)
 			}
-			p.mu.Unlock()
 		case wire.TypeResponse:
 			c.handleResponse(pkt)
 		default:
@@ -453,11 +475,7 @@ func (c *Client) handshake(now time.Time) {
 // probeAll sends a probe on every path, each sealed for its path.
 func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) {
 	for _, p := range c.paths {
-		p.mu.Lock()
-		seq := p.health.NextProbe(now)
-		p.mu.Unlock()
-		pr := wire.Probe{Path: p.id, Seq: seq, Sent: now.UnixNano(), Tx: p.tx.Load() + 1, Rx: p.rx.Load()}
-		if pkt, err := sl.SealProbe(st, wire.MsgProbe, pr); err == nil {
+		if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
 			c.send(p, pkt)
 		}
 	}
@@ -466,10 +484,7 @@ func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) 
 // tickPaths advances every path's state machine and logs each change.
 func (c *Client) tickPaths(now time.Time) {
 	for _, p := range c.paths {
-		p.mu.Lock()
-		changed, from, to, reason := p.health.Tick(now)
-		p.mu.Unlock()
-		if changed {
+		if changed, from, to, reason := p.Tick(now); changed {
 			c.log.Info("path state", "path", p.cfg.Remote, "from", from.String(), "to", to.String(), "reason", reason)
 		}
 	}
@@ -479,9 +494,7 @@ func (c *Client) tickPaths(now time.Time) {
 func (c *Client) PathStates() []pathpkg.Stats {
 	out := make([]pathpkg.Stats, len(c.paths))
 	for i, p := range c.paths {
-		p.mu.Lock()
-		out[i] = p.health.Stats()
-		p.mu.Unlock()
+		out[i] = p.Stats()
 	}
 	return out
 }

@@ -53,6 +53,9 @@ type Session struct {
 
 // Path is one path of a session and its measurements.
 type Path struct {
+	// ID is the path's index in the client's path list (0-based), the same
+	// on both ends.
+	ID int `json:"id"`
 	// Remote is the far end of the path, host:port.
 	Remote string `json:"remote"`
 	// Local is the near end of the path, host:port.

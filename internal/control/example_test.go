@@ -25,20 +25,20 @@ func exampleStatus(now time.Time) control.Status {
 					Duplicates: 12, LastSeen: control.FormatTime(now.Add(-300 * time.Millisecond)),
 				},
 				{
-					Remote: "198.51.100.7:4000", Local: "10.0.0.2:50002", State: control.PathDegraded,
+					ID: 1, Remote: "198.51.100.7:4000", Local: "10.0.0.2:50002", State: control.PathDegraded,
 					RTTms: 48.9, JitterMs: 15.25, LossOut: 0.083, LossIn: 0.12,
 					TxPackets: 1230, RxPackets: 3_001_002, TxBytes: 1_519_804, RxBytes: 3_712_004_113,
 					Duplicates: 3_398_117, LastSeen: control.FormatTime(now.Add(-1700 * time.Millisecond)),
 				},
 				{
-					Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50003", State: control.PathDown,
+					ID: 2, Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50003", State: control.PathDown,
 					RTTms: 0, JitterMs: 0, LossOut: 1, LossIn: 1,
 					TxPackets: 57, RxPackets: 0, TxBytes: 70_308, RxBytes: 0,
 					Duplicates: 0, LastSeen: "",
 				},
 			},
 		}},
-		Counters: map[string]uint64{"drop_replay": 3, "drop_unknown_session": 1},
+		Counters: map[string]uint64{"too_old": 3, "unknown_session": 1},
 	}
 }
 
@@ -56,7 +56,7 @@ func ExampleWriteTable() {
 	//   198.51.100.7:4000     degraded 48.9ms 15.2ms  8.3%/12% 1.2k 3.0M 3.4M 1.7s ago
 	//   [2001:db8::7]:4000    down          -      - 100%/100%   57    0    0    never
 	// counters:
-	//   drop_replay=3 drop_unknown_session=1
+	//   too_old=3 unknown_session=1
 }
 
 func ExampleWriteJSON() {
@@ -75,6 +75,7 @@ func ExampleWriteJSON() {
 	//       "flows": 3,
 	//       "paths": [
 	//         {
+	//           "id": 0,
 	//           "remote": "203.0.113.10:4000",
 	//           "local": "192.0.2.1:50001",
 	//           "state": "up",
@@ -90,6 +91,7 @@ func ExampleWriteJSON() {
 	//           "last_seen": "2024-05-01T11:59:59.700Z"
 	//         },
 	//         {
+	//           "id": 1,
 	//           "remote": "198.51.100.7:4000",
 	//           "local": "10.0.0.2:50002",
 	//           "state": "degraded",
@@ -105,6 +107,7 @@ func ExampleWriteJSON() {
 	//           "last_seen": "2024-05-01T11:59:58.300Z"
 	//         },
 	//         {
+	//           "id": 2,
 	//           "remote": "[2001:db8::7]:4000",
 	//           "local": "[2001:db8::1]:50003",
 	//           "state": "down",
@@ -123,8 +126,8 @@ func ExampleWriteJSON() {
 	//     }
 	//   ],
 	//   "counters": {
-	//     "drop_replay": 3,
-	//     "drop_unknown_session": 1
+	//     "too_old": 3,
+	//     "unknown_session": 1
 	//   }
 	// }
 }

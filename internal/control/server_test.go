@@ -39,7 +39,7 @@ func sampleStatus() Status {
 				},
 			},
 		}},
-		Counters: map[string]uint64{"drop_replay": 3, "drop_unknown_session": 1},
+		Counters: map[string]uint64{"too_old": 3, "unknown_session": 1},
 	}
 }
 
@@ -519,7 +519,7 @@ func TestJSONFieldNames(t *testing.T) {
 	session := top["sessions"].([]any)[0].(map[string]any)
 	wantKeys(t, "session", session, "id", "mode", "flows", "paths")
 	p := session["paths"].([]any)[0].(map[string]any)
-	wantKeys(t, "path", p, "remote", "local", "state", "rtt_ms", "jitter_ms", "loss_out", "loss_in",
+	wantKeys(t, "path", p, "id", "remote", "local", "state", "rtt_ms", "jitter_ms", "loss_out", "loss_in",
 		"tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "duplicates", "last_seen")
 	if session["id"] != "0000002a" {
 		t.Errorf("session id = %v, want 0000002a", session["id"])

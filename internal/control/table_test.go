@@ -49,7 +49,7 @@ func TestTableSample(t *testing.T) {
 		"203.0.113.10:4000", "12.3ms", "1.20ms", "0.1%/0%", "1.2k", "3.4M", "0.3s ago",
 		"[2001:db8::7]:4000", "never",
 		"25%/100%", "250ms", "1m ago",
-		"counters:", "drop_replay=3 drop_unknown_session=1",
+		"counters:", "too_old=3 unknown_session=1",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

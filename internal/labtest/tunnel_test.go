@@ -29,6 +29,7 @@ type topology struct {
 	bins     map[string]string
 	keyFile  string
 	conf     string
+	dir      string // for files and control sockets
 }
 
 func newTopology(t *testing.T) *topology {
@@ -48,6 +49,7 @@ func newTopology(t *testing.T) *topology {
 		fmt.Fprintf(&conf, "10.77.%d.2 4000\n", i)
 	}
 	dir := t.TempDir()
+	tp.dir = dir
 	key, err := handshake.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +65,9 @@ func newTopology(t *testing.T) *topology {
 	return tp
 }
 
+// ctl is the control socket path of a role.
+func (tp *topology) ctl(role string) string { return filepath.Join(tp.dir, role+".sock") }
+
 // startSocat starts the original README's bridge in bridge i (0-based).
 func (tp *topology) startSocat(t *testing.T, i int) *netlab.Proc {
 	return tp.bridges[i].Start(t, "socat", "-T", "60", "udp-listen:4000,fork,reuseaddr", fmt.Sprintf("udp4:10.77.1%d.2:2000", i+1))
@@ -74,13 +79,13 @@ func (tp *topology) startSocat(t *testing.T, i int) *netlab.Proc {
 func TestRealBinariesWithSocat(t *testing.T) {
 	tp := newTopology(t)
 	tp.server.StartEcho(t, "127.0.0.1:7")
-	srv := tp.server.Start(t, tp.bins["mpserver"], "--key-file", tp.keyFile, "2000", "127.0.0.1", "7")
+	srv := tp.server.Start(t, tp.bins["mpserver"], "--key-file", tp.keyFile, "--control", tp.ctl("server"), "2000", "127.0.0.1", "7")
 	tp.server.WaitListening(t, "udp", 2000, 10*time.Second)
 	for i := range tp.bridges {
 		tp.startSocat(t, i)
 		tp.bridges[i].WaitListening(t, "udp", 4000, 10*time.Second)
 	}
-	cl := tp.client.Start(t, tp.bins["mpclient"], "--key-file", tp.keyFile, tp.conf)
+	cl := tp.client.Start(t, tp.bins["mpclient"], "--key-file", tp.keyFile, "--control", tp.ctl("client"), tp.conf)
 	cl.WaitOutput(t, "session up", 10*time.Second)
 	const app = "127.0.0.1:3000"
 	tp.client.WaitEcho(t, app, 10*time.Second)
@@ -134,7 +139,7 @@ func TestRealBinariesWithSocat(t *testing.T) {
 func TestBridgeCommand(t *testing.T) {
 	tp := newTopology(t)
 	tp.server.StartEcho(t, "127.0.0.1:7")
-	tp.server.Start(t, tp.bins["mpserver"], "--key-file", tp.keyFile, "2000", "127.0.0.1", "7")
+	tp.server.Start(t, tp.bins["mpserver"], "--key-file", tp.keyFile, "--control", tp.ctl("server"), "2000", "127.0.0.1", "7")
 	tp.server.WaitListening(t, "udp", 2000, 10*time.Second)
 	for i, b := range tp.bridges {
 		b.Start(t, tp.bins["mptunnel"], "bridge", "--listen", ":4000", "--to", fmt.Sprintf("10.77.1%d.2:2000", i+1))
@@ -142,7 +147,7 @@ func TestBridgeCommand(t *testing.T) {
 	}
 	key, _ := os.ReadFile(tp.keyFile)
 	// The key from the environment this time, and a non-default listen port.
-	cl := tp.client.StartEnv(t, []string{"MPTUNNEL_KEY=" + strings.TrimSpace(string(key))}, tp.bins["mptunnel"], "client", "--listen", "127.0.0.1:3210", tp.conf)
+	cl := tp.client.StartEnv(t, []string{"MPTUNNEL_KEY=" + strings.TrimSpace(string(key))}, tp.bins["mptunnel"], "client", "--control", tp.ctl("client"), "--listen", "127.0.0.1:3210", tp.conf)
 	cl.WaitOutput(t, "session up", 10*time.Second)
 	tp.client.WaitEcho(t, "127.0.0.1:3210", 10*time.Second)
 	if err := tp.client.Probe(t, "127.0.0.1:3210", bytes.Repeat([]byte("x"), 20000), 5*time.Second); err != nil {
@@ -162,7 +167,7 @@ func TestUnresolvableHost(t *testing.T) {
 	conf := filepath.Join(dir, "mpclient.conf")
 	os.WriteFile(conf, []byte("no-such-host.invalid 4000\n"), 0o644)
 	k, _ := handshake.GenerateKey()
-	cmd := ns.Command(t.Context(), bins["mpclient"], conf)
+	cmd := ns.Command(t.Context(), bins["mpclient"], "--control", "none", conf)
 	cmd.Env = append(os.Environ(), "MPTUNNEL_KEY="+k.String())
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -3,7 +3,10 @@
 // safe for concurrent use; Snapshot reads them for status and exposition.
 package metrics
 
-import "sync/atomic"
+import (
+	"encoding/json"
+	"sync/atomic"
+)
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.
 type Counters struct {
@@ -80,4 +83,18 @@ func (c *Counters) Snapshot() Snapshot {
 		FlowLimit: c.FlowLimit.Load(), SessionsFreed: c.SessionsGone.Load(),
 		FlowsFreed: c.FlowsGone.Load(),
 	}
+}
+
+// Map returns the snapshot as counter name to value, with the names of its
+// JSON form.
+func (s Snapshot) Map() map[string]uint64 {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil
+	}
+	m := make(map[string]uint64)
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil
+	}
+	return m
 }

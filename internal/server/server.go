@@ -21,8 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
+	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -39,10 +41,10 @@ type Config struct {
 	Window         int           // replay window in packets (replay.DefaultSize)
 	MaxSessions    int           // concurrent sessions (1024)
 	MaxFlows       int           // flows per session (256)
-	MaxPaths       int           // remote addresses remembered per session (16)
+	MaxPaths       int           // paths per session (16)
 	SessionTimeout time.Duration // a session with no authentic packet for this long is freed (60s)
 	FlowTimeout    time.Duration // a flow idle this long in both directions is freed (60s)
-	PathTimeout    time.Duration // replies go to paths seen within this (15s)
+	ProbeInterval  time.Duration // each path is probed this often (250ms)
 	Logger         *slog.Logger
 }
 
@@ -65,8 +67,8 @@ func (c *Config) setDefaults() {
 	if c.FlowTimeout <= 0 {
 		c.FlowTimeout = 60 * time.Second
 	}
-	if c.PathTimeout <= 0 {
-		c.PathTimeout = 15 * time.Second
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 250 * time.Millisecond
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -108,10 +110,11 @@ type sess struct {
 	deliverFn func(flow uint32, datagram []byte)
 }
 
+// path is one of a session's paths: the client's path ID, where its packets
+// come from now, and its counters and health.
 type path struct {
-	addr     netip.AddrPort
-	lastSeen atomic.Int64
-	tx, rx   atomic.Uint64 // tunnel packets sent to and authentic ones received from addr
+	*pathpkg.Link
+	addr atomic.Pointer[netip.AddrPort]
 }
 
 type flow struct {
@@ -183,8 +186,10 @@ func (s *Server) Flows() int {
 // Serve forwards until ctx ends, then frees every socket and goroutine.
 func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	done := make(chan struct{})
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.readLoop()
@@ -194,12 +199,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer s.wg.Done()
 		s.janitor(ctx)
 	}()
+	go func() {
+		defer s.wg.Done()
+		s.prober(ctx)
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
 	case <-done:
 		err = errors.New("server: path socket closed")
 	}
+	cancel()
 	s.conn.Close()
 	s.mu.Lock()
 	for id, ss := range s.sessions {
@@ -244,26 +254,48 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *
 			s.cnt.UnknownSess.Add(1)
 			return
 		}
-		m := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
-		if m.Kind == 0 {
+		p := ss.pathByAddr(from)
+		if p != nil {
+			p.CountRx(len(pkt))
+		}
+		m, err := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
+		if err != nil {
+			if p != nil && errors.Is(err, session.ErrDuplicate) {
+				p.Duplicates.Add(1)
+			}
 			return
 		}
 		ss.lastRx.Store(now.UnixNano())
-		p := s.seePath(ss, from, now)
-		p.rx.Add(1)
 		switch m.Kind {
 		case wire.MsgProbe:
-			// Answer on the path the probe came by, with our counts for it.
-			reply := m.Probe
-			reply.Tx, reply.Rx = p.tx.Load()+1, p.rx.Load()
+			if p == nil || p.ID != m.Probe.Path {
+				if p = s.probedPath(ss, m.Probe.Path, from, now); p == nil {
+					return
+				}
+				p.CountRx(len(pkt))
+			}
+			// Answer on the path the probe came by.
+			reply := p.OnProbe(m.Probe, now)
 			if out, err := sl.SealProbe(ss.st, wire.MsgProbeReply, reply); err == nil {
 				s.sendPath(out, p)
 			}
+		case wire.MsgProbeReply:
+			if p == nil || p.ID != m.Probe.Path {
+				if p = s.probedPath(ss, m.Probe.Path, from, now); p == nil {
+					return
+				}
+				p.CountRx(len(pkt))
+			}
+			p.OnProbeReply(m.Probe, now)
 		case wire.MsgClose:
-			s.log.Info("session closed by client", "session", ss.index)
+			s.log.Info("session closed by client", "session", control.SessionID(ss.index))
 			s.mu.Lock()
 			s.closeSessionLocked(ss.index, ss)
 			s.mu.Unlock()
+		default:
+			if p != nil {
+				p.OnHeard(now)
+			}
 		}
 	case wire.TypeInit:
 		s.handleInit(pkt, from, now)
@@ -315,9 +347,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, now time.Time) {
 	s.mu.Lock()
 	s.sessions[a.Index] = ss
 	s.mu.Unlock()
-	s.seePath(ss, from, now)
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", a.Index, "from", from.String())
+	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from)
 }
@@ -341,55 +372,6 @@ func (s *Server) send(pkt []byte, to netip.AddrPort) {
 	}
 	s.cnt.TxPackets.Add(1)
 	s.cnt.TxBytes.Add(uint64(len(pkt)))
-}
-
-// sendPath sends pkt on path p and counts it there.
-func (s *Server) sendPath(pkt []byte, p *path) {
-	p.tx.Add(1)
-	s.send(pkt, p.addr)
-}
-
-// seePath records that an authentic packet of ss arrived from addr and
-// returns that path.
-func (s *Server) seePath(ss *sess, addr netip.AddrPort, now time.Time) *path {
-	for _, p := range *ss.paths.Load() {
-		if p.addr == addr {
-			p.lastSeen.Store(now.UnixNano())
-			return p
-		}
-	}
-	ss.pathMu.Lock()
-	defer ss.pathMu.Unlock()
-	old := *ss.paths.Load()
-	for _, p := range old {
-		if p.addr == addr {
-			p.lastSeen.Store(now.UnixNano())
-			return p
-		}
-	}
-	np := &path{addr: addr}
-	np.lastSeen.Store(now.UnixNano())
-	next := make([]*path, 0, len(old)+1)
-	if len(old) >= s.cfg.MaxPaths {
-		// Forget the path heard from least recently.
-		oldest := 0
-		for i, p := range old {
-			if p.lastSeen.Load() < old[oldest].lastSeen.Load() {
-				oldest = i
-			}
-		}
-		next = append(next, old[:oldest]...)
-		next = append(next, old[oldest+1:]...)
-	} else {
-		next = append(next, old...)
-	}
-	next = append(next, np)
-	ss.paths.Store(&next)
-	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
-		ss.v6.Store(true)
-	}
-	s.log.Debug("path seen", "session", ss.index, "addr", addr.String())
-	return np
 }
 
 // deliver takes one of ss's datagrams to its flow's socket toward the target.
@@ -467,15 +449,7 @@ func (s *Server) flowLoop(f *flow) {
 			continue
 		}
 		s.cnt.Forwarded.Add(1)
-		cutoff := now.Add(-s.cfg.PathTimeout).UnixNano()
-		for _, p := range *ss.paths.Load() {
-			if p.lastSeen.Load() < cutoff {
-				continue
-			}
-			for _, pkt := range pkts {
-				s.sendPath(pkt, p)
-			}
-		}
+		s.sendAll(ss, pkts)
 	}
 }
 

@@ -109,24 +109,25 @@ func (o *Opener) Open(st *State, pkt []byte, h wire.Header) (wire.Message, error
 
 // Receive opens a transport packet with st and hands what it carries on: a
 // whole datagram, or the last piece of a fragmented one, goes to deliver
-// (valid during the call). It returns the inner message, whose Kind is 0 when
-// the packet was dropped; every drop is counted in cnt by its reason.
-func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) wire.Message {
+// (valid during the call). It returns the inner message, or the reason the
+// packet was dropped (ErrDuplicate, ErrTooOld, ErrAuth, wire.ErrMalformed);
+// every drop is counted in cnt by its reason.
+func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) (wire.Message, error) {
 	m, err := o.Open(st, pkt, h)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrDuplicate):
 		cnt.Duplicates.Add(1)
-		return wire.Message{}
+		return m, err
 	case errors.Is(err, ErrTooOld):
 		cnt.TooOld.Add(1)
-		return wire.Message{}
+		return m, err
 	case errors.Is(err, ErrAuth):
 		cnt.AuthFailed.Add(1)
-		return wire.Message{}
+		return m, err
 	default:
 		cnt.Malformed.Add(1)
-		return wire.Message{}
+		return m, err
 	}
 	switch m.Kind {
 	case wire.MsgData:
@@ -140,5 +141,5 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 			cnt.FragEvicted.Add(ev)
 		}
 	}
-	return m
+	return m, nil
 }

@@ -128,7 +128,7 @@ func BenchmarkSealOpen(b *testing.B) {
 			b.Fatal(err)
 		}
 		h, _ := wire.ParseHeader(pkts[0])
-		if o.Receive(y, pkts[0], h, time.Time{}, &cnt, deliver).Kind != wire.MsgData {
+		if m, err := o.Receive(y, pkts[0], h, time.Time{}, &cnt, deliver); err != nil || m.Kind != wire.MsgData {
 			b.Fatal("not delivered")
 		}
 	}

@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/control"
+	pathpkg "github.com/mptunnel/mptunnel/internal/path"
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// pathByAddr returns the path whose packets now come from addr, or nil.
+func (ss *sess) pathByAddr(addr netip.AddrPort) *path {
+	for _, p := range *ss.paths.Load() {
+		if *p.addr.Load() == addr {
+			return p
+		}
+	}
+	return nil
+}
+
+// probedPath returns the path with the client's ID id after an authentic
+// probe or probe reply for it arrived from addr: the path is created on first
+// sight, and follows the client to addr when it has moved (NAT rebinding, a
+// bridge restarted on another port). Only authenticated packets reach here,
+// so nothing unauthenticated can move a path. It returns nil when the session
+// has all the paths it may have.
+func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Time) *path {
+	ss.pathMu.Lock()
+	defer ss.pathMu.Unlock()
+	old := *ss.paths.Load()
+	for _, p := range old {
+		if p.ID != id {
+			continue
+		}
+		if prev := *p.addr.Load(); prev != addr {
+			p.addr.Store(&addr)
+			s.log.Info("path moved", "session", control.SessionID(ss.index), "path", id, "from", prev.String(), "to", addr.String())
+		}
+		return p
+	}
+	if len(old) >= s.cfg.MaxPaths {
+		s.warn.Warn("paths", "path refused: path limit reached", "session", control.SessionID(ss.index), "limit", s.cfg.MaxPaths)
+		return nil
+	}
+	p := &path{Link: pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
+	p.addr.Store(&addr)
+	next := append(append(make([]*path, 0, len(old)+1), old...), p)
+	ss.paths.Store(&next)
+	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
+		ss.v6.Store(true)
+	}
+	s.log.Info("path new", "session", control.SessionID(ss.index), "path", id, "addr", addr.String())
+	return p
+}
+
+// sendPath sends pkt on path p and counts it there.
+func (s *Server) sendPath(pkt []byte, p *path) {
+	p.CountTx(len(pkt))
+	s.send(pkt, *p.addr.Load())
+}
+
+// sendAll sends pkts on every path of ss that is not down, or on every path
+// when all are down (a path may be back before its probes say so).
+func (s *Server) sendAll(ss *sess, pkts [][]byte) {
+	paths := *ss.paths.Load()
+	live := 0
+	for _, p := range paths {
+		if !p.Down() {
+			live++
+		}
+	}
+	for _, p := range paths {
+		if live > 0 && p.Down() {
+			continue
+		}
+		for _, pkt := range pkts {
+			s.sendPath(pkt, p)
+		}
+	}
+}
+
+// prober probes every path of every session and runs their state machines.
+func (s *Server) prober(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ProbeInterval)
+	defer t.Stop()
+	sl := session.NewSealer()
+	var list []*sess
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			list = list[:0]
+			s.mu.RLock()
+			for _, ss := range s.sessions {
+				list = append(list, ss)
+			}
+			s.mu.RUnlock()
+			for _, ss := range list {
+				for _, p := range *ss.paths.Load() {
+					if p.ProbeDue(now) {
+						if pkt, err := sl.SealProbe(ss.st, wire.MsgProbe, p.Probe(now)); err == nil {
+							s.sendPath(pkt, p)
+						}
+					}
+					if changed, from, to, reason := p.Tick(now); changed {
+						s.log.Info("path state", "session", control.SessionID(ss.index), "path", p.ID, "addr", p.addr.Load().String(), "from", from.String(), "to", to.String(), "reason", reason)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,35 @@
+package server
+
+import (
+	"sort"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/control"
+)
+
+// Status returns the server's state for the status socket.
+func (s *Server) Status(version string, started time.Time) control.Status {
+	st := control.Status{
+		Role:     "server",
+		Version:  version,
+		Uptime:   time.Since(started).Seconds(),
+		Sessions: []control.Session{},
+		Counters: s.cnt.Snapshot().Map(),
+	}
+	local := s.Addr().String()
+	s.mu.RLock()
+	for _, ss := range s.sessions {
+		ss.flowMu.Lock()
+		flows := len(ss.flows)
+		ss.flowMu.Unlock()
+		cs := control.Session{ID: control.SessionID(ss.index), Mode: control.ModeRedundant, Flows: flows, Paths: []control.Path{}}
+		for _, p := range *ss.paths.Load() {
+			cs.Paths = append(cs.Paths, p.Status(p.addr.Load().String(), local))
+		}
+		sort.Slice(cs.Paths, func(i, j int) bool { return cs.Paths[i].ID < cs.Paths[j].ID })
+		st.Sessions = append(st.Sessions, cs)
+	}
+	s.mu.RUnlock()
+	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].ID < st.Sessions[j].ID })
+	return st
+}
