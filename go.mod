@@ -8,3 +8,5 @@ require (
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
 )
+
+require golang.org/x/net v0.62.0

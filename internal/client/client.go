@@ -44,6 +44,8 @@ type Config struct {
 	ProbeInterval  time.Duration // a probe on every path this often (250ms)
 	DeadAfter      time.Duration // no authentic packet for this long: handshake again (1.5s)
 	HandshakeRetry time.Duration // a new handshake when none answered (1s)
+	ResolveEvery   time.Duration // how often a down path's host name is looked up again (5s)
+	Resolver       *net.Resolver // for host names (net.DefaultResolver)
 	Logger         *slog.Logger
 }
 
@@ -68,6 +70,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.HandshakeRetry <= 0 {
 		c.HandshakeRetry = time.Second
+	}
+	if c.ResolveEvery <= 0 {
+		c.ResolveEvery = 5 * time.Second
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -142,7 +150,7 @@ func Listen(cfg Config) (*Client, error) {
 		return nil, errors.New("client: more than 255 paths")
 	}
 	for i, pc := range cfg.Paths {
-		p, err := openPath(pc)
+		p, err := openPath(cfg.Resolver, pc)
 		if err != nil {
 			c.closeSockets()
 			return nil, err
@@ -167,11 +175,14 @@ func Listen(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func openPath(pc PathConfig) (*path, error) {
-	ra, err := net.ResolveUDPAddr("udp", pc.Remote)
+func openPath(r *net.Resolver, pc PathConfig) (*path, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rap, err := resolve(ctx, r, pc.Remote, "ip")
 	if err != nil {
 		return nil, fmt.Errorf("cannot resolve path %s: %w", pc.Remote, err)
 	}
+	ra := net.UDPAddrFromAddrPort(rap)
 	var la *net.UDPAddr
 	if pc.From != "" {
 		ip, err := netip.ParseAddr(pc.From)
@@ -189,8 +200,6 @@ func openPath(pc PathConfig) (*path, error) {
 		return nil, fmt.Errorf("path %s: %w", pc.Remote, err)
 	}
 	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer)
-	rap := ra.AddrPort()
-	rap = netip.AddrPortFrom(rap.Addr().Unmap(), rap.Port())
 	p := &path{cfg: pc, conn: conn}
 	p.remote.Store(&rap)
 	return p, nil
@@ -226,10 +235,14 @@ func (c *Client) Serve(ctx context.Context) error {
 			c.pathLoop(p)
 		}()
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
 		c.localLoop()
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.resolver(ctx)
 	}()
 	go func() {
 		defer c.wg.Done()
