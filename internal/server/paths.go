@@ -47,6 +47,8 @@ func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Ti
 	}
 	p := &path{Link: pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
 	p.addr.Store(&addr)
+	p.local.Store(&netip.Addr{})
+	p.oob.Store(new([]byte))
 	next := append(append(make([]*path, 0, len(old)+1), old...), p)
 	ss.paths.Store(&next)
 	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
@@ -56,10 +58,21 @@ func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Ti
 	return p
 }
 
+// setLocal records that path p's packets reach us at local, so that what we
+// send on p leaves from that address.
+func (s *Server) setLocal(p *path, local netip.Addr) {
+	if !local.IsValid() || *p.local.Load() == local {
+		return
+	}
+	oob := s.conn.SourceOOB(local)
+	p.oob.Store(&oob)
+	p.local.Store(&local)
+}
+
 // sendPath sends pkt on path p and counts it there.
 func (s *Server) sendPath(pkt []byte, p *path) {
 	p.CountTx(len(pkt))
-	s.send(pkt, *p.addr.Load())
+	s.send(pkt, *p.addr.Load(), *p.oob.Load())
 }
 
 // sendAll sends pkts on every path of ss that is not down, or on every path

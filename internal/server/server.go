@@ -80,7 +80,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	warn   ratelog.Logger
-	conn   *net.UDPConn
+	conn   *udpio.PktConn
 	target *net.UDPAddr
 	resp   *handshake.Responder
 	cnt    metrics.Counters
@@ -114,7 +114,9 @@ type sess struct {
 // come from now, and its counters and health.
 type path struct {
 	*pathpkg.Link
-	addr atomic.Pointer[netip.AddrPort]
+	addr  atomic.Pointer[netip.AddrPort]
+	local atomic.Pointer[netip.Addr] // our address the path's packets arrive at
+	oob   atomic.Pointer[[]byte]     // the control message that sends from local
 }
 
 type flow struct {
@@ -146,7 +148,7 @@ func Listen(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		conn:     conn,
+		conn:     udpio.NewPktConn(conn),
 		target:   target,
 		resp:     handshake.NewResponder(cfg.Key, 0, 0),
 		sessions: make(map[uint32]*sess),
@@ -222,10 +224,11 @@ func (s *Server) Serve(ctx context.Context) error {
 
 func (s *Server) readLoop() {
 	buf := make([]byte, wire.MaxPacket+1)
+	oob := make([]byte, udpio.OOBSize)
 	var o session.Opener
 	sl := session.NewSealer()
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		n, from, local, err := s.conn.ReadFrom(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -234,11 +237,13 @@ func (s *Server) readLoop() {
 		}
 		s.cnt.RxPackets.Add(1)
 		s.cnt.RxBytes.Add(uint64(n))
-		s.handle(buf[:n], from, &o, sl)
+		s.handle(buf[:n], from, local, &o, sl)
 	}
 }
 
-func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *session.Sealer) {
+// handle acts on one packet from the address from, which it reached on our
+// local address local (invalid when unknown).
+func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *session.Opener, sl *session.Sealer) {
 	now := time.Now()
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
@@ -274,6 +279,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *
 				}
 				p.CountRx(len(pkt))
 			}
+			s.setLocal(p, local)
 			// Answer on the path the probe came by.
 			reply := p.OnProbe(m.Probe, now)
 			if out, err := sl.SealProbe(ss.st, wire.MsgProbeReply, reply); err == nil {
@@ -286,6 +292,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *
 				}
 				p.CountRx(len(pkt))
 			}
+			s.setLocal(p, local)
 			p.OnProbeReply(m.Probe, now)
 		case wire.MsgClose:
 			s.log.Info("session closed by client", "session", control.SessionID(ss.index))
@@ -298,13 +305,13 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, o *session.Opener, sl *
 			}
 		}
 	case wire.TypeInit:
-		s.handleInit(pkt, from, now)
+		s.handleInit(pkt, from, local, now)
 	default:
 		s.cnt.Malformed.Add(1)
 	}
 }
 
-func (s *Server) handleInit(pkt []byte, from netip.AddrPort, now time.Time) {
+func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time) {
 	msg, err := wire.ParseInit(pkt)
 	if err != nil {
 		s.cnt.Malformed.Add(1)
@@ -350,7 +357,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, now time.Time) {
 	s.cnt.HandshakeOK.Add(1)
 	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
-	s.send(out, from)
+	s.send(out, from, s.conn.SourceOOB(local))
 }
 
 // newIndex picks an unused session index. It runs with s.mu not held.
@@ -365,8 +372,9 @@ func (s *Server) newIndex() uint32 {
 	}
 }
 
-func (s *Server) send(pkt []byte, to netip.AddrPort) {
-	if _, err := s.conn.WriteToUDPAddrPort(pkt, to); err != nil {
+// send sends pkt to to, from the local address in oob (see udpio.PktConn).
+func (s *Server) send(pkt []byte, to netip.AddrPort, oob []byte) {
+	if _, err := s.conn.WriteTo(pkt, oob, to); err != nil {
 		s.cnt.SendErrors.Add(1)
 		return
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/netip"
 	"sort"
 	"time"
 
@@ -24,7 +25,11 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 		ss.flowMu.Unlock()
 		cs := control.Session{ID: control.SessionID(ss.index), Mode: control.ModeRedundant, Flows: flows, Paths: []control.Path{}}
 		for _, p := range *ss.paths.Load() {
-			cs.Paths = append(cs.Paths, p.Status(p.addr.Load().String(), local))
+			l := local
+			if a := *p.local.Load(); a.IsValid() {
+				l = netip.AddrPortFrom(a, s.Addr().Port()).String()
+			}
+			cs.Paths = append(cs.Paths, p.Status(p.addr.Load().String(), l))
 		}
 		sort.Slice(cs.Paths, func(i, j int) bool { return cs.Paths[i].ID < cs.Paths[j].ID })
 		st.Sessions = append(st.Sessions, cs)
