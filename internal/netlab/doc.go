@@ -49,6 +49,28 @@
 // bytes) back whole to its sender, until SIGTERM, and then exits. NS.StartEcho
 // starts such a server and NS.Probe and NS.WaitEcho run the matching client.
 //
+// # Stream client
+//
+// NS.StartStream runs the test binary a third way, with StreamEnv set: as
+// a client that sends a steady stream of numbered, timestamped datagrams
+// (500 a second by default) from one UDP socket, reads the echoes on the
+// same socket, and at the end prints a one-line JSON report. Stream.Wait
+// returns it as a StreamReport: how many datagrams were sent, echoed,
+// duplicated, corrupted or lost (and which), the receive time of every
+// echo, and the gaps in which no echo arrived. Its times are wall-clock
+// times, so a test can compare them with its own time.Now(), for example
+// to check how soon echoes resume after it restarts a server:
+//
+//	s := client.StartStream(t, netlab.StreamConfig{Addr: "127.0.0.1:5000", Duration: 5 * time.Second})
+//	time.Sleep(time.Second)
+//	srv.Stop()
+//	restarted := time.Now()
+//	srv = server.Start(t, bins["mpserver"], args...)
+//	r := s.Wait(t)
+//	if at, ok := r.FirstEchoAfter(restarted); !ok || at.Sub(restarted) > 2*time.Second {
+//		t.Fatalf("stream did not resume within 2 s of the restart: %+v", r.Gaps)
+//	}
+//
 // # Project binaries
 //
 // BuildBinaries builds main packages of the module (for example

@@ -45,18 +45,23 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// MaybeRunEcho lets the test binary act as the lab's echo server or probe
-// client. A test package's TestMain must call it before anything else. If
-// EchoEnv is set, it serves UDP echo on that address until SIGTERM or
-// SIGINT and exits 0 (1 if it cannot listen); if ProbeEnv is set, it runs
-// one probe and exits 0 on success, 1 otherwise. Without either variable it
-// returns at once.
+// MaybeRunEcho lets the test binary act as the lab's echo server, probe
+// client or stream client. A test package's TestMain must call it before
+// anything else. If EchoEnv is set, it serves UDP echo on that address
+// until SIGTERM or SIGINT and exits 0 (1 if it cannot listen); if ProbeEnv
+// is set, it runs one probe and exits 0 on success, 1 otherwise; if
+// StreamEnv is set, it runs the stream NS.StartStream configured, prints
+// its report and exits 0 (1 if it cannot run). Without any of these
+// variables it returns at once.
 func MaybeRunEcho() {
 	if addr := os.Getenv(EchoEnv); addr != "" {
 		os.Exit(runEcho(addr))
 	}
 	if addr := os.Getenv(ProbeEnv); addr != "" {
 		os.Exit(runProbe(addr, os.Getenv(probeDataEnv), os.Getenv(probeTimeoutEnv)))
+	}
+	if addr := os.Getenv(StreamEnv); addr != "" {
+		os.Exit(runStreamFromEnv(addr))
 	}
 }
 
