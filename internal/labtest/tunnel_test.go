@@ -24,12 +24,13 @@ type topology struct {
 	client  *netlab.NS
 	bridges []*netlab.NS
 	server  *netlab.NS
-	// bridgeUp[i] is bridge i's interface toward the server.
-	bridgeUp []string
-	bins     map[string]string
-	keyFile  string
-	conf     string
-	dir      string // for files and control sockets
+	// bridgeUp[i] and bridgeDown[i] are bridge i's interfaces toward the
+	// server and toward the client.
+	bridgeUp, bridgeDown []string
+	bins                 map[string]string
+	keyFile              string
+	conf                 string
+	dir                  string // for files and control sockets
 }
 
 func newTopology(t *testing.T) *topology {
@@ -42,27 +43,33 @@ func newTopology(t *testing.T) *topology {
 	conf.WriteString("# three bridges, as in the original README\n")
 	for i := 1; i <= 3; i++ {
 		b := tp.lab.Namespace(fmt.Sprintf("bridge%d", i))
-		tp.lab.Link(tp.client, fmt.Sprintf("10.77.%d.1/24", i), b, fmt.Sprintf("10.77.%d.2/24", i))
+		_, down := tp.lab.Link(tp.client, fmt.Sprintf("10.77.%d.1/24", i), b, fmt.Sprintf("10.77.%d.2/24", i))
 		up, _ := tp.lab.Link(b, fmt.Sprintf("10.77.1%d.1/24", i), tp.server, fmt.Sprintf("10.77.1%d.2/24", i))
 		tp.bridges = append(tp.bridges, b)
 		tp.bridgeUp = append(tp.bridgeUp, up)
+		tp.bridgeDown = append(tp.bridgeDown, down)
 		fmt.Fprintf(&conf, "10.77.%d.2 4000\n", i)
 	}
-	dir := t.TempDir()
-	tp.dir = dir
+	tp.dir = t.TempDir()
+	tp.keyFile, tp.conf = tp.writeKeyAndConf(t, conf.String())
+	return tp
+}
+
+// writeKeyAndConf writes a new key and the client's path file into tp.dir.
+func (tp *topology) writeKeyAndConf(t *testing.T, conf string) (keyFile, confFile string) {
 	key, err := handshake.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tp.keyFile = filepath.Join(dir, "mptunnel.key")
-	tp.conf = filepath.Join(dir, "mpclient.conf")
-	if err := os.WriteFile(tp.keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
+	keyFile = filepath.Join(tp.dir, "mptunnel.key")
+	confFile = filepath.Join(tp.dir, "mpclient.conf")
+	if err := os.WriteFile(keyFile, []byte(key.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(tp.conf, []byte(conf.String()), 0o644); err != nil {
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return tp
+	return keyFile, confFile
 }
 
 // ctl is the control socket path of a role.

@@ -237,6 +237,7 @@ func (s *Server) readLoop() {
 		}
 		s.cnt.RxPackets.Add(1)
 		s.cnt.RxBytes.Add(uint64(n))
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		s.handle(buf[:n], from, local, &o, sl)
 	}
 }
