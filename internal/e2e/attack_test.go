@@ -184,4 +184,10 @@ func TestReplayAndGarbage(t *testing.T) {
 	if n := srv.Sessions(); n != 1 {
 		t.Fatalf("server has %d sessions, want 1", n)
 	}
+	// Replayed probes did not move the path to the attacker.
+	for _, p := range serverPaths(srv) {
+		if p.Remote == attacker.LocalAddr().String() {
+			t.Fatalf("a replayed packet moved path %d to the attacker's address", p.ID)
+		}
+	}
 }

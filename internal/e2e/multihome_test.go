@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +57,27 @@ func TestMultiHomedServer(t *testing.T) {
 		}
 		if !found {
 			t.Fatalf("server paths' local addresses %v lack %s", got, want)
+		}
+	}
+}
+
+// TestSourceAddress: a path with a source address (`from`) leaves from it.
+func TestSourceAddress(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{
+		{Remote: srv.Addr().String(), From: "127.0.0.3"},
+		{Remote: srv.Addr().String(), From: "127.0.0.4"},
+	}, Key: key})
+	pingPong(t, dial(t, cl), "from", 5)
+	if !eventually(3*time.Second, func() bool { return len(serverPaths(srv)) == 2 }) {
+		t.Fatalf("server paths: %+v", serverPaths(srv))
+	}
+	for i, p := range serverPaths(srv) {
+		want := fmt.Sprintf("127.0.0.%d:", i+3)
+		if !strings.HasPrefix(p.Remote, want) {
+			t.Fatalf("path %d arrives from %s, want from %s*", p.ID, p.Remote, want)
 		}
 	}
 }

@@ -129,8 +129,9 @@ func TestBridgeStopStart(t *testing.T) {
 		t.Fatalf("server status after the bridge restart: %+v", after.Sessions)
 	}
 	if after.Sessions[0].Paths[0].Remote == before.Sessions[0].Paths[0].Remote {
-		t.Logf("note: socat reused its upstream port %s", after.Sessions[0].Paths[0].Remote)
+		t.Fatalf("the restarted bridge relays from %s as before; want a new upstream port", after.Sessions[0].Paths[0].Remote)
 	}
+	t.Logf("server followed path 0 from %s to %s", before.Sessions[0].Paths[0].Remote, after.Sessions[0].Paths[0].Remote)
 }
 
 // TestServerKill9: mpserver is killed and restarted after a second; the stream
