@@ -89,7 +89,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 // socat relays from a new upstream port and the server follows it.
 func TestBridgeStopStart(t *testing.T) {
 	tp := newTopology(t)
-	_, _, socats := tp.startAll(t)
+	_, cl, socats := tp.startAll(t)
 	waitFor(t, 5*time.Second, "all paths up", func() bool {
 		return tp.pathState(t, 0) == "up" && tp.pathState(t, 1) == "up" && tp.pathState(t, 2) == "up"
 	})
@@ -118,6 +118,12 @@ func TestBridgeStopStart(t *testing.T) {
 
 	r := stream.Wait(t)
 	t.Logf("stream: sent %d, received %d, lost %d, gaps %d", r.Sent, r.Received, r.LostCount, len(r.Gaps))
+	// Each change is one log line with its reason.
+	for _, change := range []string{"from=up to=down reason=", "from=down to=up reason="} {
+		if n := strings.Count(cl.Output(), `msg="path state" path=10.77.1.2:4000 `+change); n != 1 {
+			t.Fatalf("client logged %q %d times, want once:\n%s", change, n, cl.Output())
+		}
+	}
 	if r.LostCount != 0 || r.Corrupt != 0 || r.Duplicates != 0 {
 		t.Fatalf("stream lost %d, corrupt %d, duplicated %d; want none", r.LostCount, r.Corrupt, r.Duplicates)
 	}
