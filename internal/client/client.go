@@ -423,6 +423,9 @@ func (c *Client) pathLoop(p *path) {
 			case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
 				p.OnProbeReply(m.Probe, now)
 			default:
+				if m.Kind == wire.MsgData {
+					deliver(m.Flow, m.Body)
+				}
 				p.OnHeard(now)
 			}
 		case wire.TypeResponse:

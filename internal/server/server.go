@@ -301,6 +301,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			s.closeSessionLocked(ss.index, ss)
 			s.mu.Unlock()
 		default:
+			if m.Kind == wire.MsgData {
+				s.deliver(ss, m.Flow, m.Body)
+			}
 			if p != nil {
 				p.OnHeard(now)
 			}

@@ -18,7 +18,8 @@ var ErrOversize = errors.New("datagram larger than the tunnel carries")
 const payloadOff = wire.HeaderLen + wire.DataHeaderLen
 
 // Sealer turns datagrams into sealed transport packets. It holds the scratch
-// buffers of one goroutine; it is not safe for concurrent use.
+// buffers of one goroutine; it is not safe for concurrent use. The zero value
+// is not ready; use NewSealer.
 type Sealer struct {
 	in    []byte
 	out   []byte
@@ -28,10 +29,7 @@ type Sealer struct {
 
 // NewSealer returns a Sealer with buffers for the largest datagram.
 func NewSealer() *Sealer {
-	return &Sealer{
-		in:  make([]byte, payloadOff+wire.MaxPacket+1+wire.TagLen),
-		out: make([]byte, 0, 2*wire.MaxPacket),
-	}
+	return &Sealer{in: make([]byte, payloadOff+wire.MaxPacket+1+wire.TagLen)}
 }
 
 // Payload is where the caller reads a datagram before calling Seal. It is one
@@ -58,6 +56,10 @@ func (s *Sealer) Seal(st *State, flow uint32, n, maxPlain int) ([][]byte, error)
 		}
 		s.pkts = append(s.pkts, pkt)
 		return s.pkts, nil
+	}
+	if s.out == nil {
+		// Made on first need: most senders never cut a datagram.
+		s.out = make([]byte, 0, 2*wire.MaxPacket)
 	}
 	f := wire.Fragment{Flow: flow, ID: st.NextFragID(), Count: uint8(count), Total: uint16(n)}
 	data := s.in[payloadOff : payloadOff+n]
@@ -107,9 +109,10 @@ func (o *Opener) Open(st *State, pkt []byte, h wire.Header) (wire.Message, error
 	return wire.ParseMessage(plain)
 }
 
-// Receive opens a transport packet with st and hands what it carries on: a
-// whole datagram, or the last piece of a fragmented one, goes to deliver
-// (valid during the call). It returns the inner message, or the reason the
+// Receive opens a transport packet with st. A whole datagram is returned in
+// the message (Kind wire.MsgData, its Body aliasing pkt) for the caller to
+// pass on; the piece that completes a cut datagram makes Receive call deliver
+// with the whole datagram, valid only during the call. It returns the inner message, or the reason the
 // packet was dropped (ErrDuplicate, ErrTooOld, ErrAuth, wire.ErrMalformed);
 // every drop is counted in cnt by its reason.
 func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) (wire.Message, error) {
@@ -130,8 +133,6 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 		return m, err
 	}
 	switch m.Kind {
-	case wire.MsgData:
-		deliver(m.Flow, m.Body)
 	case wire.MsgFragment:
 		before := st.Reasm.Evicted()
 		if st.Reasm.Add(m.Fragment, m.Body, now, deliver) {
