@@ -46,6 +46,7 @@ type Config struct {
 	HandshakeRetry time.Duration // a new handshake when none answered (1s)
 	ResolveEvery   time.Duration // how often a down path's host name is looked up again (5s)
 	Resolver       *net.Resolver // for host names (net.DefaultResolver)
+	Net            udpio.Network // where sockets come from (the operating system's network)
 	Logger         *slog.Logger
 }
 
@@ -77,6 +78,9 @@ func (c *Config) setDefaults() {
 	if c.Resolver == nil {
 		c.Resolver = net.DefaultResolver
 	}
+	if c.Net == nil {
+		c.Net = udpio.OS{}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -87,7 +91,7 @@ type Client struct {
 	cfg   Config
 	log   *slog.Logger
 	warn  ratelog.Logger
-	local *net.UDPConn
+	local udpio.Conn
 	paths []*path
 	v6    bool
 	cnt   metrics.Counters
@@ -118,7 +122,7 @@ type path struct {
 	*pathpkg.Link
 	cfg    PathConfig
 	remote atomic.Pointer[netip.AddrPort] // changes when a host name resolves anew
-	conn   *net.UDPConn
+	conn   udpio.Conn
 }
 
 type flow struct {
@@ -150,7 +154,7 @@ func Listen(cfg Config) (*Client, error) {
 		return nil, errors.New("client: more than 255 paths")
 	}
 	for i, pc := range cfg.Paths {
-		p, err := openPath(cfg.Resolver, pc)
+		p, err := openPath(cfg.Net, cfg.Resolver, pc)
 		if err != nil {
 			c.closeSockets()
 			return nil, err
@@ -166,40 +170,41 @@ func Listen(cfg Config) (*Client, error) {
 		c.closeSockets()
 		return nil, fmt.Errorf("bad listen address %s: %w", cfg.Listen, err)
 	}
-	c.local, err = net.ListenUDP("udp", laddr)
+	lap := laddr.AddrPort()
+	if laddr.IP == nil {
+		lap = netip.AddrPortFrom(netip.Addr{}, uint16(laddr.Port))
+	}
+	c.local, err = cfg.Net.Listen(lap, "")
 	if err != nil {
 		c.closeSockets()
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
-	_ = udpio.SetBuffers(c.local, udpio.DefaultBuffer) // best effort: the kernel caps it
 	return c, nil
 }
 
-func openPath(r *net.Resolver, pc PathConfig) (*path, error) {
+func openPath(nw udpio.Network, r *net.Resolver, pc PathConfig) (*path, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rap, err := resolve(ctx, r, pc.Remote, "ip")
 	if err != nil {
 		return nil, fmt.Errorf("cannot resolve path %s: %w", pc.Remote, err)
 	}
-	ra := net.UDPAddrFromAddrPort(rap)
-	var la *net.UDPAddr
+	// A socket of the remote's family, on the source address when given.
+	la := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	if rap.Addr().Is6() {
+		la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+	}
 	if pc.From != "" {
 		ip, err := netip.ParseAddr(pc.From)
 		if err != nil {
 			return nil, fmt.Errorf("path %s: bad source address %q", pc.Remote, pc.From)
 		}
-		la = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0))
+		la = netip.AddrPortFrom(ip.Unmap(), 0)
 	}
-	network := "udp"
-	if ra.IP.To4() != nil {
-		network = "udp4"
-	}
-	conn, err := listenPath(network, la, pc.Dev)
+	conn, err := nw.Listen(la, pc.Dev)
 	if err != nil {
 		return nil, fmt.Errorf("path %s: %w", pc.Remote, err)
 	}
-	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer)
 	p := &path{cfg: pc, conn: conn}
 	p.remote.Store(&rap)
 	return p, nil
@@ -216,7 +221,7 @@ func (c *Client) closeSockets() {
 
 // Addr returns the address local applications send to.
 func (c *Client) Addr() netip.AddrPort {
-	return c.local.LocalAddr().(*net.UDPAddr).AddrPort()
+	return c.local.LocalAddr()
 }
 
 // Counters returns the client's counters.
@@ -261,16 +266,42 @@ func (c *Client) Serve(ctx context.Context) error {
 	return nil
 }
 
-// sendAll sends pkt on every path.
+// batchSize is how many datagrams one read or write system call moves.
+const batchSize = 64
+
+// sendAll sends pkt on every path (handshakes and closes).
 func (c *Client) sendAll(pkt []byte) {
 	for _, p := range c.paths {
 		c.send(p, pkt)
 	}
 }
 
-// sendLive sends pkt on every path that is not down, or on every path when
-// all are down (a path may be back before its probes say so).
-func (c *Client) sendLive(pkt []byte) {
+// send sends one packet on path p.
+func (c *Client) send(p *path, pkt []byte) {
+	msg := [1]udpio.Msg{{Buf: pkt, Addr: *p.remote.Load()}}
+	c.writePath(p, msg[:])
+}
+
+// writePath writes msgs (already addressed to p's remote) on path p and
+// counts them.
+func (c *Client) writePath(p *path, msgs []udpio.Msg) {
+	sent, err := p.conn.WriteBatch(msgs)
+	var bytes int
+	for i := range msgs[:sent] {
+		bytes += len(msgs[i].Buf)
+	}
+	p.CountTxBatch(sent, bytes)
+	c.cnt.TxPackets.Add(uint64(sent))
+	c.cnt.TxBytes.Add(uint64(bytes))
+	if err != nil {
+		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
+	}
+}
+
+// sendLive sends pkts on every path that is not down, or on every path when
+// all are down (a path may be back before its probes say so). out is the
+// caller's scratch.
+func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	live := 0
 	for _, p := range c.paths {
 		if !p.Down() {
@@ -278,27 +309,31 @@ func (c *Client) sendLive(pkt []byte) {
 		}
 	}
 	for _, p := range c.paths {
-		if live == 0 || !p.Down() {
-			c.send(p, pkt)
+		if live > 0 && p.Down() {
+			continue
 		}
+		to := *p.remote.Load()
+		out = out[:0]
+		for _, pkt := range pkts {
+			out = append(out, udpio.Msg{Buf: pkt, Addr: to})
+		}
+		c.writePath(p, out)
 	}
+	return out
 }
 
-func (c *Client) send(p *path, pkt []byte) {
-	p.CountTx(len(pkt))
-	if _, err := p.conn.WriteToUDPAddrPort(pkt, *p.remote.Load()); err != nil {
-		c.cnt.SendErrors.Add(1)
-		return
-	}
-	c.cnt.TxPackets.Add(1)
-	c.cnt.TxBytes.Add(uint64(len(pkt)))
-}
-
-// localLoop carries local applications' datagrams into the tunnel.
+// localLoop carries local applications' datagrams into the tunnel, a batch
+// at a time: each datagram is sealed where it was read, and the batch goes
+// out on every live path in one write per path.
 func (c *Client) localLoop() {
-	sl := session.NewSealer()
+	b := session.NewBatch(batchSize)
+	in := make([]udpio.Msg, b.Size())
+	out := make([]udpio.Msg, 0, 2*batchSize)
 	for {
-		n, peer, err := c.local.ReadFromUDPAddrPort(sl.Payload())
+		for i := range in {
+			in[i].Buf = b.Buf(i)
+		}
+		n, err := c.local.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -307,26 +342,36 @@ func (c *Client) localLoop() {
 		}
 		st := c.sess.Load()
 		if st == nil {
-			c.cnt.NoSession.Add(1)
+			c.cnt.NoSession.Add(uint64(n))
 			c.warn.Warn("nosession", "datagram dropped: no session with the server yet")
 			continue
 		}
-		f := c.flowFor(peer)
-		if f == nil {
-			continue
-		}
-		f.lastActive.Store(time.Now().UnixNano())
-		pkts, err := sl.Seal(st, f.id, n, wire.MaxPlaintext(c.cfg.MTU, c.v6))
-		if err != nil {
-			if errors.Is(err, session.ErrOversize) {
-				c.cnt.Oversize.Add(1)
-				c.warn.Warn("oversize", "datagram too large for the tunnel, dropped", "from", peer.String(), "limit", wire.MaxDatagram)
+		now := time.Now().UnixNano()
+		maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
+		b.Reset()
+		for i := range in[:n] {
+			f := c.flowFor(in[i].Addr)
+			if f == nil {
+				continue
 			}
-			continue
+			f.lastActive.Store(now)
+			err := b.Add(st, i, f.id, in[i].N, maxPlain)
+			if errors.Is(err, session.ErrBatchFull) {
+				out = c.sendLive(b.Pkts, out)
+				b.Reset()
+				err = b.Add(st, i, f.id, in[i].N, maxPlain)
+			}
+			if err != nil {
+				if errors.Is(err, session.ErrOversize) {
+					c.cnt.Oversize.Add(1)
+					c.warn.Warn("oversize", "datagram too large for the tunnel, dropped", "from", in[i].Addr.String(), "limit", wire.MaxDatagram)
+				}
+				continue
+			}
+			c.cnt.Forwarded.Add(1)
 		}
-		c.cnt.Forwarded.Add(1)
-		for _, pkt := range pkts {
-			c.sendLive(pkt)
+		if len(b.Pkts) > 0 {
+			out = c.sendLive(b.Pkts, out)
 		}
 	}
 }
@@ -358,81 +403,106 @@ func (c *Client) flowFor(peer netip.AddrPort) *flow {
 
 // pathLoop reads what the server sends on one path.
 func (c *Client) pathLoop(p *path) {
-	buf := make([]byte, wire.MaxPacket+1)
+	in := make([]udpio.Msg, batchSize)
+	for i := range in {
+		in[i].Buf = make([]byte, wire.MaxPacket+1)
+	}
+	out := make([]udpio.Msg, 0, batchSize) // datagrams for local peers
 	var o session.Opener
 	sl := session.NewSealer()
-	deliver := func(id uint32, d []byte) {
+	lookup := func(id uint32) *flow {
 		c.flowMu.RLock()
-		f := c.byID[id]
-		c.flowMu.RUnlock()
-		if f == nil {
-			return
+		defer c.flowMu.RUnlock()
+		return c.byID[id]
+	}
+	// A reassembled datagram lives only during the callback: send it now.
+	deliverNow := func(id uint32, d []byte) {
+		if f := lookup(id); f != nil {
+			f.lastActive.Store(time.Now().UnixNano())
+			c.writeLocal([]udpio.Msg{{Buf: d, Addr: f.peer}})
 		}
-		f.lastActive.Store(time.Now().UnixNano())
-		if _, err := c.local.WriteToUDPAddrPort(d, f.peer); err != nil {
-			c.cnt.SendErrors.Add(1)
-			return
-		}
-		c.cnt.Delivered.Add(1)
-		c.cnt.DeliveredBy.Add(uint64(len(d)))
 	}
 	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		n, err := p.conn.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != *p.remote.Load() {
-			// Only the path's own remote end may talk to this socket.
-			c.cnt.Malformed.Add(1)
-			continue
-		}
-		c.cnt.RxPackets.Add(1)
-		c.cnt.RxBytes.Add(uint64(n))
-		p.CountRx(n)
-		pkt := buf[:n]
-		switch wire.Type(pkt) {
-		case wire.TypeTransport:
-			h, err := wire.ParseHeader(pkt)
-			if err != nil {
+		now := time.Now()
+		out = out[:0]
+		remote := *p.remote.Load()
+		for i := range in[:n] {
+			if in[i].Addr != remote {
+				// Only the path's own remote end may talk to this socket.
 				c.cnt.Malformed.Add(1)
 				continue
 			}
-			st := c.sess.Load()
-			if st == nil || h.Receiver != st.LocalIndex {
-				c.cnt.UnknownSess.Add(1)
-				continue
-			}
-			now := time.Now()
-			m, err := o.Receive(st, pkt, h, now, &c.cnt, deliver)
-			if err != nil {
-				if errors.Is(err, session.ErrDuplicate) {
-					p.Duplicates.Add(1)
+			pkt := in[i].Buf[:in[i].N]
+			c.cnt.RxPackets.Add(1)
+			c.cnt.RxBytes.Add(uint64(len(pkt)))
+			p.CountRx(len(pkt))
+			switch wire.Type(pkt) {
+			case wire.TypeTransport:
+				h, err := wire.ParseHeader(pkt)
+				if err != nil {
+					c.cnt.Malformed.Add(1)
+					continue
 				}
-				continue
-			}
-			c.lastAuth.Store(now.UnixNano())
-			switch {
-			case m.Kind == wire.MsgProbe && m.Probe.Path == p.ID:
-				reply := p.OnProbe(m.Probe, now)
-				if out, err := sl.SealProbe(st, wire.MsgProbeReply, reply); err == nil {
-					c.send(p, out)
+				st := c.sess.Load()
+				if st == nil || h.Receiver != st.LocalIndex {
+					c.cnt.UnknownSess.Add(1)
+					continue
 				}
-			case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
-				p.OnProbeReply(m.Probe, now)
+				m, err := o.Receive(st, pkt, h, now, &c.cnt, deliverNow)
+				if err != nil {
+					if errors.Is(err, session.ErrDuplicate) {
+						p.Duplicates.Add(1)
+					}
+					continue
+				}
+				c.lastAuth.Store(now.UnixNano())
+				switch {
+				case m.Kind == wire.MsgProbe && m.Probe.Path == p.ID:
+					reply := p.OnProbe(m.Probe, now)
+					if pr, err := sl.SealProbe(st, wire.MsgProbeReply, reply); err == nil {
+						c.send(p, pr)
+					}
+				case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
+					p.OnProbeReply(m.Probe, now)
+				default:
+					if m.Kind == wire.MsgData {
+						if f := lookup(m.Flow); f != nil {
+							f.lastActive.Store(now.UnixNano())
+							out = append(out, udpio.Msg{Buf: m.Body, Addr: f.peer})
+						}
+					}
+					p.OnHeard(now)
+				}
+			case wire.TypeResponse:
+				c.handleResponse(pkt)
 			default:
-				if m.Kind == wire.MsgData {
-					deliver(m.Flow, m.Body)
-				}
-				p.OnHeard(now)
+				c.cnt.Malformed.Add(1)
 			}
-		case wire.TypeResponse:
-			c.handleResponse(pkt)
-		default:
-			c.cnt.Malformed.Add(1)
 		}
+		if len(out) > 0 {
+			c.writeLocal(out)
+		}
+	}
+}
+
+// writeLocal hands datagrams to local peers and counts them.
+func (c *Client) writeLocal(msgs []udpio.Msg) {
+	sent, err := c.local.WriteBatch(msgs)
+	var bytes int
+	for i := range msgs[:sent] {
+		bytes += len(msgs[i].Buf)
+	}
+	c.cnt.Delivered.Add(uint64(sent))
+	c.cnt.DeliveredBy.Add(uint64(bytes))
+	if err != nil {
+		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
 	}
 }
 

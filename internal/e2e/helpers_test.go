@@ -68,6 +68,8 @@ func (e *echoTarget) stats() (peers, received int) {
 	return len(e.peers), e.received
 }
 
+func testKeyErr() (handshake.Key, error) { return handshake.GenerateKey() }
+
 func testKey(t *testing.T) handshake.Key {
 	t.Helper()
 	k, err := handshake.GenerateKey()

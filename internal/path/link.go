@@ -106,3 +106,9 @@ func (l *Link) Stats() Stats {
 	defer l.mu.Unlock()
 	return l.health.Stats()
 }
+
+// CountTxBatch records packets sent on the path, bytes in all.
+func (l *Link) CountTxBatch(packets, bytes int) {
+	l.TxPackets.Add(uint64(packets))
+	l.TxBytes.Add(uint64(bytes))
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/control"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
@@ -48,7 +49,6 @@ func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Ti
 	p := &path{Link: pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
 	p.addr.Store(&addr)
 	p.local.Store(&netip.Addr{})
-	p.oob.Store(new([]byte))
 	next := append(append(make([]*path, 0, len(old)+1), old...), p)
 	ss.paths.Store(&next)
 	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
@@ -64,20 +64,19 @@ func (s *Server) setLocal(p *path, local netip.Addr) {
 	if !local.IsValid() || *p.local.Load() == local {
 		return
 	}
-	oob := s.conn.SourceOOB(local)
-	p.oob.Store(&oob)
 	p.local.Store(&local)
 }
 
 // sendPath sends pkt on path p and counts it there.
 func (s *Server) sendPath(pkt []byte, p *path) {
 	p.CountTx(len(pkt))
-	s.send(pkt, *p.addr.Load(), *p.oob.Load())
+	s.send(pkt, *p.addr.Load(), *p.local.Load())
 }
 
 // sendAll sends pkts on every path of ss that is not down, or on every path
-// when all are down (a path may be back before its probes say so).
-func (s *Server) sendAll(ss *sess, pkts [][]byte) {
+// when all are down (a path may be back before its probes say so), all in
+// one batch. out is the caller's scratch, returned for reuse.
+func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	paths := *ss.paths.Load()
 	live := 0
 	for _, p := range paths {
@@ -85,14 +84,21 @@ func (s *Server) sendAll(ss *sess, pkts [][]byte) {
 			live++
 		}
 	}
+	out = out[:0]
 	for _, p := range paths {
 		if live > 0 && p.Down() {
 			continue
 		}
+		to, local := *p.addr.Load(), *p.local.Load()
+		var bytes int
 		for _, pkt := range pkts {
-			s.sendPath(pkt, p)
+			out = append(out, udpio.Msg{Buf: pkt, Addr: to, Local: local})
+			bytes += len(pkt)
 		}
+		p.CountTxBatch(len(pkts), bytes)
 	}
+	s.write(out)
+	return out
 }
 
 // prober probes every path of every session and runs their state machines.

@@ -45,6 +45,7 @@ type Config struct {
 	SessionTimeout time.Duration // a session with no authentic packet for this long is freed (60s)
 	FlowTimeout    time.Duration // a flow idle this long in both directions is freed (60s)
 	ProbeInterval  time.Duration // each path is probed this often (250ms)
+	Net            udpio.Network // where sockets come from (the operating system's, with PKTINFO)
 	Logger         *slog.Logger
 }
 
@@ -70,6 +71,9 @@ func (c *Config) setDefaults() {
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = 250 * time.Millisecond
 	}
+	if c.Net == nil {
+		c.Net = udpio.OS{Options: udpio.Options{PktInfo: true}}
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -80,8 +84,8 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	warn   ratelog.Logger
-	conn   *udpio.PktConn
-	target *net.UDPAddr
+	conn   udpio.Conn
+	target netip.AddrPort
 	resp   *handshake.Responder
 	cnt    metrics.Counters
 
@@ -116,14 +120,14 @@ type path struct {
 	*pathpkg.Link
 	addr  atomic.Pointer[netip.AddrPort]
 	local atomic.Pointer[netip.Addr] // our address the path's packets arrive at
-	oob   atomic.Pointer[[]byte]     // the control message that sends from local
 }
 
 type flow struct {
 	id         uint32
 	s          *sess
-	conn       *net.UDPConn
+	conn       udpio.Conn
 	lastActive atomic.Int64
+	out        [1]udpio.Msg // the read goroutine's scratch for writing to the target
 }
 
 // Listen checks cfg, resolves the target and binds the path socket.
@@ -140,16 +144,20 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bad listen address %s: %w", cfg.Listen, err)
 	}
-	conn, err := net.ListenUDP("udp", laddr)
+	lap := laddr.AddrPort()
+	if laddr.IP == nil {
+		lap = netip.AddrPortFrom(netip.Addr{}, uint16(laddr.Port))
+	}
+	conn, err := cfg.Net.Listen(lap, "")
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
-	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer) // best effort: the kernel caps it
+	tap := target.AddrPort()
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		conn:     udpio.NewPktConn(conn),
-		target:   target,
+		conn:     conn,
+		target:   netip.AddrPortFrom(tap.Addr().Unmap(), tap.Port()),
 		resp:     handshake.NewResponder(cfg.Key, 0, 0),
 		sessions: make(map[uint32]*sess),
 	}
@@ -159,7 +167,7 @@ func Listen(cfg Config) (*Server, error) {
 
 // Addr returns the address paths reach the server on.
 func (s *Server) Addr() netip.AddrPort {
-	return s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	return s.conn.LocalAddr()
 }
 
 // Counters returns the server's counters.
@@ -222,23 +230,31 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// batchSize is how many packets one read system call moves.
+const batchSize = 64
+
 func (s *Server) readLoop() {
-	buf := make([]byte, wire.MaxPacket+1)
-	oob := make([]byte, udpio.OOBSize)
+	in := make([]udpio.Msg, batchSize)
+	for i := range in {
+		in[i].Buf = make([]byte, wire.MaxPacket+1)
+	}
 	var o session.Opener
 	sl := session.NewSealer()
 	for {
-		n, from, local, err := s.conn.ReadFrom(buf, oob)
+		n, err := s.conn.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		s.cnt.RxPackets.Add(1)
-		s.cnt.RxBytes.Add(uint64(n))
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		s.handle(buf[:n], from, local, &o, sl)
+		for i := range in[:n] {
+			m := &in[i]
+			s.cnt.RxPackets.Add(1)
+			s.cnt.RxBytes.Add(uint64(m.N))
+			from := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
+			s.handle(m.Buf[:m.N], from, m.Local, &o, sl)
+		}
 	}
 }
 
@@ -361,7 +377,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.cnt.HandshakeOK.Add(1)
 	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
-	s.send(out, from, s.conn.SourceOOB(local))
+	s.send(out, from, local)
 }
 
 // newIndex picks an unused session index. It runs with s.mu not held.
@@ -376,14 +392,24 @@ func (s *Server) newIndex() uint32 {
 	}
 }
 
-// send sends pkt to to, from the local address in oob (see udpio.PktConn).
-func (s *Server) send(pkt []byte, to netip.AddrPort, oob []byte) {
-	if _, err := s.conn.WriteTo(pkt, oob, to); err != nil {
-		s.cnt.SendErrors.Add(1)
-		return
+// send sends one packet to to, from our address local (when valid).
+func (s *Server) send(pkt []byte, to netip.AddrPort, local netip.Addr) {
+	msg := [1]udpio.Msg{{Buf: pkt, Addr: to, Local: local}}
+	s.write(msg[:])
+}
+
+// write sends a batch of addressed packets and counts them.
+func (s *Server) write(msgs []udpio.Msg) {
+	sent, err := s.conn.WriteBatch(msgs)
+	var bytes int
+	for i := range msgs[:sent] {
+		bytes += len(msgs[i].Buf)
 	}
-	s.cnt.TxPackets.Add(1)
-	s.cnt.TxBytes.Add(uint64(len(pkt)))
+	s.cnt.TxPackets.Add(uint64(sent))
+	s.cnt.TxBytes.Add(uint64(bytes))
+	if err != nil {
+		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
+	}
 }
 
 // deliver takes one of ss's datagrams to its flow's socket toward the target.
@@ -394,7 +420,8 @@ func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 		return
 	}
 	f.lastActive.Store(now.UnixNano())
-	if _, err := f.conn.Write(d); err != nil {
+	f.out[0] = udpio.Msg{Buf: d, Addr: s.target}
+	if _, err := f.conn.WriteBatch(f.out[:]); err != nil {
 		s.cnt.SendErrors.Add(1)
 		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
 		return
@@ -417,13 +444,12 @@ func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
 		s.warn.Warn("flows", "flow refused: flow limit reached", "session", ss.index, "limit", s.cfg.MaxFlows)
 		return nil
 	}
-	conn, err := net.DialUDP("udp", nil, s.target)
+	conn, err := s.cfg.Net.Dial(s.target)
 	if err != nil {
 		s.cnt.SendErrors.Add(1)
 		s.warn.Warn("target-dial", "cannot open a socket to the target", "target", s.target.String(), "err", err)
 		return nil
 	}
-	_ = udpio.SetBuffers(conn, udpio.DefaultBuffer)
 	f := &flow{id: id, s: ss, conn: conn}
 	f.lastActive.Store(now.UnixNano())
 	ss.flows[id] = f
@@ -439,8 +465,11 @@ func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
 // flowLoop carries the target's replies for one flow back over the session's paths.
 func (s *Server) flowLoop(f *flow) {
 	sl := session.NewSealer()
+	in := []udpio.Msg{{Buf: sl.Payload()}}
+	var out []udpio.Msg
 	for {
-		n, err := f.conn.Read(sl.Payload())
+		_, err := f.conn.ReadBatch(in)
+		n := in[0].N
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -461,7 +490,7 @@ func (s *Server) flowLoop(f *flow) {
 			continue
 		}
 		s.cnt.Forwarded.Add(1)
-		s.sendAll(ss, pkts)
+		out = s.sendAll(ss, pkts, out)
 	}
 }
 

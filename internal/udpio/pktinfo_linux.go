@@ -33,7 +33,7 @@ func parseDst(oob []byte) netip.Addr {
 	for len(oob) >= unix.SizeofCmsghdr {
 		var h unix.Cmsghdr // copied out: oob need not be aligned
 		copy((*[unix.SizeofCmsghdr]byte)(unsafe.Pointer(&h))[:], oob)
-		if h.Len < unix.SizeofCmsghdr || h.Len > uint64(len(oob)) {
+		if h.Len < unix.SizeofCmsghdr || uint64(h.Len) > uint64(len(oob)) {
 			return netip.Addr{}
 		}
 		data := oob[unix.CmsgLen(0):h.Len]

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/udpio"
+)
+
+// memEcho echoes every datagram on an in-memory socket until closed.
+func memEcho(tb testing.TB, nw *udpio.MemNet) netip.AddrPort {
+	conn, err := nw.Listen(netip.AddrPort{}, "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		msgs := make([]udpio.Msg, 64)
+		for i := range msgs {
+			msgs[i].Buf = make([]byte, 65536)
+		}
+		out := make([]udpio.Msg, 64)
+		for {
+			n, err := conn.ReadBatch(msgs)
+			if err != nil {
+				return
+			}
+			for i := range msgs[:n] {
+				out[i] = udpio.Msg{Buf: msgs[i].Buf[:msgs[i].N], Addr: msgs[i].Addr}
+			}
+			conn.WriteBatch(out[:n])
+		}
+	}()
+	tb.Cleanup(func() { conn.Close(); wg.Wait() })
+	return conn.LocalAddr()
+}
+
+// memPipeline starts a server, a client with the given number of paths and
+// an echo target on an in-memory network, and returns the application's socket
+// and the client's address.
+func memPipeline(tb testing.TB, paths int) (app udpio.Conn, to netip.AddrPort) {
+	nw := &udpio.MemNet{}
+	key, err := testKeyErr()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	target := memEcho(tb, nw)
+	srv, err := server.Listen(server.Config{Listen: "127.0.0.1:0", Target: target.String(), Key: key, Net: nw, Logger: quietLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var pcs []client.PathConfig
+	for i := 0; i < paths; i++ {
+		pcs = append(pcs, client.PathConfig{Remote: srv.Addr().String()})
+	}
+	cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: pcs, Key: key, Net: nw, Logger: quietLogger()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Serve(ctx) }()
+	go func() { defer wg.Done(); cl.Serve(ctx) }()
+	tb.Cleanup(func() { cancel(); wg.Wait() })
+	select {
+	case <-cl.Up():
+	case <-time.After(10 * time.Second):
+		tb.Fatal("no session on the in-memory network")
+	}
+	app, err = nw.Listen(netip.AddrPort{}, "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { app.Close() })
+	return app, cl.Addr()
+}
+
+// BenchmarkPipeline measures the whole tunnel, client -> server -> echo
+// target -> server -> client, on an in-memory network: sealing, opening,
+// dedup, scheduling and the goroutine hand-offs, without the kernel. One op
+// is one 1,200-byte datagram's round trip; allocs/op must be 0.
+func BenchmarkPipeline(b *testing.B) {
+	for _, paths := range []int{1, 3} {
+		b.Run(fmt.Sprintf("paths=%d", paths), func(b *testing.B) {
+			app, to := memPipeline(b, paths)
+			const window = 32
+			out := make([]udpio.Msg, window)
+			for i := range out {
+				out[i] = udpio.Msg{Buf: make([]byte, 1200), Addr: to}
+			}
+			in := make([]udpio.Msg, window)
+			for i := range in {
+				in[i].Buf = make([]byte, 2048)
+			}
+			// Nothing may stall the benchmark: a lost datagram closes the socket.
+			var stuck sync.WaitGroup
+			done := make(chan struct{})
+			progress := make(chan struct{}, 1)
+			stuck.Add(1)
+			go func() {
+				defer stuck.Done()
+				for {
+					select {
+					case <-done:
+						return
+					case <-progress:
+					case <-time.After(5 * time.Second):
+						app.Close()
+						return
+					}
+				}
+			}()
+			defer func() { close(done); stuck.Wait() }()
+			b.SetBytes(1200)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for sent := 0; sent < b.N; {
+				w := min(window, b.N-sent)
+				if _, err := app.WriteBatch(out[:w]); err != nil {
+					b.Fatal(err)
+				}
+				sent += w
+				for got := 0; got < w; {
+					n, err := app.ReadBatch(in)
+					if err != nil {
+						if errors.Is(err, net.ErrClosed) {
+							b.Fatalf("no echo for 5 s after %d of %d datagrams", sent-w+got, b.N)
+						}
+						b.Fatal(err)
+					}
+					got += n
+				}
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}
+}

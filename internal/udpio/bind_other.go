@@ -1,0 +1,7 @@
+//go:build !linux
+
+package udpio
+
+import "syscall"
+
+func bindToDevice(syscall.RawConn, string) error { return ErrNoDevice }
