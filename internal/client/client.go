@@ -233,6 +233,10 @@ func (c *Client) Up() <-chan struct{} { return c.up }
 // Serve runs until ctx ends, then tells the server the session is over and
 // frees every socket and goroutine.
 func (c *Client) Serve(ctx context.Context) error {
+	if len(c.paths) > 0 {
+		f := udpio.FeaturesOf(c.paths[0].conn)
+		c.log.Info("client sockets", "batch", f.Batch, "gso", f.GSO, "gro", f.GRO)
+	}
 	for _, p := range c.paths {
 		c.wg.Add(1)
 		go func() {

@@ -195,7 +195,9 @@ func (s *Server) Flows() int {
 
 // Serve forwards until ctx ends, then frees every socket and goroutine.
 func (s *Server) Serve(ctx context.Context) error {
-	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String())
+	f := udpio.FeaturesOf(s.conn)
+	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String(),
+		"batch", f.Batch, "gso", f.GSO, "gro", f.GRO, "pktinfo", f.PktInfo)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})
