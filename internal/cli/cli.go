@@ -25,6 +25,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/udpio"
 )
 
 // Version is the program version, set at build time with -ldflags.
@@ -91,6 +92,7 @@ commands:
   client   [flags] CONFIG                          run the client end (same as mpclient)
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
   status   [--json] [--control PATH]               show sessions and paths of a running client or server
+  bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
   genkey                                           print a new shared key
   version                                          print the version
 
@@ -118,6 +120,8 @@ func dispatch(prog string, args []string, env Env) error {
 		return runBridge(rest, env)
 	case "status":
 		return runStatus(rest, env)
+	case "bench":
+		return runBench(rest, env)
 	case "genkey":
 		if len(rest) != 0 {
 			return usagef("genkey takes no arguments")
@@ -148,6 +152,7 @@ type common struct {
 	flowTO   time.Duration
 	logLevel string
 	control  string
+	io       udpio.Options
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -157,6 +162,9 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
 	fs.DurationVar(&c.flowTO, "flow-timeout", 60*time.Second, "free a flow idle this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.io.NoGSO, "no-gso", false, "never send with UDP segmentation offload")
+	fs.BoolVar(&c.io.NoGRO, "no-gro", false, "never receive with UDP generic receive offload")
+	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
 }
 
@@ -253,6 +261,7 @@ func runServer(name string, args []string, env Env) error {
 		MaxSessions:    *maxSessions,
 		MaxFlows:       c.maxFlows,
 		SessionTimeout: *sessTO,
+		Net:            udpio.OS{Options: withPktInfo(c.io)},
 		FlowTimeout:    c.flowTO,
 		Logger:         log,
 	})
@@ -289,6 +298,7 @@ func runClient(name string, args []string, env Env) error {
 		Window:      c.window,
 		MaxFlows:    c.maxFlows,
 		FlowTimeout: c.flowTO,
+		Net:         udpio.OS{Options: c.io},
 		Logger:      log,
 	}
 	for _, p := range paths {
@@ -391,4 +401,11 @@ func runStatus(args []string, env Env) error {
 		return control.WriteJSON(env.Stdout, st)
 	}
 	return control.WriteTable(env.Stdout, st, time.Now())
+}
+
+// withPktInfo turns on local-address reporting, which a server listening on
+// every address needs to answer from the right one.
+func withPktInfo(o udpio.Options) udpio.Options {
+	o.PktInfo = true
+	return o
 }

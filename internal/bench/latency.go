@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/udpio"
+)
+
+// maxLatencySamples bounds the preallocated round-trip samples (64 MiB).
+const maxLatencySamples = 1 << 23
+
+// echoReader reads echoes on the generator's socket and keeps one
+// round-trip time per distinct sequence number.
+type echoReader struct {
+	conn    udpio.Conn
+	epoch   time.Time
+	step    uint32
+	seen    seqSet
+	samples []time.Duration // preallocated; appended by the reader only
+
+	received   atomic.Uint64
+	duplicates atomic.Uint64
+}
+
+func (r *echoReader) loop(bufSize int) {
+	msgs := make([]udpio.Msg, readBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, bufSize)
+	}
+	for {
+		n, err := r.conn.ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		now := int64(time.Since(r.epoch))
+		for i := 0; i < n; i++ {
+			h, ok := parseHeader(msgs[i].Buf[:msgs[i].N])
+			if !ok || h.kind != kindEcho || h.step != r.step {
+				continue
+			}
+			isNew, inRange := r.seen.add(h.seq)
+			switch {
+			case !inRange:
+			case isNew:
+				if len(r.samples) < cap(r.samples) {
+					r.samples = append(r.samples, time.Duration(now-h.sent))
+				}
+				r.received.Add(1)
+			default:
+				r.duplicates.Add(1)
+			}
+		}
+	}
+}
+
+// latency sends echo requests to dst at the configured rate and reports the
+// round-trip times. tn, when set, is the tunnel whose counters are reported.
+func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, tn *tunnel) (Latency, error) {
+	l := Latency{Name: name}
+	conn, err := listenBatch(b.sockOpts())
+	if err != nil {
+		return l, fmt.Errorf("%s latency: %w", name, err)
+	}
+	rate, d := float64(b.cfg.Rate), b.cfg.Duration
+	limit := min(uint64(rate*d.Seconds())+batchSize, maxLatencySamples)
+	r := &echoReader{
+		conn:    conn,
+		epoch:   b.epoch,
+		step:    b.nextStep(),
+		seen:    newSeqSet(limit),
+		samples: make([]time.Duration, 0, limit),
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.loop(b.cfg.Size + 1)
+	}()
+	c0, s0 := tn.counters()
+	b.prog.printf("%s latency: %d echoes/s for %v", name, b.cfg.Rate, d)
+	gen := newGenerator(conn, b.cfg.Size, b.epoch, 0)
+	res, err := gen.run(ctx, dst, kindEcho, r.step, rate, d, limit)
+	if err == nil {
+		b.drain(ctx, res.sent, r.received.Load)
+	}
+	conn.Close()
+	wg.Wait()
+	if err != nil {
+		return l, fmt.Errorf("%s latency: %w", name, err)
+	}
+	c1, s1 := tn.counters()
+	l.Client, l.Server = delta(c1, c0), delta(s1, s0)
+	l.Sent = res.sent
+	l.Received = r.received.Load()
+	l.Duplicates = r.duplicates.Load()
+	if l.Sent > l.Received {
+		l.Lost = l.Sent - l.Received
+	}
+	if res.elapsed > 0 {
+		l.RatePPS = float64(res.sent) / res.elapsed.Seconds()
+	}
+	st := summarize(r.samples)
+	l.MinUs, l.MeanUs, l.P50Us, l.P99Us, l.P999Us, l.MaxUs = st.min, st.mean, st.p50, st.p99, st.p999, st.max
+	if len(r.samples) == 0 {
+		return l, fmt.Errorf("%s latency: no echo came back of %d sent", name, l.Sent)
+	}
+	return l, ctx.Err()
+}
+
+// stats are a sample's summary, in microseconds.
+type stats struct {
+	min, mean, p50, p99, p999, max float64
+}
+
+// summarize sorts samples in place and returns their summary; percentiles
+// are nearest-rank.
+func summarize(samples []time.Duration) stats {
+	if len(samples) == 0 {
+		return stats{}
+	}
+	slices.Sort(samples)
+	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(samples)))) - 1
+		return us(samples[max(0, min(i, len(samples)-1))])
+	}
+	var sum time.Duration
+	for _, s := range samples {
+		sum += s
+	}
+	return stats{
+		min:  us(samples[0]),
+		mean: us(sum) / float64(len(samples)),
+		p50:  rank(0.50),
+		p99:  rank(0.99),
+		p999: rank(0.999),
+		max:  us(samples[len(samples)-1]),
+	}
+}

@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+const (
+	// maxStepDatagrams bounds one step's datagrams, and so the memory of
+	// the target's sequence set (8 MiB).
+	maxStepDatagrams = 1 << 26
+	// probeRate is asked of the generator for the flat-out probe; it
+	// sends as fast as it can.
+	probeRate = 1e7
+	// minSearchRate is the lowest rate a search tries.
+	minSearchRate = 100
+)
+
+// throughput finds the highest passing rate to dst: a flat-out probe picks
+// the first rate, then a bounded search refines it. tn, when set, is the
+// tunnel whose counters are reported.
+func (b *bencher) throughput(ctx context.Context, name string, dst netip.AddrPort, tn *tunnel) (Throughput, error) {
+	t := Throughput{Name: name}
+	c0, s0 := tn.counters()
+	probeDur := min(b.cfg.Duration, time.Second)
+	b.prog.printf("%s throughput: probing flat out", name)
+	probe, err := b.measure(ctx, dst, probeRate, probeDur)
+	if err != nil {
+		return t, fmt.Errorf("%s throughput probe: %w", name, err)
+	}
+	t.Probe = probe
+	n := 0
+	steps, best, err := searchRate(ctx, searchParams{
+		Start:     max(probe.DeliveredPPS, minSearchRate),
+		MinRate:   minSearchRate,
+		MaxSteps:  b.cfg.MaxSteps,
+		Tolerance: 0.05,
+	}, func(ctx context.Context, rate float64) (Step, error) {
+		n++
+		b.prog.printf("%s throughput: step %d/%d at %.0f pkt/s", name, n, b.cfg.MaxSteps, rate)
+		return b.measure(ctx, dst, rate, b.cfg.Duration)
+	})
+	t.Steps = steps
+	if err != nil {
+		return t, fmt.Errorf("%s throughput: %w", name, err)
+	}
+	if best >= 0 {
+		s := steps[best]
+		t.Found = true
+		t.GoodputMbps = s.GoodputMbps
+		t.DeliveredPPS = s.DeliveredPPS
+		t.Loss = s.Loss
+		t.CPUCores = s.CPUCores
+		t.GeneratorLimited = s.OfferedPPS < 0.9*s.TargetPPS
+		b.prog.printf("%s throughput: %.0f Mbit/s, %.0f pkt/s", name, s.GoodputMbps, s.DeliveredPPS)
+	}
+	c1, s1 := tn.counters()
+	t.Client, t.Server = delta(c1, c0), delta(s1, s0)
+	return t, nil
+}
+
+// measure offers rate datagrams a second to dst for d and counts what the
+// target received.
+func (b *bencher) measure(ctx context.Context, dst netip.AddrPort, rate float64, d time.Duration) (Step, error) {
+	limit := min(uint64(rate*d.Seconds())+batchSize, maxStepDatagrams)
+	c := newCounter(b.nextStep(), limit)
+	b.target.count(c)
+	defer b.target.count(nil)
+	cpu0 := cpuTime()
+	res, err := b.gen.run(ctx, dst, kindCount, c.step, rate, d, limit)
+	cpu := cpuTime() - cpu0
+	if err != nil {
+		return Step{}, err
+	}
+	b.drain(ctx, res.sent, func() uint64 { return c.delivered.Load() + c.duplicates.Load() })
+	s := Step{
+		TargetPPS:  rate,
+		Sent:       res.sent,
+		Delivered:  c.delivered.Load(),
+		Duplicates: c.duplicates.Load(),
+		Seconds:    res.elapsed.Seconds(),
+	}
+	if s.Seconds > 0 {
+		s.OfferedPPS = float64(s.Sent) / s.Seconds
+		s.DeliveredPPS = float64(s.Delivered) / s.Seconds
+		s.GoodputMbps = float64(s.Delivered) * float64(b.cfg.Size) * 8 / s.Seconds / 1e6
+		s.CPUCores = cpu.Seconds() / s.Seconds
+	}
+	if s.Sent > 0 {
+		s.Loss = 1 - float64(min(s.Delivered, s.Sent))/float64(s.Sent)
+	}
+	s.Pass = s.Delivered > 0 && s.Loss < LossLimit
+	return s, ctx.Err()
+}
+
+// drain waits until got reaches want, or stops moving for a while (the rest
+// is lost), or a bound passes.
+func (b *bencher) drain(ctx context.Context, want uint64, got func() uint64) {
+	quiet := 100*time.Millisecond + 2*b.cfg.Delay
+	deadline := time.Now().Add(2*time.Second + 4*b.cfg.Delay)
+	last, moved := got(), time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for last < want {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if v := got(); v != last {
+				last, moved = v, now
+			} else if now.Sub(moved) > quiet {
+				return
+			}
+			if now.After(deadline) {
+				return
+			}
+		}
+	}
+}
+
+// delta returns after minus before for every counter that moved.
+func delta(after, before map[string]uint64) map[string]uint64 {
+	if after == nil {
+		return nil
+	}
+	d := make(map[string]uint64)
+	for k, v := range after {
+		if v != before[k] {
+			d[k] = v - before[k]
+		}
+	}
+	return d
+}

@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/bench"
+)
+
+// runBench measures the tunnel on loopback against a direct baseline.
+func runBench(args []string, env Env) error {
+	fs := newFlagSet("mptunnel bench", env, "[flags]")
+	paths := fs.Int("paths", 3, "bridges, each a path of the tunnel")
+	size := fs.Int("size", 1200, "datagram size in bytes")
+	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
+	mode := fs.String("mode", "all", "throughput, latency, all, or memory (the memory scenario only)")
+	rate := fs.Int("rate", 10000, "latency: echo requests per second")
+	loss := fs.Float64("loss", 0, "bridges: loss probability each way, 0 to 1")
+	delay := fs.Duration("delay", 0, "bridges: one-way delay")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	noOffload := fs.Bool("no-offload", false, "generator and target send and receive without GSO and GRO")
+	short := fs.Bool("short", false, "tiny steps, a few seconds in all (for CI)")
+	steps := fs.Int("steps", 0, "throughput: search steps after the probe (default 7, 4 with --short)")
+	sessions := fs.Int("sessions", 0, "memory scenario: clients, each a session (0 skips it)")
+	flows := fs.Int("flows", 1, "memory scenario: flows per session")
+	flowRate := fs.Int("flow-rate", 10, "memory scenario: datagrams per second per flow")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("bench takes no arguments")
+	}
+	cfg := bench.Config{
+		Paths: *paths, Size: *size, Mode: bench.Mode(*mode), Rate: *rate,
+		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
+		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
+		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !*short || set["duration"] {
+		cfg.Duration = *dur
+	}
+	if *sessions > 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: cannot find this program to run the server: %w", err)
+		}
+		cfg.ServerExe = exe
+	}
+	if err := bench.CheckConfig(cfg); err != nil {
+		return usageError{err}
+	}
+	rep, err := bench.Run(env.Context, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return rep.WriteTable(env.Stdout)
+}
+
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
