@@ -92,6 +92,8 @@ type Server struct {
 	mu       sync.RWMutex
 	sessions map[uint32]*sess
 
+	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
+
 	wg sync.WaitGroup
 }
 
@@ -127,7 +129,7 @@ type flow struct {
 	s          *sess
 	conn       udpio.Conn
 	lastActive atomic.Int64
-	out        [1]udpio.Msg // the read goroutine's scratch for writing to the target
+	pending    []udpio.Msg // datagrams for the target queued by the read goroutine
 }
 
 // Listen checks cfg, resolves the target and binds the path socket.
@@ -257,6 +259,7 @@ func (s *Server) readLoop() {
 			from := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
 			s.handle(m.Buf[:m.N], from, m.Local, &o, sl)
 		}
+		s.flush()
 	}
 }
 
@@ -320,7 +323,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			s.mu.Unlock()
 		default:
 			if m.Kind == wire.MsgData {
-				s.deliver(ss, m.Flow, m.Body)
+				s.queue(ss, m.Flow, m.Body)
 			}
 			if p != nil {
 				p.OnHeard(now)
@@ -414,7 +417,35 @@ func (s *Server) write(msgs []udpio.Msg) {
 	}
 }
 
-// deliver takes one of ss's datagrams to its flow's socket toward the target.
+// queue puts one of ss's datagrams, which stays valid until the read
+// goroutine's next batch, on its flow's batch toward the target; flush sends
+// the batches. Both run on the read goroutine only.
+func (s *Server) queue(ss *sess, id uint32, d []byte) {
+	f := s.flowFor(ss, id, time.Now())
+	if f == nil {
+		return
+	}
+	if len(f.pending) == 0 {
+		s.dirty = append(s.dirty, f)
+	}
+	f.pending = append(f.pending, udpio.Msg{Buf: d, Addr: s.target})
+}
+
+// flush sends every flow's queued datagrams to the target, one write per flow.
+func (s *Server) flush() {
+	now := time.Now().UnixNano()
+	for i, f := range s.dirty {
+		f.lastActive.Store(now)
+		s.writeTarget(f, f.pending)
+		clear(f.pending)
+		f.pending = f.pending[:0]
+		s.dirty[i] = nil
+	}
+	s.dirty = s.dirty[:0]
+}
+
+// deliver sends one of ss's datagrams to the target at once: one put back
+// together from fragments, whose buffer is reused after the call.
 func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 	now := time.Now()
 	f := s.flowFor(ss, id, now)
@@ -422,14 +453,22 @@ func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 		return
 	}
 	f.lastActive.Store(now.UnixNano())
-	f.out[0] = udpio.Msg{Buf: d, Addr: s.target}
-	if _, err := f.conn.WriteBatch(f.out[:]); err != nil {
-		s.cnt.SendErrors.Add(1)
-		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
-		return
+	s.writeTarget(f, []udpio.Msg{{Buf: d, Addr: s.target}})
+}
+
+// writeTarget writes msgs on flow f's socket toward the target.
+func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
+	sent, err := f.conn.WriteBatch(msgs)
+	var bytes int
+	for i := range msgs[:sent] {
+		bytes += len(msgs[i].Buf)
 	}
-	s.cnt.Delivered.Add(1)
-	s.cnt.DeliveredBy.Add(uint64(len(d)))
+	s.cnt.Delivered.Add(uint64(sent))
+	s.cnt.DeliveredBy.Add(uint64(bytes))
+	if err != nil {
+		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
+		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
+	}
 }
 
 func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {

@@ -57,44 +57,42 @@ func (o OS) Listen(laddr netip.AddrPort, dev string) (Conn, error) {
 	return c, nil
 }
 
-// Dial opens a connected UDP socket to raddr.
+// dialBatch is the batch size of dialled sockets: there is one per flow, so
+// each keeps its scratch small.
+const dialBatch = 8
+
+// Dial opens a connected UDP socket to raddr: the kernel filters what it
+// reads to raddr's datagrams and reports raddr's ICMP errors on it. Its
+// batches are small and it does no GRO, since a server holds one per flow.
 func (o OS) Dial(raddr netip.AddrPort) (Conn, error) {
+	raddr = netip.AddrPortFrom(raddr.Addr().Unmap(), raddr.Port())
 	uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(raddr))
 	if err != nil {
 		return nil, err
 	}
 	_ = SetBuffers(uc, DefaultBuffer)
-	return &dialConn{conn: uc, remote: raddr}, nil
-}
-
-// dialConn is a connected socket moving one datagram per call: a flow toward
-// a target carries one peer's traffic, and a connected socket reports the
-// target's ICMP errors.
-type dialConn struct {
-	conn   *net.UDPConn
-	remote netip.AddrPort
-}
-
-func (d *dialConn) ReadBatch(msgs []Msg) (int, error) {
-	n, err := d.conn.Read(msgs[0].Buf)
+	opts := o.Options
+	opts.NoGRO, opts.BatchSize, opts.PktInfo = true, dialBatch, false
+	c, err := NewConn(uc, opts)
 	if err != nil {
-		return 0, err
+		uc.Close()
+		return nil, err
 	}
-	msgs[0].N, msgs[0].Addr, msgs[0].Local = n, d.remote, netip.Addr{}
-	return 1, nil
+	return &dialConn{Conn: c, remote: raddr}, nil
+}
+
+// dialConn sends everything to its one peer.
+type dialConn struct {
+	Conn
+	remote netip.AddrPort
 }
 
 func (d *dialConn) WriteBatch(msgs []Msg) (int, error) {
 	for i := range msgs {
-		if _, err := d.conn.Write(msgs[i].Buf); err != nil {
-			return i, err
-		}
+		msgs[i].Addr = d.remote
 	}
-	return len(msgs), nil
+	return d.Conn.WriteBatch(msgs)
 }
-
-func (d *dialConn) LocalAddr() netip.AddrPort { return d.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
-func (d *dialConn) Close() error              { return d.conn.Close() }
 
 // Dial opens a Conn that talks to raddr only.
 func (n *MemNet) Dial(raddr netip.AddrPort) (Conn, error) {
