@@ -141,10 +141,13 @@ func (d *direction) setConfig(cfg Config) {
 	d.mu.Unlock()
 }
 
-// process decides the fate of one received datagram. pkt is only valid
-// during the call; it is copied if it has to wait. When the packet is due
-// immediately and nothing is queued ahead of it, process writes it itself.
-func (d *direction) process(pkt []byte, p *peer) {
+// process decides the fate of one received datagram. When the packet is
+// due immediately and nothing is queued ahead of it, process adds it to out
+// (twice when duplicated), for the caller to write with the rest of its
+// batch: pkt must then stay valid until out is flushed. Otherwise pkt is
+// copied into the delay line, after out has been flushed so that the
+// datagrams decided before it are written first.
+func (d *direction) process(pkt []byte, p *peer, out *outbox) {
 	d.stats.received.Add(1)
 
 	d.mu.Lock()
@@ -214,9 +217,22 @@ func (d *direction) process(pkt []byte, p *peer) {
 	if delay == 0 && release[copies-1] <= now && len(d.q) == 0 && !d.sending {
 		d.mu.Unlock()
 		for range copies {
-			d.r.deliver(d, pkt, p)
+			out.add(p, pkt)
 		}
 		return
+	}
+	if out.pending() {
+		// Nothing queued may be released before what this goroutine has
+		// already decided to write: write that first.
+		d.mu.Unlock()
+		out.flush()
+		d.mu.Lock()
+		if d.r.down.Load() {
+			// SetDown may have flushed the delay line meanwhile.
+			d.mu.Unlock()
+			d.stats.droppedDown.Add(uint64(copies))
+			return
+		}
 	}
 
 	newHead := false
@@ -264,6 +280,7 @@ func (d *direction) run() {
 	timer.Stop()
 	defer timer.Stop()
 	batch := make([]item, 0, maxBatch)
+	out := outbox{d: d}
 	for {
 		d.mu.Lock()
 		now := d.clock()
@@ -283,7 +300,10 @@ func (d *direction) run() {
 
 		if len(batch) > 0 {
 			for i := range batch {
-				d.r.deliver(d, *batch[i].buf, batch[i].peer)
+				out.add(batch[i].peer, *batch[i].buf)
+			}
+			out.flush()
+			for i := range batch {
 				d.r.pool.put(batch[i].buf)
 				batch[i] = item{}
 			}

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/udpio"
 )
 
 // socketBuffer is the send and receive buffer size requested for every
@@ -92,7 +94,8 @@ type Stats struct {
 // peer is one downstream address and its upstream socket.
 type peer struct {
 	addr netip.AddrPort
-	conn *net.UDPConn
+	conn udpio.Conn   // the upstream socket, for reads and writes
+	udp  *net.UDPConn // the same socket, for its read deadline
 	last atomic.Int64 // time of last traffic, relative to Relay.epoch
 }
 
@@ -101,9 +104,10 @@ type peer struct {
 // downstream peer, applying Up impairments to datagrams going downstream
 // to upstream and Down impairments to replies.
 type Relay struct {
-	ln       *net.UDPConn
+	ln       udpio.Conn
 	addr     netip.AddrPort
-	to       *net.UDPAddr
+	to       netip.AddrPort // upstream address, IPv4 unmapped
+	toNet    string         // "udp4" or "udp6": the family of upstream sockets
 	tap      func(bool, []byte)
 	idle     time.Duration
 	maxPeers int
@@ -145,16 +149,24 @@ func New(opts Options) (*Relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("impair: listen %s: %w", opts.Listen, err)
 	}
-	ln, err := net.ListenUDP("udp", laddr)
+	toAddr, toNet := upstreamAddr(to)
+	uc, err := net.ListenUDP("udp", laddr)
 	if err != nil {
 		return nil, fmt.Errorf("impair: listen %s: %w", opts.Listen, err)
 	}
-	setBuffers(ln)
+	setBuffers(uc)
+	addr := uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	ln, err := udpio.NewConn(uc, udpio.Options{})
+	if err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("impair: listen %s: %w", opts.Listen, err)
+	}
 
 	r := &Relay{
 		ln:       ln,
-		addr:     ln.LocalAddr().(*net.UDPAddr).AddrPort(),
-		to:       to,
+		addr:     addr,
+		to:       toAddr,
+		toNet:    toNet,
 		tap:      opts.Tap,
 		idle:     opts.IdleTimeout,
 		maxPeers: opts.MaxPeers,
@@ -186,6 +198,37 @@ func splitmix64(x uint64) uint64 {
 	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
 	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
 	return x ^ (x >> 31)
+}
+
+// upstreamAddr returns the address datagrams are sent upstream to, with
+// IPv4 unmapped and an unspecified address (which the kernel reaches on
+// the local host) replaced by the loopback address, and the network of the
+// sockets that send them.
+func upstreamAddr(to *net.UDPAddr) (netip.AddrPort, string) {
+	ip, ok := netip.AddrFromSlice(to.IP)
+	ip = ip.Unmap()
+	if !ok || ip.IsUnspecified() {
+		if ip.Is6() {
+			ip = netip.IPv6Loopback()
+		} else {
+			ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+	}
+	network := "udp4"
+	if ip.Is6() {
+		network = "udp6"
+		if to.Zone != "" {
+			ip = ip.WithZone(to.Zone)
+		}
+	}
+	return netip.AddrPortFrom(ip, uint16(to.Port)), network
+}
+
+// fromUpstream reports whether a datagram read on an upstream socket comes
+// from the upstream address. The sockets are not connected, so they
+// filter replies themselves.
+func (r *Relay) fromUpstream(from netip.AddrPort) bool {
+	return from.Port() == r.to.Port() && from.Addr().WithZone("") == r.to.Addr().WithZone("")
 }
 
 func setBuffers(c *net.UDPConn) {
@@ -259,54 +302,42 @@ func (r *Relay) Close() error {
 
 func (r *Relay) now() time.Duration { return time.Since(r.epoch) }
 
-// deliver writes one datagram in the direction of d.
-func (r *Relay) deliver(d *direction, pkt []byte, p *peer) {
-	if r.down.Load() {
-		d.stats.droppedDown.Add(1)
-		return
-	}
-	var err error
-	if d.up {
-		_, err = p.conn.Write(pkt)
-	} else {
-		_, err = r.ln.WriteToUDPAddrPort(pkt, p.addr)
-	}
-	if err != nil {
-		d.stats.sendErrors.Add(1)
-		return
-	}
-	d.stats.forwarded.Add(1)
-}
-
-// readDownstream reads datagrams from downstream peers.
+// readDownstream reads batches of datagrams from downstream peers and
+// sends each batch's immediate ones upstream together.
 func (r *Relay) readDownstream() {
 	defer r.wg.Done()
-	buf := make([]byte, maxDatagram)
+	msgs := newReadBatch()
+	out := outbox{d: r.up}
 	for {
-		n, from, err := r.ln.ReadFromUDPAddrPort(buf)
+		n, err := r.ln.ReadBatch(msgs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		pkt := buf[:n]
-		if r.tap != nil {
-			r.tap(true, pkt)
-		}
-		p, err := r.peerFor(from)
-		if err != nil {
-			switch {
-			case errors.Is(err, errPeerLimit):
-				r.peerLimitDrops.Add(1)
-			case errors.Is(err, errClosed):
-				return
-			default:
-				r.peerErrors.Add(1)
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			pkt := m.Buf[:m.N]
+			if r.tap != nil {
+				r.tap(true, pkt)
 			}
-			continue
+			p, err := r.peerFor(m.Addr)
+			if err != nil {
+				switch {
+				case errors.Is(err, errPeerLimit):
+					r.peerLimitDrops.Add(1)
+				case errors.Is(err, errClosed):
+					out.flush()
+					return
+				default:
+					r.peerErrors.Add(1)
+				}
+				continue
+			}
+			r.up.process(pkt, p, &out)
 		}
-		r.up.process(pkt, p)
+		out.flush()
 	}
 }
 
@@ -330,12 +361,19 @@ func (r *Relay) peerFor(addr netip.AddrPort) (*peer, error) {
 	if len(r.peers) >= r.maxPeers {
 		return nil, errPeerLimit
 	}
-	conn, err := net.DialUDP("udp", nil, r.to)
+	// An unconnected socket: a batched write names its destination, which
+	// a connected socket does not accept everywhere.
+	uc, err := net.ListenUDP(r.toNet, nil)
 	if err != nil {
 		return nil, fmt.Errorf("impair: dial upstream %s: %w", r.to, err)
 	}
-	setBuffers(conn)
-	p := &peer{addr: addr, conn: conn}
+	setBuffers(uc)
+	conn, err := udpio.NewConn(uc, udpio.Options{})
+	if err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("impair: dial upstream %s: %w", r.to, err)
+	}
+	p := &peer{addr: addr, conn: conn, udp: uc}
 	p.last.Store(int64(r.now()))
 	r.peers[addr] = p
 	r.wg.Add(1)
@@ -343,14 +381,16 @@ func (r *Relay) peerFor(addr netip.AddrPort) (*peer, error) {
 	return p, nil
 }
 
-// readUpstream reads the replies for one peer until its socket is closed
-// or it has been idle for IdleTimeout.
+// readUpstream reads the replies for one peer, a batch at a time, until
+// its socket is closed or it has been idle for IdleTimeout. Datagrams from
+// other sources than the upstream address are ignored.
 func (r *Relay) readUpstream(p *peer) {
 	defer r.wg.Done()
-	buf := make([]byte, maxDatagram)
-	_ = p.conn.SetReadDeadline(time.Now().Add(r.idle))
+	msgs := newReadBatch()
+	out := outbox{d: r.dn}
+	_ = p.udp.SetReadDeadline(time.Now().Add(r.idle))
 	for {
-		n, err := p.conn.Read(buf)
+		n, err := p.conn.ReadBatch(msgs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -360,16 +400,26 @@ func (r *Relay) readUpstream(p *peer) {
 					return
 				}
 			}
-			// Anything else, such as ECONNREFUSED after an ICMP port
-			// unreachable, is transient for a datagram socket.
+			// Anything else is transient for a datagram socket.
 			continue
 		}
-		p.last.Store(int64(r.now()))
-		pkt := buf[:n]
-		if r.tap != nil {
-			r.tap(false, pkt)
+		seen := false
+		for i := range msgs[:n] {
+			m := &msgs[i]
+			if !r.fromUpstream(m.Addr) {
+				continue
+			}
+			if !seen {
+				p.last.Store(int64(r.now()))
+				seen = true
+			}
+			pkt := m.Buf[:m.N]
+			if r.tap != nil {
+				r.tap(false, pkt)
+			}
+			r.dn.process(pkt, p, &out)
 		}
-		r.dn.process(pkt, p)
+		out.flush()
 	}
 }
 
@@ -389,6 +439,6 @@ func (r *Relay) expire(p *peer) bool {
 		_ = p.conn.Close()
 		return true
 	}
-	_ = p.conn.SetReadDeadline(time.Now().Add(r.idle - idle))
+	_ = p.udp.SetReadDeadline(time.Now().Add(r.idle - idle))
 	return false
 }
