@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/bench"
@@ -27,6 +28,7 @@ func runBench(args []string, env Env) error {
 	sessions := fs.Int("sessions", 0, "memory scenario: clients, each a session (0 skips it)")
 	flows := fs.Int("flows", 1, "memory scenario: flows per session")
 	flowRate := fs.Int("flow-rate", 10, "memory scenario: datagrams per second per flow")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +56,17 @@ func runBench(args []string, env Env) error {
 	}
 	if err := bench.CheckConfig(cfg); err != nil {
 		return usageError{err}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := bench.Run(env.Context, cfg)
 	if err != nil {
