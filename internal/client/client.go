@@ -289,11 +289,7 @@ func (c *Client) send(p *path, pkt []byte) {
 // writePath writes msgs (already addressed to p's remote) on path p and
 // counts them.
 func (c *Client) writePath(p *path, msgs []udpio.Msg) {
-	sent, err := p.conn.WriteBatch(msgs)
-	var bytes int
-	for i := range msgs[:sent] {
-		bytes += len(msgs[i].Buf)
-	}
+	sent, bytes, err := udpio.Write(p.conn, msgs)
 	p.CountTxBatch(sent, bytes)
 	c.cnt.TxPackets.Add(uint64(sent))
 	c.cnt.TxBytes.Add(uint64(bytes))
@@ -498,11 +494,7 @@ func (c *Client) pathLoop(p *path) {
 
 // writeLocal hands datagrams to local peers and counts them.
 func (c *Client) writeLocal(msgs []udpio.Msg) {
-	sent, err := c.local.WriteBatch(msgs)
-	var bytes int
-	for i := range msgs[:sent] {
-		bytes += len(msgs[i].Buf)
-	}
+	sent, bytes, err := udpio.Write(c.local, msgs)
 	c.cnt.Delivered.Add(uint64(sent))
 	c.cnt.DeliveredBy.Add(uint64(bytes))
 	if err != nil {

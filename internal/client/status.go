@@ -8,13 +8,7 @@ import (
 
 // Status returns the client's state for the status socket.
 func (c *Client) Status(version string, started time.Time) control.Status {
-	st := control.Status{
-		Role:     "client",
-		Version:  version,
-		Uptime:   time.Since(started).Seconds(),
-		Sessions: []control.Session{},
-		Counters: c.cnt.Snapshot().Map(),
-	}
+	st := control.NewStatus("client", version, started, c.cnt.Snapshot().Map())
 	s := c.sess.Load()
 	if s == nil {
 		return st

@@ -188,3 +188,15 @@ func finite(f float64) float64 {
 	}
 	return f
 }
+
+// NewStatus starts a daemon's snapshot: its role, version, uptime since
+// started and counters, with no sessions yet.
+func NewStatus(role, version string, started time.Time, counters map[string]uint64) Status {
+	return Status{
+		Role:     role,
+		Version:  version,
+		Uptime:   time.Since(started).Seconds(),
+		Sessions: []Session{},
+		Counters: counters,
+	}
+}

@@ -405,11 +405,7 @@ func (s *Server) send(pkt []byte, to netip.AddrPort, local netip.Addr) {
 
 // write sends a batch of addressed packets and counts them.
 func (s *Server) write(msgs []udpio.Msg) {
-	sent, err := s.conn.WriteBatch(msgs)
-	var bytes int
-	for i := range msgs[:sent] {
-		bytes += len(msgs[i].Buf)
-	}
+	sent, bytes, err := udpio.Write(s.conn, msgs)
 	s.cnt.TxPackets.Add(uint64(sent))
 	s.cnt.TxBytes.Add(uint64(bytes))
 	if err != nil {
@@ -458,11 +454,7 @@ func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 
 // writeTarget writes msgs on flow f's socket toward the target.
 func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
-	sent, err := f.conn.WriteBatch(msgs)
-	var bytes int
-	for i := range msgs[:sent] {
-		bytes += len(msgs[i].Buf)
-	}
+	sent, bytes, err := udpio.Write(f.conn, msgs)
 	s.cnt.Delivered.Add(uint64(sent))
 	s.cnt.DeliveredBy.Add(uint64(bytes))
 	if err != nil {

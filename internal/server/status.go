@@ -10,13 +10,7 @@ import (
 
 // Status returns the server's state for the status socket.
 func (s *Server) Status(version string, started time.Time) control.Status {
-	st := control.Status{
-		Role:     "server",
-		Version:  version,
-		Uptime:   time.Since(started).Seconds(),
-		Sessions: []control.Session{},
-		Counters: s.cnt.Snapshot().Map(),
-	}
+	st := control.NewStatus("server", version, started, s.cnt.Snapshot().Map())
 	local := s.Addr().String()
 	s.mu.RLock()
 	for _, ss := range s.sessions {

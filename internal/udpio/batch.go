@@ -43,3 +43,13 @@ type Options struct {
 	BatchSize int  // most datagrams per system call (64)
 	PktInfo   bool // report each read's local address and honour Msg.Local on writes
 }
+
+// Write sends msgs on c and returns how many went out, their total size, and
+// the error that stopped the rest.
+func Write(c Conn, msgs []Msg) (sent, bytes int, err error) {
+	sent, err = c.WriteBatch(msgs)
+	for i := range msgs[:sent] {
+		bytes += len(msgs[i].Buf)
+	}
+	return sent, bytes, err
+}
