@@ -104,6 +104,9 @@ type Client struct {
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
 
+	earlyMu sync.Mutex
+	early   []earlyDatagram // datagrams that arrived before the first session
+
 	flowMu  sync.RWMutex
 	byPeer  map[netip.AddrPort]*flow
 	byID    map[uint32]*flow
@@ -342,9 +345,9 @@ func (c *Client) localLoop() {
 		}
 		st := c.sess.Load()
 		if st == nil {
-			c.cnt.NoSession.Add(uint64(n))
-			c.warn.Warn("nosession", "datagram dropped: no session with the server yet")
-			continue
+			if st = c.holdEarly(in[:n]); st == nil {
+				continue
+			}
 		}
 		now := time.Now().UnixNano()
 		maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
@@ -529,11 +532,17 @@ func (c *Client) handleResponse(pkt []byte) {
 	st.LocalIndex = idx
 	clear(c.pending)
 	c.lastAuth.Store(time.Now().UnixNano())
+	c.earlyMu.Lock()
 	old := c.sess.Swap(st)
+	early := c.early
+	c.early = nil
+	c.earlyMu.Unlock()
 	c.cnt.HandshakeOK.Add(1)
 	c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
-	// Tell the server every path at once.
-	c.probeAll(session.NewSealer(), st, time.Now())
+	// Tell the server every path at once, then send what waited for the session.
+	sl := session.NewSealer()
+	c.probeAll(sl, st, time.Now())
+	c.sendEarly(sl, st, early)
 	c.once.Do(func() { close(c.up) })
 }
 
@@ -630,5 +639,72 @@ func (c *Client) expire(now time.Time) {
 			delete(c.byID, f.id)
 			c.cnt.FlowsGone.Add(1)
 		}
+	}
+}
+
+// Limits on what the client holds for the first session.
+const (
+	earlyMax   = 64
+	earlyBytes = 256 << 10
+	earlyAge   = 3 * time.Second
+)
+
+type earlyDatagram struct {
+	peer netip.AddrPort
+	data []byte
+	at   time.Time
+}
+
+// holdEarly keeps datagrams read before the first session is up (bounded in
+// count, bytes and age), so an application's first packets are not lost to
+// the handshake. It returns the session instead if one came up meanwhile.
+func (c *Client) holdEarly(msgs []udpio.Msg) *session.State {
+	c.earlyMu.Lock()
+	defer c.earlyMu.Unlock()
+	if st := c.sess.Load(); st != nil {
+		return st
+	}
+	held := 0
+	for _, e := range c.early {
+		held += len(e.data)
+	}
+	now := time.Now()
+	for i := range msgs {
+		n := min(msgs[i].N, len(msgs[i].Buf))
+		if len(c.early) >= earlyMax || held+n > earlyBytes {
+			c.cnt.NoSession.Add(1)
+			c.warn.Warn("nosession", "datagram dropped: no session with the server yet, and the wait queue is full")
+			continue
+		}
+		c.early = append(c.early, earlyDatagram{peer: msgs[i].Addr, data: append([]byte(nil), msgs[i].Buf[:n]...), at: now})
+		held += n
+	}
+	return nil
+}
+
+// sendEarly sends the datagrams held for the first session.
+func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyDatagram) {
+	var out []udpio.Msg
+	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
+	for _, e := range early {
+		if time.Since(e.at) > earlyAge {
+			c.cnt.NoSession.Add(1)
+			continue
+		}
+		f := c.flowFor(e.peer)
+		if f == nil {
+			continue
+		}
+		f.lastActive.Store(time.Now().UnixNano())
+		n := copy(sl.Payload(), e.data)
+		pkts, err := sl.Seal(st, f.id, n, maxPlain)
+		if err != nil {
+			if errors.Is(err, session.ErrOversize) {
+				c.cnt.Oversize.Add(1)
+			}
+			continue
+		}
+		c.cnt.Forwarded.Add(1)
+		out = c.sendLive(pkts, out)
 	}
 }

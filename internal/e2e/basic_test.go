@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -64,5 +65,44 @@ func TestOversize(t *testing.T) {
 	pingPong(t, app, "after", 3)
 	if _, rx := echo.stats(); rx != 3 {
 		t.Fatalf("target received %d datagrams, want 3", rx)
+	}
+}
+
+// TestEarlyDatagrams: datagrams an application sends before the first
+// session is up wait for it (bounded) instead of being lost.
+func TestEarlyDatagrams(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths, relays := startPaths(t, srv.Addr().String(), 2, impair.Config{})
+	relays[0].SetDown(true) // no handshake can finish yet
+	cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger(), HandshakeRetry: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, cl.Serve)
+	app := dial(t, cl)
+	for i := 0; i < 3; i++ {
+		if _, err := app.Write([]byte{byte(i), 'e', 'a', 'r', 'l', 'y'}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The datagrams are held until the path lets the handshake through.
+	select {
+	case <-cl.Up():
+		t.Fatal("a session came up across a dead path")
+	default:
+	}
+	relays[0].SetDown(false)
+	buf := make([]byte, 64)
+	for i := 0; i < 3; i++ {
+		app.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := app.Read(buf)
+		if err != nil || n != 6 || buf[0] != byte(i) {
+			t.Fatalf("early datagram %d: %q %v", i, buf[:n], err)
+		}
+	}
+	if n := cl.Counters().NoSession.Load(); n != 0 {
+		t.Fatalf("%d early datagrams dropped", n)
 	}
 }
