@@ -10,3 +10,8 @@ require (
 )
 
 require golang.org/x/net v0.62.0
+
+require (
+	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
+	github.com/klauspost/reedsolomon v1.14.2 // indirect
+)
