@@ -24,6 +24,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 )
@@ -276,8 +277,13 @@ func runClient(name string, args []string, env Env) error {
 	var c common
 	c.register(fs)
 	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
+	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance or adaptive")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	mode, err := sched.ParseMode(*modeName)
+	if err != nil {
+		return usageError{err}
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -298,6 +304,7 @@ func runClient(name string, args []string, env Env) error {
 		Window:      c.window,
 		MaxFlows:    c.maxFlows,
 		FlowTimeout: c.flowTO,
+		Mode:        mode,
 		Net:         udpio.OS{Options: c.io},
 		Logger:      log,
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
+	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -36,6 +37,7 @@ type Config struct {
 	Listen string // address local applications send to (127.0.0.1:3000)
 	Paths  []PathConfig
 	Key    handshake.Key
+	Mode   sched.Mode // how datagrams are spread over the paths (redundant)
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -104,6 +106,11 @@ type Client struct {
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
 
+	schedMu sync.Mutex // guards sched and its scratch
+	sched   *sched.Scheduler
+	spaths  []sched.Path
+	per     [][]int
+
 	earlyMu sync.Mutex
 	early   []earlyDatagram // datagrams that arrived before the first session
 
@@ -153,6 +160,12 @@ func Listen(cfg Config) (*Client, error) {
 		byID:    make(map[uint32]*flow),
 	}
 	c.warn.Log = cfg.Logger
+	var err error
+	if c.sched, err = sched.New(cfg.Mode, sched.Options{}); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	c.spaths = make([]sched.Path, len(cfg.Paths))
+	c.per = make([][]int, len(cfg.Paths))
 	if len(cfg.Paths) > 255 {
 		return nil, errors.New("client: more than 255 paths")
 	}
@@ -301,24 +314,24 @@ func (c *Client) writePath(p *path, msgs []udpio.Msg) {
 	}
 }
 
-// sendLive sends pkts on every path that is not down, or on every path when
-// all are down (a path may be back before its probes say so). out is the
-// caller's scratch.
+// sendLive sends pkts on the paths the session's mode picks for each, in one
+// write per path. out is the caller's scratch.
 func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg) []udpio.Msg {
-	live := 0
-	for _, p := range c.paths {
-		if !p.Down() {
-			live++
-		}
+	c.schedMu.Lock()
+	defer c.schedMu.Unlock()
+	now := time.Now()
+	for i, p := range c.paths {
+		c.spaths[i] = sched.FromStats(p.Stats())
 	}
-	for _, p := range c.paths {
-		if live > 0 && p.Down() {
+	c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
+	for i, p := range c.paths {
+		if len(c.per[i]) == 0 {
 			continue
 		}
 		to := *p.remote.Load()
 		out = out[:0]
-		for _, pkt := range pkts {
-			out = append(out, udpio.Msg{Buf: pkt, Addr: to})
+		for _, k := range c.per[i] {
+			out = append(out, udpio.Msg{Buf: pkts[k], Addr: to})
 		}
 		c.writePath(p, out)
 	}
@@ -547,7 +560,7 @@ func (c *Client) handleResponse(pkt []byte) {
 }
 
 func (c *Client) handshake(now time.Time) {
-	in, err := handshake.Initiate(c.cfg.Key, 0, now)
+	in, err := handshake.Initiate(c.cfg.Key, byte(c.cfg.Mode), now)
 	if err != nil {
 		c.log.Error("handshake", "err", err)
 		return

@@ -257,3 +257,24 @@ func (s *Scheduler) adaptive(paths []Path, dst []int) []int {
 	}
 	return dst
 }
+
+// Spread picks paths for n packets in a row and returns, for each path i,
+// the indexes of the packets that go on it in per[i]. per is the caller's
+// scratch, reused from call to call; it must have len(paths) entries.
+func (s *Scheduler) Spread(paths []Path, n int, now time.Time, per [][]int) [][]int {
+	for i := range per {
+		per[i] = per[i][:0]
+	}
+	var dst [16]int
+	for k := 0; k < n; k++ {
+		for _, i := range s.Pick(paths, now, dst[:0]) {
+			per[i] = append(per[i], k)
+		}
+	}
+	return per
+}
+
+// FromStats describes a path from its health estimates.
+func FromStats(st path.Stats) Path {
+	return Path{State: st.State, Since: st.Since, LossOut: st.LossOut}
+}

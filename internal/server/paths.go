@@ -7,6 +7,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/control"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
+	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -73,30 +74,35 @@ func (s *Server) sendPath(pkt []byte, p *path) {
 	s.send(pkt, *p.addr.Load(), *p.local.Load())
 }
 
-// sendAll sends pkts on every path of ss that is not down, or on every path
-// when all are down (a path may be back before its probes say so), all in
+// sendAll sends pkts on the paths the session's mode picks for each, all in
 // one batch. out is the caller's scratch, returned for reuse.
 func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	paths := *ss.paths.Load()
-	live := 0
-	for _, p := range paths {
-		if !p.Down() {
-			live++
-		}
-	}
 	out = out[:0]
+	ss.schedMu.Lock()
+	ss.spaths = ss.spaths[:0]
 	for _, p := range paths {
-		if live > 0 && p.Down() {
+		sp := sched.FromStats(p.Stats())
+		sp.Priority = int(p.ID) // the client's order
+		ss.spaths = append(ss.spaths, sp)
+	}
+	for len(ss.per) < len(paths) {
+		ss.per = append(ss.per, nil)
+	}
+	per := ss.sched.Spread(ss.spaths, len(pkts), time.Now(), ss.per[:len(paths)])
+	for i, p := range paths {
+		if len(per[i]) == 0 {
 			continue
 		}
 		to, local := *p.addr.Load(), *p.local.Load()
 		var bytes int
-		for _, pkt := range pkts {
-			out = append(out, udpio.Msg{Buf: pkt, Addr: to, Local: local})
-			bytes += len(pkt)
+		for _, k := range per[i] {
+			out = append(out, udpio.Msg{Buf: pkts[k], Addr: to, Local: local})
+			bytes += len(pkts[k])
 		}
-		p.CountTxBatch(len(pkts), bytes)
+		p.CountTxBatch(len(per[i]), bytes)
 	}
+	ss.schedMu.Unlock()
 	s.write(out)
 	return out
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
+	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -110,6 +111,11 @@ type sess struct {
 	flowMu sync.Mutex
 	flows  map[uint32]*flow
 	closed bool
+
+	schedMu sync.Mutex // guards sched and its scratch; flows send concurrently
+	sched   *sched.Scheduler
+	spaths  []sched.Path
+	per     [][]int
 
 	// deliverFn takes the session's datagrams to their flows; made once so
 	// the receive path allocates nothing per packet.
@@ -371,7 +377,13 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		s.log.Error("session setup failed", "err", err)
 		return
 	}
-	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow)}
+	sc, err := sched.New(sched.Mode(a.Mode), sched.Options{})
+	if err != nil {
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("mode", "session refused: the client asks for a mode this server does not know", "mode", a.Mode, "from", from.String())
+		return
+	}
+	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), sched: sc}
 	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*path{}
@@ -380,7 +392,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.sessions[a.Index] = ss
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String())
+	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", sc.Mode().String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
 }

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/sched"
+	"github.com/mptunnel/mptunnel/internal/server"
+)
+
+// relayed returns how many datagrams each relay carried toward the server.
+func relayed(relays []*impair.Relay) []uint64 {
+	var out []uint64
+	for _, r := range relays {
+		out = append(out, r.Stats().Up.Forwarded)
+	}
+	return out
+}
+
+// TestFailoverMode: data uses the first path only; when it dies traffic moves
+// to the next, and the session reports its mode on both ends.
+func TestFailoverMode(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths, relays := startPaths(t, srv.Addr().String(), 11, impair.Config{}, impair.Config{})
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Failover})
+	app := dial(t, cl)
+	if !eventually(3*time.Second, func() bool { return cl.PathStates()[0].State.String() == "up" }) {
+		t.Fatal("primary not up")
+	}
+	before := relayed(relays)
+	pingPong(t, app, "primary", 200)
+	after := relayed(relays)
+	data0, data1 := after[0]-before[0], after[1]-before[1]
+	// Probes go on both paths (a few a second); data only on the primary.
+	if data0 < 200 || data1 > 20 {
+		t.Fatalf("failover sent %d packets on the primary and %d on the backup, want all data on the primary", data0, data1)
+	}
+	if m := srv.Status("test", time.Now()).Sessions[0].Mode; m != "failover" {
+		t.Fatalf("server reports mode %q", m)
+	}
+	relays[0].SetDown(true)
+	// Each end sees the death on its own; replies move when the server does.
+	if !eventually(5*time.Second, func() bool {
+		sp := serverPaths(srv)
+		return cl.PathStates()[0].State.String() == "down" && len(sp) == 2 && sp[0].State == "down"
+	}) {
+		t.Fatal("primary not marked down on both ends")
+	}
+	before = relayed(relays)
+	pingPong(t, app, "backup", 100)
+	after = relayed(relays)
+	if after[1]-before[1] < 100 {
+		t.Fatalf("backup carried %d packets after the primary died, want the 100 datagrams", after[1]-before[1])
+	}
+}
+
+// TestBalanceMode: each datagram goes on one path, spread over all of them.
+func TestBalanceMode(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths, relays := startPaths(t, srv.Addr().String(), 12, impair.Config{}, impair.Config{}, impair.Config{})
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Balance})
+	app := dial(t, cl)
+	before := relayed(relays)
+	const n = 600
+	pingPong(t, app, "balanced", n)
+	after := relayed(relays)
+	var total uint64
+	for i := range relays {
+		d := after[i] - before[i]
+		total += d
+		// About a third each, probes included.
+		if d < n/3-40 || d > n/3+60 {
+			t.Fatalf("path %d carried %d packets of %d datagrams; want about a third", i, d, n)
+		}
+	}
+	if total > n+100 {
+		t.Fatalf("balance put %d packets on the paths for %d datagrams: copies were sent", total, n)
+	}
+}
+
+// TestAdaptiveMode: with one clean path and two lossy ones at a loose
+// target, adaptive sends on the clean one only.
+func TestAdaptiveMode(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths, relays := startPaths(t, srv.Addr().String(), 13, impair.Config{}, impair.Config{Loss: 0.3}, impair.Config{Loss: 0.3})
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Adaptive})
+	app := dial(t, cl)
+	// Loss estimates need traffic: probes give some, a little stream the rest.
+	buf := make([]byte, 64)
+	if !eventually(15*time.Second, func() bool {
+		// Some of these may be lost while losses are unknown: no checks.
+		app.Write([]byte("warm"))
+		app.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		app.Read(buf)
+		st := cl.PathStates()
+		sp := serverPaths(srv)
+		return st[1].LossOut > 0.1 && st[2].LossOut > 0.1 &&
+			len(sp) == 3 && sp[1].LossOut > 0.1 && sp[2].LossOut > 0.1
+	}) {
+		t.Fatalf("losses not measured: %+v", cl.PathStates())
+	}
+	drain(app)
+	before := relayed(relays)
+	pingPong(t, app, "adaptive", 200)
+	after := relayed(relays)
+	if d := after[0] - before[0]; d < 200 {
+		t.Fatalf("the clean path carried %d packets, want all 200 datagrams", d)
+	}
+	// Only probes (4 a second) on the lossy ones: no copies of data.
+	if d1, d2 := after[1]-before[1], after[2]-before[2]; d1 > 40 || d2 > 40 {
+		t.Fatalf("the lossy paths carried %d and %d packets; adaptive should leave them out", d1, d2)
+	}
+}
+
+// drain reads whatever is waiting on conn.
+func drain(conn interface {
+	SetReadDeadline(time.Time) error
+	Read([]byte) (int, error)
+}) {
+	buf := make([]byte, 65536)
+	for {
+		conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := conn.Read(buf); err != nil {
+			return
+		}
+	}
+}
