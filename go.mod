@@ -9,9 +9,9 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
-require golang.org/x/net v0.62.0
-
 require (
-	github.com/klauspost/cpuid/v2 v2.3.0 // indirect
-	github.com/klauspost/reedsolomon v1.14.2 // indirect
+	github.com/klauspost/reedsolomon v1.14.2
+	golang.org/x/net v0.62.0
 )
+
+require github.com/klauspost/cpuid/v2 v2.3.0 // indirect
