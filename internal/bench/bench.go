@@ -23,30 +23,33 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 )
 
-// Mode selects the measurements.
-type Mode string
+// Measure selects the measurements.
+type Measure string
 
 // Modes.
 const (
-	ModeThroughput Mode = "throughput"
-	ModeLatency    Mode = "latency"
-	ModeAll        Mode = "all"
-	ModeMemory     Mode = "memory" // only the memory scenario
+	MeasureThroughput Measure = "throughput"
+	MeasureLatency    Measure = "latency"
+	MeasureAll        Measure = "all"
+	MeasureMemory     Measure = "memory" // only the memory scenario
 )
 
 // Config describes a run. Zero fields take the defaults given.
 type Config struct {
-	Paths    int           // bridges, each a path of the tunnel (3)
-	Size     int           // datagram size in bytes, MinSize..65507 (1200)
-	Duration time.Duration // one measurement step (3s; 200ms with Short)
-	Mode     Mode          // which measurements (ModeAll)
-	Rate     int           // latency: echoes a second (10000)
-	Loss     float64       // bridges: loss probability each way, 0..1
-	Delay    time.Duration // bridges: one-way delay
-	Short    bool          // a few seconds in all, for CI
+	Paths      int           // bridges, each a path of the tunnel (3)
+	Size       int           // datagram size in bytes, MinSize..65507 (1200)
+	Duration   time.Duration // one measurement step (3s; 200ms with Short)
+	Measure    Measure       // which measurements (MeasureAll)
+	Mode       sched.Mode    // the tunnel's scheduling mode (redundant)
+	BridgeRate int64         // each bridge's rate limit in bits/s, 0 for none
+	Rate       int           // latency: echoes a second (10000)
+	Loss       float64       // bridges: loss probability each way, 0..1
+	Delay      time.Duration // bridges: one-way delay
+	Short      bool          // a few seconds in all, for CI
 	// NoOffload keeps the generator and the target from using UDP
 	// segmentation and receive offload (GSO, GRO): one datagram per
 	// buffer through the kernel, as most applications send.
@@ -84,8 +87,8 @@ func (c *Config) setDefaults() {
 			c.Duration = 200 * time.Millisecond
 		}
 	}
-	if c.Mode == "" {
-		c.Mode = ModeAll
+	if c.Measure == "" {
+		c.Measure = MeasureAll
 	}
 	if c.Rate == 0 {
 		c.Rate = 10000
@@ -112,8 +115,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("bench: size %d outside %d..%d", c.Size, MinSize, maxDatagram)
 	case c.Duration < 10*time.Millisecond || c.Duration > time.Hour:
 		return fmt.Errorf("bench: duration %v outside 10ms..1h", c.Duration)
-	case c.Mode != ModeThroughput && c.Mode != ModeLatency && c.Mode != ModeAll && c.Mode != ModeMemory:
-		return fmt.Errorf("bench: mode %q: want throughput, latency, all or memory", c.Mode)
+	case c.Measure != MeasureThroughput && c.Measure != MeasureLatency && c.Measure != MeasureAll && c.Measure != MeasureMemory:
+		return fmt.Errorf("bench: measure %q: want throughput, latency, all or memory", c.Measure)
 	case c.Rate < 1 || c.Rate > 1_000_000:
 		return fmt.Errorf("bench: rate %d outside 1..1000000", c.Rate)
 	case c.Loss < 0 || c.Loss > 1:
@@ -128,7 +131,7 @@ func (c *Config) check() error {
 		return fmt.Errorf("bench: %d flows in all: want at most 20000", c.Sessions*c.Flows)
 	case c.FlowRate < 1 || c.FlowRate > 1000:
 		return fmt.Errorf("bench: flow rate %d outside 1..1000", c.FlowRate)
-	case c.Mode == ModeMemory && c.Sessions == 0:
+	case c.Measure == MeasureMemory && c.Sessions == 0:
 		return errors.New("bench: mode memory needs --sessions")
 	case c.Sessions > 0 && c.ServerExe == "":
 		return errors.New("bench: the memory scenario needs the server executable")
@@ -170,7 +173,9 @@ type RunConfig struct {
 	Paths     int     `json:"paths"`
 	Size      int     `json:"size"`
 	StepSecs  float64 `json:"step_seconds"`
-	Mode      Mode    `json:"mode"`
+	Measure   Measure `json:"measure"`
+	Mode      string  `json:"mode"`
+	BridgeBps int64   `json:"bridge_rate_bps"`
 	Rate      int     `json:"latency_rate"`
 	Loss      float64 `json:"bridge_loss"`
 	DelayMs   float64 `json:"bridge_delay_ms"`
@@ -278,7 +283,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep := Report{
 		Machine: machine(),
 		Config: RunConfig{
-			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Mode: cfg.Mode,
+			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), BridgeBps: cfg.BridgeRate,
 			Rate: cfg.Rate, Loss: cfg.Loss, DelayMs: float64(cfg.Delay) / 1e6, Short: cfg.Short,
 			LossLimit: LossLimit,
 		},
@@ -309,7 +314,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep.Config.Generator = socketsOf(gconn)
 	rep.Config.Target = socketsOf(b.target.conn)
 
-	if cfg.Mode != ModeMemory {
+	if cfg.Measure != MeasureMemory {
 		if err := b.runSetups(ctx, &rep); err != nil {
 			return rep, err
 		}
@@ -332,8 +337,8 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return fmt.Errorf("bench: target address: %w", err)
 	}
-	doThr := b.cfg.Mode == ModeThroughput || b.cfg.Mode == ModeAll
-	doLat := b.cfg.Mode == ModeLatency || b.cfg.Mode == ModeAll
+	doThr := b.cfg.Measure == MeasureThroughput || b.cfg.Measure == MeasureAll
+	doLat := b.cfg.Measure == MeasureLatency || b.cfg.Measure == MeasureAll
 	if doThr {
 		t, err := b.throughput(ctx, "baseline", dst, nil)
 		if err != nil {

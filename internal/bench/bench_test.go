@@ -93,9 +93,9 @@ func TestRunBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Size: 10},
 		{Paths: 300},
-		{Mode: "fast"},
+		{Measure: "fast"},
 		{Loss: 2},
-		{Mode: ModeMemory},
+		{Measure: MeasureMemory},
 		{Sessions: 2},
 	} {
 		if _, err := Run(context.Background(), cfg); err == nil {

@@ -31,7 +31,7 @@ func TestMemoryScenario(t *testing.T) {
 	t.Setenv(childEnv, "1")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := bench.Run(ctx, bench.Config{Short: true, Mode: bench.ModeMemory, Sessions: 4, Flows: 3, Paths: 2, ServerExe: exe})
+	rep, err := bench.Run(ctx, bench.Config{Short: true, Measure: bench.MeasureMemory, Sessions: 4, Flows: 3, Paths: 2, ServerExe: exe})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/bench"
+	"github.com/mptunnel/mptunnel/internal/sched"
 )
 
 // runBench measures the tunnel on loopback against a direct baseline.
@@ -17,7 +18,9 @@ func runBench(args []string, env Env) error {
 	paths := fs.Int("paths", 3, "bridges, each a path of the tunnel")
 	size := fs.Int("size", 1200, "datagram size in bytes")
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
-	mode := fs.String("mode", "all", "throughput, latency, all, or memory (the memory scenario only)")
+	measure := fs.String("measure", "all", "throughput, latency, all, or memory (the memory scenario only)")
+	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance or adaptive")
+	bridgeRate := fs.Int64("bridge-rate", 0, "bridges: rate limit in bits per second (0: none)")
 	rate := fs.Int("rate", 10000, "latency: echo requests per second")
 	loss := fs.Float64("loss", 0, "bridges: loss probability each way, 0 to 1")
 	delay := fs.Duration("delay", 0, "bridges: one-way delay")
@@ -36,8 +39,12 @@ func runBench(args []string, env Env) error {
 		fs.Usage()
 		return usagef("bench takes no arguments")
 	}
+	mode, err := sched.ParseMode(*modeName)
+	if err != nil {
+		return usageError{err}
+	}
 	cfg := bench.Config{
-		Paths: *paths, Size: *size, Mode: bench.Mode(*mode), Rate: *rate,
+		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),
