@@ -132,7 +132,7 @@ func (c *Config) check() error {
 	case c.FlowRate < 1 || c.FlowRate > 1000:
 		return fmt.Errorf("bench: flow rate %d outside 1..1000", c.FlowRate)
 	case c.Measure == MeasureMemory && c.Sessions == 0:
-		return errors.New("bench: mode memory needs --sessions")
+		return errors.New("bench: --measure memory needs --sessions")
 	case c.Sessions > 0 && c.ServerExe == "":
 		return errors.New("bench: the memory scenario needs the server executable")
 	}

@@ -43,6 +43,6 @@ func TestMemoryScenario(t *testing.T) {
 		t.Errorf("%+v", *m)
 	}
 	if len(rep.Throughput) != 0 || len(rep.Latency) != 0 {
-		t.Error("mode memory measured throughput or latency")
+		t.Error("measure memory measured throughput or latency")
 	}
 }
