@@ -20,6 +20,7 @@ func (c *Client) Status(version string, started time.Time) control.Status {
 	for _, p := range c.paths {
 		sess.Paths = append(sess.Paths, p.Status(p.remote.Load().String(), p.conn.LocalAddr().String()))
 	}
+	sess.SetShares()
 	st.Sessions = append(st.Sessions, sess)
 	return st
 }

@@ -84,6 +84,23 @@ type Path struct {
 	// LastSeen is when a packet last arrived on the path, in the format of
 	// FormatTime; empty if never.
 	LastSeen string `json:"last_seen"`
+	// Share is this path's part of the bytes the session sent on all its
+	// paths, 0..1 (in redundant mode each live path carries everything, so
+	// the shares are about equal).
+	Share float64 `json:"share"`
+}
+
+// SetShares fills each path's Share from its TxBytes.
+func (s *Session) SetShares() {
+	var total uint64
+	for _, p := range s.Paths {
+		total += p.TxBytes
+	}
+	for i := range s.Paths {
+		if total > 0 {
+			s.Paths[i].Share = float64(s.Paths[i].TxBytes) / float64(total)
+		}
+	}
 }
 
 // Path states.

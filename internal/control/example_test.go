@@ -88,7 +88,8 @@ func ExampleWriteJSON() {
 	//           "tx_bytes": 1523456,
 	//           "rx_bytes": 4213456789,
 	//           "duplicates": 12,
-	//           "last_seen": "2024-05-01T11:59:59.700Z"
+	//           "last_seen": "2024-05-01T11:59:59.700Z",
+	//           "share": 0
 	//         },
 	//         {
 	//           "id": 1,
@@ -104,7 +105,8 @@ func ExampleWriteJSON() {
 	//           "tx_bytes": 1519804,
 	//           "rx_bytes": 3712004113,
 	//           "duplicates": 3398117,
-	//           "last_seen": "2024-05-01T11:59:58.300Z"
+	//           "last_seen": "2024-05-01T11:59:58.300Z",
+	//           "share": 0
 	//         },
 	//         {
 	//           "id": 2,
@@ -120,7 +122,8 @@ func ExampleWriteJSON() {
 	//           "tx_bytes": 70308,
 	//           "rx_bytes": 0,
 	//           "duplicates": 0,
-	//           "last_seen": ""
+	//           "last_seen": "",
+	//           "share": 0
 	//         }
 	//       ]
 	//     }

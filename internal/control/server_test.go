@@ -520,7 +520,7 @@ func TestJSONFieldNames(t *testing.T) {
 	wantKeys(t, "session", session, "id", "mode", "flows", "paths")
 	p := session["paths"].([]any)[0].(map[string]any)
 	wantKeys(t, "path", p, "id", "remote", "local", "state", "rtt_ms", "jitter_ms", "loss_out", "loss_in",
-		"tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "duplicates", "last_seen")
+		"tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "duplicates", "last_seen", "share")
 	if session["id"] != "0000002a" {
 		t.Errorf("session id = %v, want 0000002a", session["id"])
 	}

@@ -82,6 +82,12 @@ func TestBalanceMode(t *testing.T) {
 	if total > n+100 {
 		t.Fatalf("balance put %d packets on the paths for %d datagrams: copies were sent", total, n)
 	}
+	// Status shows each path's share of the traffic.
+	for i, p := range cl.Status("test", time.Now()).Sessions[0].Paths {
+		if p.Share < 0.25 || p.Share > 0.42 {
+			t.Fatalf("status gives path %d a share of %.2f, want about a third", i, p.Share)
+		}
+	}
 }
 
 // TestAdaptiveMode: with one clean path and two lossy ones at a loose

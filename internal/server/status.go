@@ -26,6 +26,7 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 			cs.Paths = append(cs.Paths, p.Status(p.addr.Load().String(), l))
 		}
 		sort.Slice(cs.Paths, func(i, j int) bool { return cs.Paths[i].ID < cs.Paths[j].ID })
+		cs.SetShares()
 		st.Sessions = append(st.Sessions, cs)
 	}
 	s.mu.RUnlock()
