@@ -321,7 +321,7 @@ func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	defer c.schedMu.Unlock()
 	now := time.Now()
 	for i, p := range c.paths {
-		c.spaths[i] = sched.FromStats(p.Stats())
+		c.spaths[i] = sched.FromStats(p.Stats(), p.Suspect(now))
 	}
 	c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
 	for i, p := range c.paths {

@@ -112,3 +112,10 @@ func (l *Link) CountTxBatch(packets, bytes int) {
 	l.TxPackets.Add(uint64(packets))
 	l.TxBytes.Add(uint64(bytes))
 }
+
+// Suspect reports whether the path's latest probe is overdue; see Path.Suspect.
+func (l *Link) Suspect(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.health.Suspect(now)
+}

@@ -152,6 +152,7 @@ type probeSlot struct {
 	seq         uint32
 	sentAt      time.Time
 	outstanding bool
+	lost        bool
 }
 
 // bucket holds the counter deltas seen during one probe interval.
@@ -403,6 +404,7 @@ func (p *Path) probeTimeout() time.Duration {
 // example during an outage the path has since recovered from) does not.
 func (p *Path) lose(s *probeSlot) {
 	s.outstanding = false
+	s.lost = true
 	if p.streak > 0 && !s.sentAt.Before(p.streakStart) {
 		p.streak = 0
 	}
@@ -518,4 +520,31 @@ func (p *Path) Stats() Stats {
 		LastHeard: p.lastHeard,
 		Since:     p.since,
 	}
+}
+
+// suspectFloor is the least time the latest probe may go unanswered before
+// the path is suspect, so that scheduling noise on a fast path is no alarm.
+const suspectFloor = 20 * time.Millisecond
+
+// Suspect reports whether the latest probe has gone unanswered for longer
+// than the retransmission timeout (smoothed RTT plus four variances, at
+// least 20 ms; two probe intervals before any RTT is known): the path may
+// have just died, long before it is declared down. A failover sender uses it
+// to send on the next path too until the doubt clears.
+func (p *Path) Suspect(now time.Time) bool {
+	if !p.probed || p.state == Down {
+		return false
+	}
+	s := &p.ring[(p.nextSeq-1)%ringSize]
+	if s.lost {
+		return true
+	}
+	if !s.outstanding {
+		return false
+	}
+	rto := 2 * p.par.ProbeInterval
+	if p.haveRTT {
+		rto = max(p.srtt+4*p.rttvar, suspectFloor)
+	}
+	return now.Sub(s.sentAt) > rto
 }

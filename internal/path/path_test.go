@@ -857,3 +857,38 @@ func FuzzEvents(f *testing.F) {
 		}
 	})
 }
+
+func TestSuspect(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := New(Params{}, now)
+	if p.Suspect(now) {
+		t.Fatal("suspect before any probe")
+	}
+	// A few answered probes with a 10 ms RTT.
+	for i := 0; i < 5; i++ {
+		seq := p.NextProbe(now)
+		p.OnReply(seq, now, now.Add(10*time.Millisecond))
+		now = now.Add(250 * time.Millisecond)
+		p.Tick(now)
+	}
+	seq := p.NextProbe(now)
+	if p.Suspect(now.Add(15 * time.Millisecond)) {
+		t.Fatal("suspect 15 ms after a probe on a 10 ms path")
+	}
+	if !p.Suspect(now.Add(100 * time.Millisecond)) {
+		t.Fatal("not suspect 100 ms after an unanswered probe on a 10 ms path")
+	}
+	// A late answer clears the doubt.
+	p.OnReply(seq, now, now.Add(120*time.Millisecond))
+	if p.Suspect(now.Add(130 * time.Millisecond)) {
+		t.Fatal("still suspect after the answer")
+	}
+	// A probe counted lost keeps it suspect until a new probe is answered.
+	now = now.Add(250 * time.Millisecond)
+	p.NextProbe(now)
+	now = now.Add(time.Second)
+	p.Tick(now)
+	if !p.Suspect(now) {
+		t.Fatal("not suspect after a lost probe")
+	}
+}

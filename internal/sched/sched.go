@@ -6,7 +6,8 @@
 //   - redundant: every path that is not down (the original behaviour).
 //   - failover: one path at a time, in priority order; away from a path as
 //     soon as it is down or degraded, back to a better one only after it has
-//     been up for ReturnAfter.
+//     been up for ReturnAfter; while the path in use is suspect (its latest
+//     probe overdue), the next path carries copies too.
 //   - balance: one path per datagram, spread in proportion to each path's
 //     weight (its capacity times its delivery rate), by smooth weighted
 //     round robin.
@@ -68,6 +69,13 @@ type Path struct {
 	// Priority orders paths in failover mode: lower first; ties keep the
 	// order of the path list.
 	Priority int
+	// Suspect means the path's latest probe is overdue: it may have just
+	// died. Failover then sends on the next path as well until the doubt
+	// clears, so a dying path loses at most what was in flight.
+	Suspect bool
+	// Preferred marks the path the peer chose last (the server follows the
+	// client's failover choice); failover uses it while it is usable.
+	Preferred bool
 }
 
 func (p Path) usable() bool { return p.State != path.Down }
@@ -137,7 +145,14 @@ func (s *Scheduler) Pick(paths []Path, now time.Time, dst []int) []int {
 	}
 	switch s.mode {
 	case Failover:
-		return append(dst, s.failover(paths, now))
+		cur := s.failover(paths, now)
+		dst = append(dst, cur)
+		if paths[cur].Suspect {
+			if alt := s.alternate(paths, cur); alt >= 0 {
+				dst = append(dst, alt)
+			}
+		}
+		return dst
 	case Balance:
 		return append(dst, s.balance(paths))
 	case Adaptive:
@@ -165,6 +180,12 @@ func better(paths []Path, i, j int) bool {
 func (s *Scheduler) failover(paths []Path, now time.Time) int {
 	if s.current >= len(paths) {
 		s.current = -1
+	}
+	for i, p := range paths {
+		if p.Preferred && p.usable() {
+			s.current = i
+			return i
+		}
 	}
 	// Leave the current path as soon as it is not healthy.
 	if s.current >= 0 && !healthy(paths[s.current]) {
@@ -200,6 +221,28 @@ func (s *Scheduler) failover(paths []Path, now time.Time) int {
 		}
 	}
 	return s.current
+}
+
+// alternate returns the best usable path other than cur, preferring healthy
+// ones that are not suspect, or -1.
+func (s *Scheduler) alternate(paths []Path, cur int) int {
+	best, bestRank := -1, 3
+	for i, p := range paths {
+		if i == cur || !p.usable() {
+			continue
+		}
+		rank := 2
+		switch {
+		case healthy(p) && !p.Suspect:
+			rank = 0
+		case healthy(p):
+			rank = 1
+		}
+		if rank < bestRank || rank == bestRank && better(paths, i, best) {
+			best, bestRank = i, rank
+		}
+	}
+	return best
 }
 
 // balance is smooth weighted round robin: each pick adds every usable
@@ -275,6 +318,6 @@ func (s *Scheduler) Spread(paths []Path, n int, now time.Time, per [][]int) [][]
 }
 
 // FromStats describes a path from its health estimates.
-func FromStats(st path.Stats) Path {
-	return Path{State: st.State, Since: st.Since, LossOut: st.LossOut}
+func FromStats(st path.Stats, suspect bool) Path {
+	return Path{State: st.State, Since: st.Since, LossOut: st.LossOut, Suspect: suspect}
 }

@@ -213,3 +213,23 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+func TestFailoverHedgesWhenSuspect(t *testing.T) {
+	s := mustNew(t, Failover, Options{})
+	paths := []Path{up(0), up(0), up(0)}
+	if got := s.Pick(paths, t0, nil); !slices.Equal(got, []int{0}) {
+		t.Fatalf("picked %v", got)
+	}
+	paths[0].Suspect = true
+	if got := s.Pick(paths, t0, nil); !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("suspect primary: picked %v, want it and the next path", got)
+	}
+	paths[1].Suspect = true
+	if got := s.Pick(paths, t0, nil); !slices.Equal(got, []int{0, 2}) {
+		t.Fatalf("suspect primary and backup: picked %v, want the clear one", got)
+	}
+	paths[0].Suspect, paths[1].Suspect = false, false
+	if got := s.Pick(paths, t0, nil); !slices.Equal(got, []int{0}) {
+		t.Fatalf("doubt cleared: picked %v", got)
+	}
+}

@@ -79,17 +79,20 @@ func (s *Server) sendPath(pkt []byte, p *path) {
 func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	paths := *ss.paths.Load()
 	out = out[:0]
+	now := time.Now()
+	last := ss.lastData.Load()
 	ss.schedMu.Lock()
 	ss.spaths = ss.spaths[:0]
 	for _, p := range paths {
-		sp := sched.FromStats(p.Stats())
+		sp := sched.FromStats(p.Stats(), p.Suspect(now))
 		sp.Priority = int(p.ID) // the client's order
+		sp.Preferred = p == last
 		ss.spaths = append(ss.spaths, sp)
 	}
 	for len(ss.per) < len(paths) {
 		ss.per = append(ss.per, nil)
 	}
-	per := ss.sched.Spread(ss.spaths, len(pkts), time.Now(), ss.per[:len(paths)])
+	per := ss.sched.Spread(ss.spaths, len(pkts), now, ss.per[:len(paths)])
 	for i, p := range paths {
 		if len(per[i]) == 0 {
 			continue

@@ -112,6 +112,8 @@ type sess struct {
 	flows  map[uint32]*flow
 	closed bool
 
+	lastData atomic.Pointer[path] // the path the client's latest datagram came by first
+
 	schedMu sync.Mutex // guards sched and its scratch; flows send concurrently
 	sched   *sched.Scheduler
 	spaths  []sched.Path
@@ -330,6 +332,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 		default:
 			if m.Kind == wire.MsgData {
 				s.queue(ss, m.Flow, m.Body)
+				if p != nil {
+					ss.lastData.Store(p)
+				}
 			}
 			if p != nil {
 				p.OnHeard(now)
