@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -45,6 +46,7 @@ type Config struct {
 	Duration   time.Duration // one measurement step (3s; 200ms with Short)
 	Measure    Measure       // which measurements (MeasureAll)
 	Mode       sched.Mode    // the tunnel's scheduling mode (redundant)
+	Cipher     aead.Cipher   // the tunnel's cipher (aead.Auto: as the tunnel would choose here)
 	BridgeRate int64         // each bridge's rate limit in bits/s, 0 for none
 	Rate       int           // latency: echoes a second (10000)
 	Loss       float64       // bridges: loss probability each way, 0..1
@@ -175,6 +177,7 @@ type RunConfig struct {
 	StepSecs  float64 `json:"step_seconds"`
 	Measure   Measure `json:"measure"`
 	Mode      string  `json:"mode"`
+	Cipher    string  `json:"cipher"`
 	BridgeBps int64   `json:"bridge_rate_bps"`
 	Rate      int     `json:"latency_rate"`
 	Loss      float64 `json:"bridge_loss"`
@@ -283,7 +286,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep := Report{
 		Machine: machine(),
 		Config: RunConfig{
-			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), BridgeBps: cfg.BridgeRate,
+			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), Cipher: cfg.resolvedCipher().String(), BridgeBps: cfg.BridgeRate,
 			Rate: cfg.Rate, Loss: cfg.Loss, DelayMs: float64(cfg.Delay) / 1e6, Short: cfg.Short,
 			LossLimit: LossLimit,
 		},
@@ -424,4 +427,14 @@ func machine() Machine {
 		Arch:       runtime.GOARCH,
 		Go:         runtime.Version(),
 	}
+}
+
+// resolvedCipher is the cipher the bench's tunnel uses: Auto resolves as a
+// client and a server on this machine would agree.
+func (c *Config) resolvedCipher() aead.Cipher {
+	ci, ok := c.Cipher.Choose(c.Cipher.Offer())
+	if !ok {
+		return c.Cipher
+	}
+	return ci
 }

@@ -63,6 +63,14 @@ func (g *generator) run(ctx context.Context, dst netip.AddrPort, kind byte, step
 	// never more than a batch.
 	burst := uint64(rate * g.runTime.Seconds())
 	burst = max(1, min(burst, batchSize))
+	sleep := time.Sleep
+	if burst == 1 {
+		// Every datagram on its own: pace precisely, or the runtime's
+		// coarse sleeps would send them in bursts.
+		p := newPacer(time.Duration(float64(time.Second) / rate))
+		defer p.stop()
+		sleep = p.sleep
+	}
 	var res sendResult
 	done := ctx.Done()
 	start := time.Now()
@@ -84,11 +92,11 @@ loop:
 			if next >= d {
 				// The run would end past the step: send what is due.
 				if due <= res.sent {
-					time.Sleep(min(time.Millisecond, d-now))
+					sleep(min(time.Millisecond, d-now))
 					continue
 				}
 			} else {
-				time.Sleep(next - now)
+				sleep(next - now)
 				continue
 			}
 		}

@@ -25,7 +25,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	if c.BridgeBps > 0 {
 		bridges += ", " + strconv.FormatFloat(float64(c.BridgeBps)/1e6, 'g', 4, 64) + " Mbit/s each"
 	}
-	fmt.Fprintf(bw, "mptunnel bench: %d-byte datagrams, %gs steps, %s mode\n", c.Size, c.StepSecs, orDash(c.Mode))
+	fmt.Fprintf(bw, "mptunnel bench: %d-byte datagrams, %gs steps, %s mode, %s\n", c.Size, c.StepSecs, orDash(c.Mode), orDash(c.Cipher))
 	fmt.Fprintf(bw, "bridges: %s\n", bridges)
 	m := r.Machine
 	fmt.Fprintf(bw, "machine: %s\n", clip(fmt.Sprintf("%d CPUs, %s, %s %s, %s", m.CPUs, orDash(m.CPUModel), m.OS, orDash(m.Kernel), m.Go), 71))

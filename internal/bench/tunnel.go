@@ -58,6 +58,7 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		Listen: "127.0.0.1:0",
 		Target: b.target.addr(),
 		Key:    b.key,
+		Cipher: b.cfg.Cipher,
 		Logger: b.log,
 	})
 	if err != nil {
@@ -80,7 +81,7 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		}
 	}()
 	imp := impair.Config{Loss: b.cfg.Loss, Delay: b.cfg.Delay, Rate: b.cfg.BridgeRate}
-	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Logger: b.log}
+	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, Logger: b.log}
 	for i := 0; i < paths; i++ {
 		r, err := impair.New(impair.Options{
 			Listen: "127.0.0.1:0",

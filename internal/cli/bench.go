@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/bench"
 	"github.com/mptunnel/mptunnel/internal/sched"
 )
@@ -20,6 +21,7 @@ func runBench(args []string, env Env) error {
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
 	measure := fs.String("measure", "all", "throughput, latency, all, or memory (the memory scenario only)")
 	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance or adaptive")
+	cipherName := fs.String("cipher", "auto", "the tunnel's cipher: auto, chacha20-poly1305 or aes-256-gcm")
 	bridgeRate := fs.Int64("bridge-rate", 0, "bridges: rate limit in bits per second (0: none)")
 	rate := fs.Int("rate", 10000, "latency: echo requests per second")
 	loss := fs.Float64("loss", 0, "bridges: loss probability each way, 0 to 1")
@@ -43,8 +45,12 @@ func runBench(args []string, env Env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	ciph, err := aead.Parse(*cipherName)
+	if err != nil {
+		return usageError{err}
+	}
 	cfg := bench.Config{
-		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, BridgeRate: *bridgeRate, Rate: *rate,
+		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),

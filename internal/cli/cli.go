@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/config"
 	"github.com/mptunnel/mptunnel/internal/control"
@@ -153,6 +154,7 @@ type common struct {
 	flowTO   time.Duration
 	logLevel string
 	control  string
+	cipher   string
 	io       udpio.Options
 }
 
@@ -166,6 +168,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.io.NoGSO, "no-gso", false, "never send with UDP segmentation offload")
 	fs.BoolVar(&c.io.NoGRO, "no-gro", false, "never receive with UDP generic receive offload")
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
+	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
 }
 
@@ -190,14 +193,18 @@ func (c *common) key(env Env) (handshake.Key, error) {
 	return k, nil
 }
 
-// setup loads the key and builds the logger.
-func (c *common) setup(env Env) (handshake.Key, *slog.Logger, error) {
+// setup loads the key, reads the cipher and builds the logger.
+func (c *common) setup(env Env) (handshake.Key, aead.Cipher, *slog.Logger, error) {
+	ciph, err := aead.Parse(c.cipher)
+	if err != nil {
+		return handshake.Key{}, ciph, nil, usagef("bad --cipher: %w", err)
+	}
 	key, err := c.key(env)
 	if err != nil {
-		return key, nil, err
+		return key, ciph, nil, err
 	}
 	log, err := c.logger(env)
-	return key, log, err
+	return key, ciph, log, err
 }
 
 func (c *common) logger(env Env) (*slog.Logger, error) {
@@ -249,7 +256,7 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	key, log, err := c.setup(env)
+	key, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
@@ -257,6 +264,7 @@ func runServer(name string, args []string, env Env) error {
 		Listen:         net.JoinHostPort("", strconv.Itoa(port)),
 		Target:         net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport)),
 		Key:            key,
+		Cipher:         ciph,
 		MTU:            c.mtu,
 		Window:         c.window,
 		MaxSessions:    *maxSessions,
@@ -293,13 +301,14 @@ func runClient(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	key, log, err := c.setup(env)
+	key, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
 	cfg := client.Config{
 		Listen:      *listen,
 		Key:         key,
+		Cipher:      ciph,
 		MTU:         c.mtu,
 		Window:      c.window,
 		MaxFlows:    c.maxFlows,

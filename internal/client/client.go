@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
@@ -37,7 +38,8 @@ type Config struct {
 	Listen string // address local applications send to (127.0.0.1:3000)
 	Paths  []PathConfig
 	Key    handshake.Key
-	Mode   sched.Mode // how datagrams are spread over the paths (redundant)
+	Mode   sched.Mode  // how datagrams are spread over the paths (redundant)
+	Cipher aead.Cipher // the transport cipher to insist on, or aead.Auto
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -531,13 +533,19 @@ func (c *Client) handleResponse(pkt []byte) {
 		c.cnt.HandshakeRply.Add(1)
 		return
 	}
-	keys, peerIdx, err := ph.in.Finish(msg)
+	fin, err := ph.in.Finish(msg)
+	if errors.Is(err, handshake.ErrVersion) {
+		c.cnt.HandshakeBad.Add(1)
+		c.warn.Warn("handshake", "handshake response from a server with another protocol version")
+		return
+	}
 	if err != nil {
 		c.cnt.HandshakeBad.Add(1)
 		c.warn.Warn("handshake", "handshake response does not authenticate (wrong key on one end?)")
 		return
 	}
-	st, err := session.New(keys, peerIdx, c.cfg.Window)
+	peerIdx := fin.PeerIndex
+	st, err := session.New(fin.Keys, fin.Cipher, peerIdx, c.cfg.Window)
 	if err != nil {
 		c.log.Error("session setup failed", "err", err)
 		return
@@ -551,7 +559,7 @@ func (c *Client) handleResponse(pkt []byte) {
 	c.early = nil
 	c.earlyMu.Unlock()
 	c.cnt.HandshakeOK.Add(1)
-	c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
+	c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "cipher", fin.Cipher.String(), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
 	// Tell the server every path at once, then send what waited for the session.
 	sl := session.NewSealer()
 	c.probeAll(sl, st, time.Now())
@@ -560,7 +568,7 @@ func (c *Client) handleResponse(pkt []byte) {
 }
 
 func (c *Client) handshake(now time.Time) {
-	in, err := handshake.Initiate(c.cfg.Key, byte(c.cfg.Mode), now)
+	in, err := handshake.Initiate(c.cfg.Key, byte(c.cfg.Mode), c.cfg.Cipher.Offer(), now)
 	if err != nil {
 		c.log.Error("handshake", "err", err)
 		return

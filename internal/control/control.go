@@ -45,6 +45,9 @@ type Session struct {
 	// Mode is the scheduling mode; "redundant" sends every packet on
 	// every usable path.
 	Mode string `json:"mode"`
+	// Cipher is the transport cipher: "chacha20-poly1305" or
+	// "aes-256-gcm".
+	Cipher string `json:"cipher,omitempty"`
 	// Flows is the number of inner flows (local peers) the session carries.
 	Flows int `json:"flows"`
 	// Paths lists the session's paths; never null on the wire.

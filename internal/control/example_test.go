@@ -14,9 +14,10 @@ func exampleStatus(now time.Time) control.Status {
 		Version: "1.0.0",
 		Uptime:  7384.2,
 		Sessions: []control.Session{{
-			ID:    control.SessionID(0x2a),
-			Mode:  control.ModeRedundant,
-			Flows: 3,
+			ID:     control.SessionID(0x2a),
+			Mode:   control.ModeRedundant,
+			Cipher: "aes-256-gcm",
+			Flows:  3,
 			Paths: []control.Path{
 				{
 					Remote: "203.0.113.10:4000", Local: "192.0.2.1:50001", State: control.PathUp,
@@ -50,7 +51,7 @@ func ExampleWriteTable() {
 	}
 	// Output:
 	// mptunnel client 1.0.0  up 2h03m  1 session
-	// session 0000002a  redundant  3 flows  3 paths
+	// session 0000002a  redundant  aes-256-gcm  3 flows  3 paths
 	//   REMOTE                STATE       RTT JITTER  LOSS O/I   TX   RX DUPS     SEEN
 	//   203.0.113.10:4000     up       12.3ms 1.20ms   0.1%/0% 1.2k 3.4M   12 0.3s ago
 	//   198.51.100.7:4000     degraded 48.9ms 15.2ms  8.3%/12% 1.2k 3.0M 3.4M 1.7s ago
@@ -72,6 +73,7 @@ func ExampleWriteJSON() {
 	//     {
 	//       "id": "0000002a",
 	//       "mode": "redundant",
+	//       "cipher": "aes-256-gcm",
 	//       "flows": 3,
 	//       "paths": [
 	//         {

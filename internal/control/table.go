@@ -62,8 +62,12 @@ func WriteTable(w io.Writer, s Status, now time.Time) error {
 		b.WriteString("no sessions\n")
 	}
 	for _, se := range s.Sessions {
+		mode := shortenEnd(clean(se.Mode), 16)
+		if se.Cipher != "" {
+			mode += "  " + shortenEnd(clean(se.Cipher), 20)
+		}
 		fmt.Fprintf(&b, "session %s  %s  %s  %s\n",
-			shortenEnd(clean(se.ID), 16), shortenEnd(clean(se.Mode), 16),
+			shortenEnd(clean(se.ID), 16), mode,
 			plural(se.Flows, "flow"), plural(len(se.Paths), "path"))
 		if len(se.Paths) == 0 {
 			continue

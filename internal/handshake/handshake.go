@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/flynn/noise"
+
+	"github.com/mptunnel/mptunnel/internal/aead"
 )
 
 // KeyLen is the length of the shared key.
@@ -65,8 +67,8 @@ const prologue = "mptunnel 1"
 
 // Payload sizes inside the Noise messages.
 const (
-	initPayloadLen = 16 // version, mode, 2 reserved, sender index, timestamp
-	respPayloadLen = 4  // sender index
+	initPayloadLen = 16 // version, mode, ciphers offered, reserved, sender index, timestamp
+	respPayloadLen = 8  // sender index, cipher chosen, 3 reserved
 	version        = 1
 	// InitLen and ResponseLen are the sizes of the Noise messages.
 	InitLen     = 32 + initPayloadLen + 16
@@ -92,11 +94,13 @@ type Initiation struct {
 	Index uint32 // the initiator's session index, chosen at random
 	Msg   []byte // the Noise message to send
 	hs    *noise.HandshakeState
+	offer aead.Set
 }
 
 // Initiate starts a handshake. mode is carried to the server for the session's
-// scheduling mode (0 for the default).
-func Initiate(key Key, mode byte, now time.Time) (*Initiation, error) {
+// scheduling mode (0 for the default); offer is the transport ciphers this
+// end accepts (ChaCha20-Poly1305 alone when empty).
+func Initiate(key Key, mode byte, offer aead.Set, now time.Time) (*Initiation, error) {
 	hs, err := newState(key, true)
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
@@ -108,29 +112,49 @@ func Initiate(key Key, mode byte, now time.Time) (*Initiation, error) {
 	var p [initPayloadLen]byte
 	p[0] = version
 	p[1] = mode
+	p[2] = byte(offer)
 	copy(p[4:8], idx[:])
 	binary.LittleEndian.PutUint64(p[8:16], uint64(now.UnixNano()))
 	msg, _, _, err := hs.WriteMessage(nil, p[:])
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
-	return &Initiation{Index: binary.LittleEndian.Uint32(idx[:]), Msg: msg, hs: hs}, nil
+	if offer == 0 {
+		offer = aead.Set(aead.ChaCha20Poly1305)
+	}
+	return &Initiation{Index: binary.LittleEndian.Uint32(idx[:]), Msg: msg, hs: hs, offer: offer}, nil
 }
 
 // ErrAuth reports a handshake message that does not authenticate with the key.
 var ErrAuth = errors.New("handshake message does not authenticate")
 
-// Finish reads the server's response and returns the session keys and the
-// server's session index.
-func (in *Initiation) Finish(msg []byte) (Keys, uint32, error) {
+// Finished is a completed handshake, as the initiator sees it.
+type Finished struct {
+	Keys      Keys        // Send is initiator to responder
+	PeerIndex uint32      // the responder's session index
+	Cipher    aead.Cipher // the transport cipher the responder chose
+}
+
+// Finish reads the server's response and returns the session keys, the
+// server's session index and the cipher it chose among those offered.
+func (in *Initiation) Finish(msg []byte) (Finished, error) {
 	if len(msg) != ResponseLen {
-		return Keys{}, 0, ErrAuth
+		return Finished{}, ErrAuth
 	}
 	p, c1, c2, err := in.hs.ReadMessage(nil, msg)
 	if err != nil || c1 == nil || len(p) != respPayloadLen {
-		return Keys{}, 0, ErrAuth
+		return Finished{}, ErrAuth
 	}
-	return Keys{Send: c1.UnsafeKey(), Recv: c2.UnsafeKey()}, binary.LittleEndian.Uint32(p), nil
+	c := aead.Cipher(p[4])
+	if !in.offer.Has(c) || p[5]|p[6]|p[7] != 0 {
+		// Authentic, so the server speaks another version of the protocol.
+		return Finished{}, ErrVersion
+	}
+	return Finished{
+		Keys:      Keys{Send: c1.UnsafeKey(), Recv: c2.UnsafeKey()},
+		PeerIndex: binary.LittleEndian.Uint32(p),
+		Cipher:    c,
+	}, nil
 }
 
 // Accepted is an initiation the Responder accepted, with its answer.
@@ -139,7 +163,8 @@ type Accepted struct {
 	PeerIndex uint32 // the initiator's session index
 	Index     uint32 // the index the responder chose
 	Mode      byte
-	Response  []byte // the Noise response message to send
+	Cipher    aead.Cipher // the transport cipher chosen
+	Response  []byte      // the Noise response message to send
 }
 
 // Errors a Responder returns for initiations it refuses.
@@ -148,6 +173,7 @@ var (
 	ErrStale     = errors.New("handshake initiation timestamp outside the allowed window")
 	ErrCacheFull = errors.New("too many recent handshakes")
 	ErrVersion   = errors.New("handshake from an incompatible protocol version")
+	ErrCipher    = errors.New("handshake offers no cipher this end accepts")
 )
 
 // DefaultWindow is how far an initiation's timestamp may be from the
@@ -156,6 +182,10 @@ const DefaultWindow = 2 * time.Minute
 
 // Responder answers initiations. Its zero value is not usable; see NewResponder.
 type Responder struct {
+	// Cipher is the transport cipher this end insists on, or aead.Auto.
+	// Set it before the first Accept.
+	Cipher aead.Cipher
+
 	key    Key
 	window time.Duration
 	max    int
@@ -193,8 +223,12 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	if err != nil || len(p) != initPayloadLen {
 		return a, 0, ErrAuth
 	}
-	if p[0] != version || p[2]|p[3] != 0 {
+	if p[0] != version || p[3] != 0 {
 		return a, 0, ErrVersion
+	}
+	c, ok := r.Cipher.Choose(aead.Set(p[2]))
+	if !ok {
+		return a, 0, ErrCipher
 	}
 	ts := time.Unix(0, int64(binary.LittleEndian.Uint64(p[8:16])))
 	skew = ts.Sub(now)
@@ -222,9 +256,11 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 
 	a.PeerIndex = binary.LittleEndian.Uint32(p[4:8])
 	a.Mode = p[1]
+	a.Cipher = c
 	a.Index = index()
 	var rp [respPayloadLen]byte
 	binary.LittleEndian.PutUint32(rp[:], a.Index)
+	rp[4] = byte(c)
 	resp, c1, c2, err := hs.WriteMessage(nil, rp[:])
 	if err != nil || c1 == nil {
 		return a, skew, fmt.Errorf("handshake: respond: %w", err)

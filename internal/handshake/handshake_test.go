@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/aead"
 )
 
 func mustKey(t testing.TB) Key {
@@ -20,7 +22,7 @@ func fixedIndex() uint32 { return 77 }
 func TestHandshake(t *testing.T) {
 	key := mustKey(t)
 	now := time.Now()
-	in, err := Initiate(key, 3, now)
+	in, err := Initiate(key, 3, 0, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,9 +37,13 @@ func TestHandshake(t *testing.T) {
 	if a.PeerIndex != in.Index || a.Index != 77 || a.Mode != 3 {
 		t.Fatalf("accepted %+v", a)
 	}
-	keys, idx, err := in.Finish(a.Response)
+	fin, err := in.Finish(a.Response)
 	if err != nil {
 		t.Fatal(err)
+	}
+	keys, idx := fin.Keys, fin.PeerIndex
+	if fin.Cipher != aead.ChaCha20Poly1305 || a.Cipher != fin.Cipher {
+		t.Fatalf("an empty offer gave ciphers %v and %v, want chacha20-poly1305", a.Cipher, fin.Cipher)
 	}
 	if idx != 77 || keys.Send != a.Keys.Recv || keys.Recv != a.Keys.Send || keys.Send == keys.Recv {
 		t.Fatal("the two ends disagree on keys or index")
@@ -47,7 +53,7 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("replayed initiation: %v, want ErrReplay", err)
 	}
 	// A second handshake gives other keys.
-	in2, _ := Initiate(key, 0, now)
+	in2, _ := Initiate(key, 0, 0, now)
 	a2, _, err := r.Accept(in2.Msg, now, fixedIndex)
 	if err != nil || a2.Keys == a.Keys {
 		t.Fatalf("second handshake: %v (same keys: %v)", err, a2.Keys == a.Keys)
@@ -59,15 +65,15 @@ func TestHandshakeRefusals(t *testing.T) {
 	now := time.Now()
 	r := NewResponder(key, time.Minute, 2)
 
-	other, _ := Initiate(mustKey(t), 0, now)
+	other, _ := Initiate(mustKey(t), 0, 0, now)
 	if _, _, err := r.Accept(other.Msg, now, fixedIndex); !errors.Is(err, ErrAuth) {
 		t.Fatalf("wrong key: %v, want ErrAuth", err)
 	}
-	old, _ := Initiate(key, 0, now.Add(-2*time.Minute))
+	old, _ := Initiate(key, 0, 0, now.Add(-2*time.Minute))
 	if _, skew, err := r.Accept(old.Msg, now, fixedIndex); !errors.Is(err, ErrStale) || skew > -time.Minute {
 		t.Fatalf("old timestamp: %v skew %v, want ErrStale", err, skew)
 	}
-	in, _ := Initiate(key, 0, now)
+	in, _ := Initiate(key, 0, 0, now)
 	tampered := append([]byte(nil), in.Msg...)
 	tampered[40] ^= 1
 	if _, _, err := r.Accept(tampered, now, fixedIndex); !errors.Is(err, ErrAuth) {
@@ -75,12 +81,12 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 	// The memory of recent initiations is bounded.
 	for i := 0; i < 2; i++ {
-		in, _ := Initiate(key, 0, now)
+		in, _ := Initiate(key, 0, 0, now)
 		if _, _, err := r.Accept(in.Msg, now, fixedIndex); err != nil {
 			t.Fatal(err)
 		}
 	}
-	in3, _ := Initiate(key, 0, now)
+	in3, _ := Initiate(key, 0, 0, now)
 	if _, _, err := r.Accept(in3.Msg, now, fixedIndex); !errors.Is(err, ErrCacheFull) {
 		t.Fatalf("past the bound: %v, want ErrCacheFull", err)
 	}
@@ -91,14 +97,14 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Fatalf("%d initiations remembered after the window", n)
 	}
 	// A response made with another key does not finish the handshake.
-	mine, _ := Initiate(key, 0, now)
+	mine, _ := Initiate(key, 0, 0, now)
 	theirs := NewResponder(mustKey(t), 0, 0)
-	in4, _ := Initiate(theirs.key, 0, now)
+	in4, _ := Initiate(theirs.key, 0, 0, now)
 	a, _, err := theirs.Accept(in4.Msg, now, fixedIndex)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := mine.Finish(a.Response); !errors.Is(err, ErrAuth) {
+	if _, err := mine.Finish(a.Response); !errors.Is(err, ErrAuth) {
 		t.Fatalf("foreign response: %v, want ErrAuth", err)
 	}
 }
@@ -119,7 +125,7 @@ func TestParseKey(t *testing.T) {
 func FuzzAccept(f *testing.F) {
 	key := Key{1, 2, 3}
 	now := time.Unix(1_800_000_000, 0)
-	in, _ := Initiate(key, 0, now)
+	in, _ := Initiate(key, 0, 0, now)
 	f.Add(in.Msg)
 	f.Add(in.Msg[:10])
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -134,19 +140,78 @@ func FuzzAccept(f *testing.F) {
 func FuzzFinish(f *testing.F) {
 	key := Key{1, 2, 3}
 	now := time.Unix(1_800_000_000, 0)
-	in, _ := Initiate(key, 0, now)
+	in, _ := Initiate(key, 0, 0, now)
 	a, _, _ := NewResponder(key, 0, 0).Accept(in.Msg, now, fixedIndex)
 	f.Add(a.Response)
 	f.Add(a.Response[:5])
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		in, err := Initiate(key, 0, now)
+		in, err := Initiate(key, 0, 0, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A fresh initiation's ephemeral key differs from the one any
 		// stored response answered, so nothing may finish it.
-		if _, _, err := in.Finish(msg); err == nil {
+		if _, err := in.Finish(msg); err == nil {
 			t.Fatal("a response not made for this initiation was accepted")
 		}
 	})
+}
+
+func TestCipherNegotiation(t *testing.T) {
+	key := mustKey(t)
+	now := time.Now()
+	both := aead.Set(aead.ChaCha20Poly1305) | aead.Set(aead.AES256GCM)
+	cases := []struct {
+		server aead.Cipher
+		offer  aead.Set
+		want   aead.Cipher // aead.Auto: refused
+	}{
+		{aead.AES256GCM, both, aead.AES256GCM},
+		{aead.ChaCha20Poly1305, both, aead.ChaCha20Poly1305},
+		{aead.AES256GCM, aead.Set(aead.AES256GCM), aead.AES256GCM},
+		{aead.AES256GCM, aead.Set(aead.ChaCha20Poly1305), aead.Auto},
+		{aead.ChaCha20Poly1305, aead.Set(aead.AES256GCM), aead.Auto},
+	}
+	for _, tc := range cases {
+		r := NewResponder(key, 0, 0)
+		r.Cipher = tc.server
+		in, err := Initiate(key, 0, tc.offer, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _, err := r.Accept(in.Msg, now, fixedIndex)
+		if tc.want == aead.Auto {
+			if !errors.Is(err, ErrCipher) {
+				t.Errorf("server %v, offer %b: %v, want ErrCipher", tc.server, tc.offer, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("server %v, offer %b: %v", tc.server, tc.offer, err)
+		}
+		fin, err := in.Finish(a.Response)
+		if err != nil || fin.Cipher != tc.want || a.Cipher != tc.want {
+			t.Errorf("server %v, offer %b: %v, %v and %v; want %v", tc.server, tc.offer, err, a.Cipher, fin.Cipher, tc.want)
+		}
+	}
+	// A response naming a cipher that was not offered is refused, even when
+	// it authenticates.
+	in, _ := Initiate(key, 0, aead.Set(aead.ChaCha20Poly1305), now)
+	// Build the response to in by hand with a cipher in does not accept.
+	hs, err := newState(key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := hs.ReadMessage(nil, in.Msg); err != nil {
+		t.Fatal(err)
+	}
+	var rp [respPayloadLen]byte
+	rp[4] = byte(aead.AES256GCM)
+	resp, _, _, err := hs.WriteMessage(nil, rp[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Finish(resp); !errors.Is(err, ErrVersion) {
+		t.Fatalf("a response with a cipher not offered: %v, want ErrVersion", err)
+	}
 }

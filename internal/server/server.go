@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
@@ -37,6 +38,7 @@ type Config struct {
 	Listen string        // address for paths, e.g. ":2000"
 	Target string        // host:port of the target
 	Key    handshake.Key // the shared key
+	Cipher aead.Cipher   // the transport cipher required, or aead.Auto to follow the client's offer
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -168,7 +170,7 @@ func Listen(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		conn:     conn,
 		target:   netip.AddrPortFrom(tap.Addr().Unmap(), tap.Port()),
-		resp:     handshake.NewResponder(cfg.Key, 0, 0),
+		resp:     newResponder(cfg),
 		sessions: make(map[uint32]*sess),
 	}
 	s.warn.Log = cfg.Logger
@@ -362,6 +364,10 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	case errors.Is(err, handshake.ErrReplay):
 		s.cnt.HandshakeRply.Add(1)
 		return
+	case errors.Is(err, handshake.ErrCipher):
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("cipher", "handshake refused: the client offers no cipher this server accepts", "cipher", s.cfg.Cipher.String(), "from", from.String())
+		return
 	case errors.Is(err, handshake.ErrStale):
 		s.cnt.HandshakeOld.Add(1)
 		s.warn.Warn("stale", "handshake refused: the client's clock differs from ours by more than allowed; synchronise both clocks (NTP)",
@@ -377,7 +383,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		s.warn.Warn("sessions", "session refused: session limit reached", "limit", s.cfg.MaxSessions, "from", from.String())
 		return
 	}
-	st, err := session.New(a.Keys, a.PeerIndex, s.cfg.Window)
+	st, err := session.New(a.Keys, a.Cipher, a.PeerIndex, s.cfg.Window)
 	if err != nil {
 		s.log.Error("session setup failed", "err", err)
 		return
@@ -397,7 +403,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.sessions[a.Index] = ss
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", sc.Mode().String())
+	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", sc.Mode().String(), "cipher", a.Cipher.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
 }
@@ -597,4 +603,10 @@ func randUint32() uint32 {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return binary.LittleEndian.Uint32(b[:])
+}
+
+func newResponder(cfg Config) *handshake.Responder {
+	r := handshake.NewResponder(cfg.Key, 0, 0)
+	r.Cipher = cfg.Cipher
+	return r
 }

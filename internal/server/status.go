@@ -17,7 +17,7 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 		ss.flowMu.Lock()
 		flows := len(ss.flows)
 		ss.flowMu.Unlock()
-		cs := control.Session{ID: control.SessionID(ss.index), Mode: ss.sched.Mode().String(), Flows: flows, Paths: []control.Path{}}
+		cs := control.Session{ID: control.SessionID(ss.index), Mode: ss.sched.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []control.Path{}}
 		for _, p := range *ss.paths.Load() {
 			l := local
 			if a := *p.local.Load(); a.IsValid() {

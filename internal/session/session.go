@@ -13,8 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/crypto/chacha20poly1305"
-
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/frag"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/replay"
@@ -42,9 +41,11 @@ type State struct {
 	PeerIndex uint32
 	// LocalIndex is the index this end chose: the receiver field of what it gets.
 	LocalIndex uint32
-	send       cipher.AEAD
-	recv       cipher.AEAD
-	counter    atomic.Uint64
+	// Cipher is the transport cipher.
+	Cipher  aead.Cipher
+	send    cipher.AEAD
+	recv    cipher.AEAD
+	counter atomic.Uint64
 
 	fragID atomic.Uint32
 
@@ -58,20 +59,20 @@ type State struct {
 // NextFragID returns a fresh fragment ID for a datagram this end cuts.
 func (c *State) NextFragID() uint32 { return c.fragID.Add(1) }
 
-// New builds a session's transport state. window is the replay window size in
-// packets (replay.DefaultSize when zero).
-func New(keys handshake.Keys, peerIndex uint32, window int) (*State, error) {
-	s, err := chacha20poly1305.New(keys.Send[:])
+// New builds a session's transport state with cipher c. window is the replay
+// window size in packets (replay.DefaultSize when zero).
+func New(keys handshake.Keys, c aead.Cipher, peerIndex uint32, window int) (*State, error) {
+	s, err := aead.New(c, keys.Send[:])
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	r, err := chacha20poly1305.New(keys.Recv[:])
+	r, err := aead.New(c, keys.Recv[:])
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	c := &State{PeerIndex: peerIndex, send: s, recv: r}
-	c.window.Init(window)
-	return c, nil
+	st := &State{PeerIndex: peerIndex, Cipher: c, send: s, recv: r}
+	st.window.Init(window)
+	return st, nil
 }
 
 // Window returns the effective replay window in packets.
@@ -79,7 +80,7 @@ func (c *State) Window() int { return c.window.Window() }
 
 // Nonce is scratch space for one AEAD nonce. Callers keep one per goroutine so
 // sealing and opening allocate nothing.
-type Nonce [chacha20poly1305.NonceSize]byte
+type Nonce [12]byte
 
 func (n *Nonce) set(counter uint64) []byte {
 	binary.LittleEndian.PutUint64(n[4:], counter)

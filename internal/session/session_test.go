@@ -6,21 +6,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
-// pair returns the two ends of a session with matching keys.
+// pair returns the two ends of a ChaCha20-Poly1305 session with matching keys.
 func pair(t testing.TB) (a, b *State) {
+	t.Helper()
+	return pairWith(t, aead.ChaCha20Poly1305)
+}
+
+func pairWith(t testing.TB, c aead.Cipher) (a, b *State) {
 	t.Helper()
 	var k1, k2 [32]byte
 	k1[0], k2[0] = 1, 2
-	a, err := New(handshake.Keys{Send: k1, Recv: k2}, 20, 0)
+	a, err := New(handshake.Keys{Send: k1, Recv: k2}, c, 20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err = New(handshake.Keys{Send: k2, Recv: k1}, 10, 0)
+	b, err = New(handshake.Keys{Send: k2, Recv: k1}, c, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +35,13 @@ func pair(t testing.TB) (a, b *State) {
 }
 
 func TestSealReceive(t *testing.T) {
-	a, b := pair(t)
+	for _, c := range []aead.Cipher{aead.ChaCha20Poly1305, aead.AES256GCM} {
+		t.Run(c.String(), func(t *testing.T) { testSealReceive(t, c) })
+	}
+}
+
+func testSealReceive(t *testing.T, c aead.Cipher) {
+	a, b := pairWith(t, c)
 	sl := NewSealer()
 	var o Opener
 	var cnt metrics.Counters
@@ -117,7 +129,13 @@ func TestOpenRejects(t *testing.T) {
 }
 
 func BenchmarkSealOpen(b *testing.B) {
-	x, y := pair(b)
+	for _, c := range []aead.Cipher{aead.ChaCha20Poly1305, aead.AES256GCM} {
+		b.Run(c.String(), func(b *testing.B) { benchSealOpen(b, c) })
+	}
+}
+
+func benchSealOpen(b *testing.B, c aead.Cipher) {
+	x, y := pairWith(b, c)
 	sl := NewSealer()
 	var o Opener
 	var cnt metrics.Counters

@@ -473,7 +473,8 @@ func newWriter(c *batchConn, bs int) *batchWriter {
 	w := &batchWriter{
 		c:    c,
 		hdrs: make([]unix.Mmsghdr, bs),
-		iovs: make([]unix.Iovec, bs),
+		// However few headers, room for a whole GSO run.
+		iovs: make([]unix.Iovec, max(bs, maxSegments)),
 		sas:  make([]unix.RawSockaddrInet6, bs),
 		oob:  make([]byte, bs*writeOOB),
 		cnt:  make([]int, bs),

@@ -70,7 +70,7 @@ func (o OS) Dial(raddr netip.AddrPort) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	_ = SetBuffers(uc, DefaultBuffer)
+	_ = SetBuffers(uc, FlowBuffer)
 	opts := o.Options
 	opts.NoGRO, opts.BatchSize, opts.PktInfo = true, dialBatch, false
 	c, err := NewConn(uc, opts)
