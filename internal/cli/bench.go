@@ -20,7 +20,7 @@ func runBench(args []string, env Env) error {
 	size := fs.Int("size", 1200, "datagram size in bytes")
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
 	measure := fs.String("measure", "all", "throughput, latency, all, or memory (the memory scenario only)")
-	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance or adaptive")
+	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance, adaptive or fec")
 	cipherName := fs.String("cipher", "auto", "the tunnel's cipher: auto, chacha20-poly1305 or aes-256-gcm")
 	bridgeRate := fs.Int64("bridge-rate", 0, "bridges: rate limit in bits per second (0: none)")
 	rate := fs.Int("rate", 10000, "latency: echo requests per second")

@@ -285,7 +285,7 @@ func runClient(name string, args []string, env Env) error {
 	var c common
 	c.register(fs)
 	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
-	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance or adaptive")
+	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance, adaptive or fec")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

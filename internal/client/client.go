@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
@@ -277,6 +278,9 @@ func (c *Client) Serve(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	c.closing.Store(true)
+	if st := c.sess.Load(); st != nil && st.FECTx != nil {
+		st.FECTx.Stop()
+	}
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
 		if pkt, err := sl.SealClose(st); err == nil {
@@ -318,14 +322,18 @@ func (c *Client) writePath(p *path, msgs []udpio.Msg) {
 
 // sendLive sends pkts on the paths the session's mode picks for each, in one
 // write per path. out is the caller's scratch.
-func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg) []udpio.Msg {
+func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg {
 	c.schedMu.Lock()
 	defer c.schedMu.Unlock()
 	now := time.Now()
 	for i, p := range c.paths {
 		c.spaths[i] = sched.FromStats(p.Stats(), p.Suspect(now))
 	}
-	c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
+	if all {
+		c.per = sched.SpreadAll(c.spaths, len(pkts), c.per)
+	} else {
+		c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
+	}
 	for i, p := range c.paths {
 		if len(c.per[i]) == 0 {
 			continue
@@ -364,18 +372,33 @@ func (c *Client) localLoop() {
 				continue
 			}
 		}
-		now := time.Now().UnixNano()
+		nowT := time.Now()
+		now := nowT.UnixNano()
 		maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
 		b.Reset()
+		// In fec mode, datagrams that fit become shards, one path each; the
+		// others are cut and sent on every path.
+		tx := st.FECTx
+		if tx != nil {
+			tx.Lock()
+		}
 		for i := range in[:n] {
 			f := c.flowFor(in[i].Addr)
 			if f == nil {
 				continue
 			}
 			f.lastActive.Store(now)
+			if tx != nil && session.FECFits(in[i].N, maxPlain) {
+				if err := tx.Add(st, f.id, in[i].Buf[:in[i].N], nowT); err != nil {
+					c.log.Error("fec", "err", err)
+					continue
+				}
+				c.cnt.Forwarded.Add(1)
+				continue
+			}
 			err := b.Add(st, i, f.id, in[i].N, maxPlain)
 			if errors.Is(err, session.ErrBatchFull) {
-				out = c.sendLive(b.Pkts, out)
+				out = c.sendLive(b.Pkts, out, tx != nil)
 				b.Reset()
 				err = b.Add(st, i, f.id, in[i].N, maxPlain)
 			}
@@ -389,9 +412,51 @@ func (c *Client) localLoop() {
 			c.cnt.Forwarded.Add(1)
 		}
 		if len(b.Pkts) > 0 {
-			out = c.sendLive(b.Pkts, out)
+			out = c.sendLive(b.Pkts, out, tx != nil)
+		}
+		if tx != nil {
+			out = c.sendFEC(tx, out)
+			tx.Arm(nowT)
+			tx.Unlock()
 		}
 	}
+}
+
+// sendFEC sends the shards tx has sealed, one path each, and resets it. The
+// caller holds tx's lock.
+func (c *Client) sendFEC(tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
+	if len(tx.Pkts) > 0 {
+		out = c.sendLive(tx.Pkts, out, false)
+		c.cnt.FECParity.Add(tx.Parity)
+	}
+	tx.Reset()
+	return out
+}
+
+// newFEC gives st the fec mode's sender and receiver; st's parity is
+// flushed by a timer when a group does not fill in time.
+func (c *Client) newFEC(st *session.State) error {
+	tx, err := session.NewFECSender(fec.DefaultParams(), 0)
+	if err != nil {
+		return err
+	}
+	var out []udpio.Msg
+	tx.SetFlush(func() {
+		tx.Lock()
+		defer tx.Unlock()
+		if tx.Stopped() {
+			return
+		}
+		now := time.Now()
+		if err := tx.FlushDue(st, now); err != nil {
+			c.log.Error("fec", "err", err)
+		}
+		out = c.sendFEC(tx, out)
+		tx.Arm(now)
+	})
+	st.FECTx = tx
+	st.FECRx = session.NewFECReceiver(fec.Limits{})
+	return nil
 }
 
 func (c *Client) flowFor(peer netip.AddrPort) *flow {
@@ -551,10 +616,19 @@ func (c *Client) handleResponse(pkt []byte) {
 		return
 	}
 	st.LocalIndex = idx
+	if c.cfg.Mode == sched.FEC {
+		if err := c.newFEC(st); err != nil {
+			c.log.Error("session setup failed", "err", err)
+			return
+		}
+	}
 	clear(c.pending)
 	c.lastAuth.Store(time.Now().UnixNano())
 	c.earlyMu.Lock()
 	old := c.sess.Swap(st)
+	if old != nil && old.FECTx != nil {
+		old.FECTx.Stop()
+	}
 	early := c.early
 	c.early = nil
 	c.earlyMu.Unlock()
@@ -726,6 +800,6 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 			continue
 		}
 		c.cnt.Forwarded.Add(1)
-		out = c.sendLive(pkts, out)
+		out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC)
 	}
 }

@@ -63,6 +63,13 @@ type Stats struct {
 
 	Evicted uint64 // incomplete groups dropped from the buffer to make room
 	Expired uint64 // incomplete groups dropped from the buffer after Timeout
+
+	// Lost counts the datagrams never delivered, neither received nor
+	// rebuilt, of groups that have left the history: k' of a group (or, when
+	// no parity shard told k', one more than its highest data index seen)
+	// less those delivered. A group none of whose shards arrived is not seen
+	// and not counted.
+	Lost uint64
 }
 
 // Dropped returns the number of shards dropped as malformed or inconsistent.
@@ -232,6 +239,15 @@ func (d *Decoder) reset(slot int, s Shard) {
 	if g.used && g.buf >= 0 {
 		d.stats.Evicted++
 		d.release(g)
+	}
+	if g.used && !g.done {
+		want := int(g.kp)
+		if want == 0 {
+			want = g.maxIdx + 1
+		}
+		if lost := want - g.nData; lost > 0 {
+			d.stats.Lost += uint64(lost)
+		}
 	}
 	*g = group{id: s.Group, used: true, m: s.Parity, maxIdx: -1, buf: -1}
 }

@@ -34,6 +34,9 @@ type Counters struct {
 	FlowLimit     atomic.Uint64 // flows refused for the flow limit
 	SessionsGone  atomic.Uint64 // sessions freed (timeout or close)
 	FlowsGone     atomic.Uint64 // flows freed
+	FECParity     atomic.Uint64 // fec mode: parity packets sent
+	FECRecovered  atomic.Uint64 // fec mode: datagrams rebuilt from parity
+	FECLost       atomic.Uint64 // fec mode: datagrams neither received nor rebuilt
 }
 
 // Snapshot is a copy of Counters at one moment, with the names used in
@@ -64,6 +67,9 @@ type Snapshot struct {
 	FlowLimit       uint64 `json:"flow_limit"`
 	SessionsFreed   uint64 `json:"sessions_freed"`
 	FlowsFreed      uint64 `json:"flows_freed"`
+	FECParity       uint64 `json:"fec_parity"`
+	FECRecovered    uint64 `json:"fec_recovered"`
+	FECLost         uint64 `json:"fec_unrecoverable"`
 }
 
 // Snapshot reads every counter.
@@ -81,7 +87,8 @@ func (c *Counters) Snapshot() Snapshot {
 		HandshakeBad: c.HandshakeBad.Load(), HandshakeReplay: c.HandshakeRply.Load(),
 		HandshakeStale: c.HandshakeOld.Load(), SessionLimit: c.SessionLimit.Load(),
 		FlowLimit: c.FlowLimit.Load(), SessionsFreed: c.SessionsGone.Load(),
-		FlowsFreed: c.FlowsGone.Load(),
+		FlowsFreed: c.FlowsGone.Load(), FECParity: c.FECParity.Load(),
+		FECRecovered: c.FECRecovered.Load(), FECLost: c.FECLost.Load(),
 	}
 }
 

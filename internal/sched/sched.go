@@ -36,9 +36,12 @@ const (
 	Failover
 	Balance
 	Adaptive
+	// FEC sends each packet (a data or parity shard) on one path, taking the
+	// usable paths in turn, so a group's shards are spread evenly.
+	FEC
 )
 
-var modeNames = [...]string{"redundant", "failover", "balance", "adaptive"}
+var modeNames = [...]string{"redundant", "failover", "balance", "adaptive", "fec"}
 
 // String returns the mode's name.
 func (m Mode) String() string {
@@ -55,7 +58,7 @@ func ParseMode(s string) (Mode, error) {
 			return Mode(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown mode %q: want redundant, failover, balance or adaptive", s)
+	return 0, fmt.Errorf("unknown mode %q: want redundant, failover, balance, adaptive or fec", s)
 }
 
 // Path is what the scheduler knows of one path.
@@ -94,6 +97,7 @@ type Scheduler struct {
 	opt  Options
 
 	current int       // failover: the path in use, -1 before the first pick
+	next    int       // fec: where the round robin resumes
 	credit  []float64 // balance: smooth weighted round robin state
 	order   []int     // adaptive: scratch for sorting
 }
@@ -157,6 +161,8 @@ func (s *Scheduler) Pick(paths []Path, now time.Time, dst []int) []int {
 		return append(dst, s.balance(paths))
 	case Adaptive:
 		return s.adaptive(paths, dst)
+	case FEC:
+		return append(dst, s.roundRobin(paths))
 	}
 	for i, p := range paths {
 		if p.usable() {
@@ -274,6 +280,36 @@ func (s *Scheduler) balance(paths []Path) int {
 	return best
 }
 
+// roundRobin returns the next usable path after the one it returned last.
+func (s *Scheduler) roundRobin(paths []Path) int {
+	for k := range paths {
+		i := (s.next + k) % len(paths)
+		if paths[i].usable() {
+			s.next = i + 1
+			return i
+		}
+	}
+	return 0 // unreachable: Pick checks that a path is usable
+}
+
+// All appends to dst every usable path (every path when none is), as
+// redundant mode sends: for what must not be lost whatever the mode, such as
+// the pieces of a datagram cut for the MTU in fec mode.
+func All(paths []Path, dst []int) []int {
+	dst = dst[:0]
+	for i, p := range paths {
+		if p.usable() {
+			dst = append(dst, i)
+		}
+	}
+	if len(dst) == 0 {
+		for i := range paths {
+			dst = append(dst, i)
+		}
+	}
+	return dst
+}
+
 // adaptive picks the usable paths with the least loss, as few as keep the
 // product of their losses under the target.
 func (s *Scheduler) adaptive(paths []Path, dst []int) []int {
@@ -311,6 +347,20 @@ func (s *Scheduler) Spread(paths []Path, n int, now time.Time, per [][]int) [][]
 	var dst [16]int
 	for k := 0; k < n; k++ {
 		for _, i := range s.Pick(paths, now, dst[:0]) {
+			per[i] = append(per[i], k)
+		}
+	}
+	return per
+}
+
+// SpreadAll is Spread with every packet on every path All picks.
+func SpreadAll(paths []Path, n int, per [][]int) [][]int {
+	for i := range per {
+		per[i] = per[i][:0]
+	}
+	var dst [16]int
+	for _, i := range All(paths, dst[:0]) {
+		for k := range n {
 			per[i] = append(per[i], k)
 		}
 	}

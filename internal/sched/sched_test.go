@@ -24,7 +24,7 @@ func mustNew(t testing.TB, m Mode, o Options) *Scheduler {
 }
 
 func TestParseMode(t *testing.T) {
-	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive} {
+	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive, FEC} {
 		got, err := ParseMode(m.String())
 		if err != nil || got != m {
 			t.Fatalf("%v: %v %v", m, got, err)
@@ -35,6 +35,40 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := New(Adaptive, Options{TargetLoss: 1.5}); err == nil {
 		t.Fatal("a target loss of 150% was accepted")
+	}
+}
+
+// TestFEC: shards go on one path each, the usable paths in turn, so twelve
+// shards over three paths put four on each; a down path is skipped.
+func TestFEC(t *testing.T) {
+	s := mustNew(t, FEC, Options{})
+	paths := []Path{up(0), up(0.3), up(0)}
+	count := make([]int, len(paths))
+	for range 12 {
+		got := s.Pick(paths, t0, nil)
+		if len(got) != 1 {
+			t.Fatalf("picked %v, want one path", got)
+		}
+		count[got[0]]++
+	}
+	if !slices.Equal(count, []int{4, 4, 4}) {
+		t.Fatalf("12 shards went %v, want 4 on each path", count)
+	}
+	paths[1].State = path.Down
+	for range 10 {
+		if got := s.Pick(paths, t0, nil); got[0] == 1 {
+			t.Fatal("a shard went on the down path")
+		}
+	}
+	if got := All(paths, nil); !slices.Equal(got, []int{0, 2}) {
+		t.Fatalf("All picked %v, want the usable paths", got)
+	}
+	if got := All([]Path{{State: path.Down}}, nil); !slices.Equal(got, []int{0}) {
+		t.Fatalf("All with every path down picked %v", got)
+	}
+	per := SpreadAll(paths, 2, make([][]int, 3))
+	if !slices.Equal(per[0], []int{0, 1}) || len(per[1]) != 0 || !slices.Equal(per[2], []int{0, 1}) {
+		t.Fatalf("SpreadAll: %v", per)
 	}
 }
 
@@ -191,7 +225,7 @@ func TestAdaptiveResidual(t *testing.T) {
 func TestPickAllocates(t *testing.T) {
 	paths := []Path{up(0.1), up(0.05), up(0.2)}
 	dst := make([]int, 0, 8)
-	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive} {
+	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive, FEC} {
 		s := mustNew(t, m, Options{})
 		s.Pick(paths, t0, dst)
 		if n := testing.AllocsPerRun(100, func() { dst = s.Pick(paths, t0, dst) }); n != 0 {
@@ -202,7 +236,7 @@ func TestPickAllocates(t *testing.T) {
 
 func BenchmarkPick(b *testing.B) {
 	paths := []Path{up(0.1), up(0.05), up(0.2)}
-	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive} {
+	for _, m := range []Mode{Redundant, Failover, Balance, Adaptive, FEC} {
 		b.Run(m.String(), func(b *testing.B) {
 			s := mustNew(b, m, Options{})
 			dst := make([]int, 0, 8)

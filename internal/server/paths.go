@@ -76,7 +76,7 @@ func (s *Server) sendPath(pkt []byte, p *path) {
 
 // sendAll sends pkts on the paths the session's mode picks for each, all in
 // one batch. out is the caller's scratch, returned for reuse.
-func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg) []udpio.Msg {
+func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg {
 	paths := *ss.paths.Load()
 	out = out[:0]
 	now := time.Now()
@@ -92,7 +92,12 @@ func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg) []udpio.Msg {
 	for len(ss.per) < len(paths) {
 		ss.per = append(ss.per, nil)
 	}
-	per := ss.sched.Spread(ss.spaths, len(pkts), now, ss.per[:len(paths)])
+	var per [][]int
+	if all {
+		per = sched.SpreadAll(ss.spaths, len(pkts), ss.per[:len(paths)])
+	} else {
+		per = ss.sched.Spread(ss.spaths, len(pkts), now, ss.per[:len(paths)])
+	}
 	for i, p := range paths {
 		if len(per[i]) == 0 {
 			continue

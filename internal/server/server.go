@@ -23,6 +23,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
@@ -395,6 +396,12 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), sched: sc}
+	if sc.Mode() == sched.FEC {
+		if err := s.newFEC(ss); err != nil {
+			s.log.Error("session setup failed", "err", err)
+			return
+		}
+	}
 	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*path{}
@@ -537,7 +544,13 @@ func (s *Server) flowLoop(f *flow) {
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
 		ss := f.s
-		pkts, err := sl.Seal(ss.st, f.id, n, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load()))
+		maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
+		if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
+			s.cnt.Forwarded.Add(1)
+			out = s.sendFEC(ss, f.id, in[0].Buf[:n], now, out)
+			continue
+		}
+		pkts, err := sl.Seal(ss.st, f.id, n, maxPlain)
 		if err != nil {
 			if errors.Is(err, session.ErrOversize) {
 				s.cnt.Oversize.Add(1)
@@ -546,8 +559,60 @@ func (s *Server) flowLoop(f *flow) {
 			continue
 		}
 		s.cnt.Forwarded.Add(1)
-		out = s.sendAll(ss, pkts, out)
+		out = s.sendAll(ss, pkts, out, ss.st.FECTx != nil)
 	}
+}
+
+// sendFEC seals datagram, of flow, as an FEC shard of ss and sends it and
+// any parity it completes, one path each.
+func (s *Server) sendFEC(ss *sess, flow uint32, datagram []byte, now time.Time, out []udpio.Msg) []udpio.Msg {
+	tx := ss.st.FECTx
+	tx.Lock()
+	defer tx.Unlock()
+	if err := tx.Add(ss.st, flow, datagram, now); err != nil {
+		s.log.Error("fec", "err", err)
+		return out
+	}
+	out = s.flushFEC(ss, tx, out)
+	tx.Arm(now)
+	return out
+}
+
+// flushFEC sends the shards tx has sealed and resets it; the caller holds
+// its lock.
+func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
+	if len(tx.Pkts) > 0 {
+		out = s.sendAll(ss, tx.Pkts, out, false)
+		s.cnt.FECParity.Add(tx.Parity)
+	}
+	tx.Reset()
+	return out
+}
+
+// newFEC gives ss the fec mode's sender and receiver; its parity is flushed
+// by a timer when a group does not fill in time.
+func (s *Server) newFEC(ss *sess) error {
+	tx, err := session.NewFECSender(fec.DefaultParams(), 0)
+	if err != nil {
+		return err
+	}
+	var out []udpio.Msg
+	tx.SetFlush(func() {
+		tx.Lock()
+		defer tx.Unlock()
+		if tx.Stopped() {
+			return
+		}
+		now := time.Now()
+		if err := tx.FlushDue(ss.st, now); err != nil {
+			s.log.Error("fec", "err", err)
+		}
+		out = s.flushFEC(ss, tx, out)
+		tx.Arm(now)
+	})
+	ss.st.FECTx = tx
+	ss.st.FECRx = session.NewFECReceiver(fec.Limits{})
+	return nil
 }
 
 func (s *Server) janitor(ctx context.Context) {
@@ -588,6 +653,9 @@ func (s *Server) expire(now time.Time) {
 
 func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 	delete(s.sessions, id)
+	if ss.st.FECTx != nil {
+		ss.st.FECTx.Stop()
+	}
 	ss.flowMu.Lock()
 	ss.closed = true
 	for fid, f := range ss.flows {

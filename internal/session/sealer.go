@@ -111,8 +111,9 @@ func (o *Opener) Open(st *State, pkt []byte, h wire.Header) (wire.Message, error
 
 // Receive opens a transport packet with st. A whole datagram is returned in
 // the message (Kind wire.MsgData, its Body aliasing pkt) for the caller to
-// pass on; the piece that completes a cut datagram makes Receive call deliver
-// with the whole datagram, valid only during the call. It returns the inner message, or the reason the
+// pass on; the piece that completes a cut datagram, and an FEC shard that
+// gives datagrams, make Receive call deliver with each whole datagram, valid
+// only during the call. It returns the inner message, or the reason the
 // packet was dropped (ErrDuplicate, ErrTooOld, ErrAuth, wire.ErrMalformed);
 // every drop is counted in cnt by its reason.
 func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) (wire.Message, error) {
@@ -133,6 +134,15 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 		return m, err
 	}
 	switch m.Kind {
+	case wire.MsgFEC:
+		if st.FECRx == nil {
+			// Not an fec session: the peer breaks the protocol.
+			cnt.Malformed.Add(1)
+			return m, wire.ErrMalformed
+		}
+		if err := st.FECRx.receive(m.Body, now, cnt, deliver); err != nil {
+			return m, err
+		}
 	case wire.MsgFragment:
 		before := st.Reasm.Evicted()
 		if st.Reasm.Add(m.Fragment, m.Body, now, deliver) {

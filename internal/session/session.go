@@ -54,6 +54,12 @@ type State struct {
 
 	// Reasm reassembles the peer's fragmented datagrams.
 	Reasm frag.Reassembler
+	// FECRx rebuilds the peer's datagrams in fec mode; nil otherwise. Set it
+	// before the first packet is received.
+	FECRx *FECReceiver
+	// FECTx seals this end's datagrams as FEC shards in fec mode; nil
+	// otherwise. Set it before the session is used.
+	FECTx *FECSender
 }
 
 // NextFragID returns a fresh fragment ID for a datagram this end cuts.

@@ -23,7 +23,7 @@ const (
 	// HeaderLen is the clear header of a transport packet: type, three
 	// reserved zero bytes, the receiver's session index, the 64-bit counter.
 	HeaderLen = 16
-	// TagLen is the AEAD authentication tag (ChaCha20-Poly1305).
+	// TagLen is the AEAD authentication tag (both ciphers).
 	TagLen = 16
 	// Overhead is what a transport packet adds to its sealed plaintext.
 	Overhead = HeaderLen + TagLen
@@ -121,7 +121,12 @@ const (
 	MsgProbe      = 3 // proof of life and measurement on one path
 	MsgClose      = 4 // the sender ends the session; no body
 	MsgProbeReply = 5 // the answer to a probe, on the same path
+	MsgFEC        = 6 // a forward error correction shard (fec mode): internal/fec's wire format
 )
+
+// fecShardHeaderLen is the length of internal/fec's shard header, the least
+// an MsgFEC body holds.
+const fecShardHeaderLen = 7
 
 // ProbeLen is the length of a probe or probe reply, kind byte included.
 const ProbeLen = 30
@@ -239,6 +244,11 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgClose}, nil
+	case MsgFEC:
+		if len(p) < 1+fecShardHeaderLen {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgFEC, Body: p[1:]}, nil
 	}
 	return Message{}, ErrMalformed
 }

@@ -67,7 +67,11 @@ func TestMessages(t *testing.T) {
 	if m, err := ParseMessage(pr); err != nil || m.Kind != MsgProbeReply || m.Probe != want {
 		t.Fatalf("probe reply: %+v %v", m, err)
 	}
-	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}}
+	shard := []byte{MsgFEC, 0, 0, 0, 1, 0, 8, 4, 'h', 'i'}
+	if m, err := ParseMessage(shard); err != nil || m.Kind != MsgFEC || string(m.Body) != string(shard[1:]) {
+		t.Fatalf("fec shard: %+v %v", m, err)
+	}
+	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}, {MsgFEC, 0, 0, 0, 0, 0, 0}}
 	for _, b := range bad {
 		if _, err := ParseMessage(b); err == nil {
 			t.Fatalf("ParseMessage(%x) accepted", b)
@@ -97,6 +101,7 @@ func FuzzParseHeader(f *testing.F) {
 func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte{MsgData, 0, 0, 0, 1, 'x'})
 	f.Add([]byte{MsgClose})
+	f.Add([]byte{MsgFEC, 0, 0, 0, 1, 0, 8, 4, 0, 0, 0, 7, 'h', 'i'})
 	pr := make([]byte, ProbeLen)
 	PutProbe(pr, MsgProbe, Probe{Path: 1, Seq: 2, Sent: 3, Tx: 4, Rx: 5})
 	f.Add(pr)
