@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -37,6 +38,9 @@ const (
 	MeasureLatency    Measure = "latency"
 	MeasureAll        Measure = "all"
 	MeasureMemory     Measure = "memory" // only the memory scenario
+	// MeasureDelivery streams at Rate through the tunnel over all its
+	// paths and reports what arrived and what it cost on the paths.
+	MeasureDelivery Measure = "delivery"
 )
 
 // Config describes a run. Zero fields take the defaults given.
@@ -47,11 +51,15 @@ type Config struct {
 	Measure    Measure       // which measurements (MeasureAll)
 	Mode       sched.Mode    // the tunnel's scheduling mode (redundant)
 	Cipher     aead.Cipher   // the tunnel's cipher (aead.Auto: as the tunnel would choose here)
+	FEC        fec.Params    // fec mode: the group shape (fec.DefaultParams)
 	BridgeRate int64         // each bridge's rate limit in bits/s, 0 for none
-	Rate       int           // latency: echoes a second (10000)
-	Loss       float64       // bridges: loss probability each way, 0..1
-	Delay      time.Duration // bridges: one-way delay
-	Short      bool          // a few seconds in all, for CI
+	// BridgeRates, when set, is bridge i's rate limit in bits/s for each i
+	// (0 for none); it overrides BridgeRate and needs one entry a path.
+	BridgeRates []int64
+	Rate        int           // latency: echoes a second (10000)
+	Loss        float64       // bridges: loss probability each way, 0..1
+	Delay       time.Duration // bridges: one-way delay
+	Short       bool          // a few seconds in all, for CI
 	// NoOffload keeps the generator and the target from using UDP
 	// segmentation and receive offload (GSO, GRO): one datagram per
 	// buffer through the kernel, as most applications send.
@@ -117,8 +125,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("bench: size %d outside %d..%d", c.Size, MinSize, maxDatagram)
 	case c.Duration < 10*time.Millisecond || c.Duration > time.Hour:
 		return fmt.Errorf("bench: duration %v outside 10ms..1h", c.Duration)
-	case c.Measure != MeasureThroughput && c.Measure != MeasureLatency && c.Measure != MeasureAll && c.Measure != MeasureMemory:
-		return fmt.Errorf("bench: measure %q: want throughput, latency, all or memory", c.Measure)
+	case c.Measure != MeasureThroughput && c.Measure != MeasureLatency && c.Measure != MeasureAll && c.Measure != MeasureMemory && c.Measure != MeasureDelivery:
+		return fmt.Errorf("bench: measure %q: want throughput, latency, delivery, all or memory", c.Measure)
+	case len(c.BridgeRates) > 0 && len(c.BridgeRates) != c.Paths:
+		return fmt.Errorf("bench: %d bridge rates for %d paths: want one a path", len(c.BridgeRates), c.Paths)
 	case c.Rate < 1 || c.Rate > 1_000_000:
 		return fmt.Errorf("bench: rate %d outside 1..1000000", c.Rate)
 	case c.Loss < 0 || c.Loss > 1:
@@ -155,6 +165,7 @@ type Report struct {
 	Config     RunConfig    `json:"config"`
 	Throughput []Throughput `json:"throughput,omitempty"`
 	Latency    []Latency    `json:"latency,omitempty"`
+	Delivery   *Delivery    `json:"delivery,omitempty"`
 	Memory     *Memory      `json:"memory,omitempty"`
 	Seconds    float64      `json:"seconds"` // the whole run
 }
@@ -177,13 +188,16 @@ type RunConfig struct {
 	StepSecs  float64 `json:"step_seconds"`
 	Measure   Measure `json:"measure"`
 	Mode      string  `json:"mode"`
+	FEC       string  `json:"fec,omitempty"` // the group shape K/M in fec mode
 	Cipher    string  `json:"cipher"`
 	BridgeBps int64   `json:"bridge_rate_bps"`
-	Rate      int     `json:"latency_rate"`
-	Loss      float64 `json:"bridge_loss"`
-	DelayMs   float64 `json:"bridge_delay_ms"`
-	Short     bool    `json:"short"`
-	LossLimit float64 `json:"loss_limit"`
+	// BridgesBps are the bridges' own rates when they differ.
+	BridgesBps []int64 `json:"bridge_rates_bps,omitempty"`
+	Rate       int     `json:"latency_rate"`
+	Loss       float64 `json:"bridge_loss"`
+	DelayMs    float64 `json:"bridge_delay_ms"`
+	Short      bool    `json:"short"`
+	LossLimit  float64 `json:"loss_limit"`
 	// Generator and Target are the socket speed-ups the kernel gave the
 	// generator's and the target's sockets.
 	Generator Sockets `json:"generator_socket"`
@@ -248,6 +262,25 @@ type Latency struct {
 	Server      map[string]uint64 `json:"server_counters,omitempty"`
 }
 
+// Delivery is a stream at a fixed rate through the tunnel over all its
+// paths: how much of it arrived, and the bytes the tunnel put on the paths
+// for it.
+type Delivery struct {
+	Name       string  `json:"name"`
+	Paths      int     `json:"paths"`
+	RatePPS    float64 `json:"rate_pps"` // achieved send rate
+	Sent       uint64  `json:"sent"`
+	Delivered  uint64  `json:"delivered"` // distinct datagrams at the target
+	Duplicates uint64  `json:"duplicates"`
+	Loss       float64 `json:"loss"`
+	AppBytes   uint64  `json:"app_bytes"`  // the application's bytes sent
+	PathBytes  uint64  `json:"path_bytes"` // every byte the client put on the paths: headers, tags, copies, parity, probes
+	// Bandwidth is PathBytes over AppBytes.
+	Bandwidth float64           `json:"bandwidth"`
+	Client    map[string]uint64 `json:"client_counters,omitempty"`
+	Server    map[string]uint64 `json:"server_counters,omitempty"`
+}
+
 // Memory is the memory scenario: the server child's resident memory with
 // every session and flow carrying traffic.
 type Memory struct {
@@ -286,7 +319,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep := Report{
 		Machine: machine(),
 		Config: RunConfig{
-			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), Cipher: cfg.resolvedCipher().String(), BridgeBps: cfg.BridgeRate,
+			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), FEC: cfg.fecShape(), Cipher: cfg.resolvedCipher().String(), BridgeBps: cfg.BridgeRate, BridgesBps: cfg.BridgeRates,
 			Rate: cfg.Rate, Loss: cfg.Loss, DelayMs: float64(cfg.Delay) / 1e6, Short: cfg.Short,
 			LossLimit: LossLimit,
 		},
@@ -339,6 +372,13 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 	dst, err := netip.ParseAddrPort(b.target.addr())
 	if err != nil {
 		return fmt.Errorf("bench: target address: %w", err)
+	}
+	if b.cfg.Measure == MeasureDelivery {
+		return b.withTunnel(ctx, b.cfg.Paths, func(tn *tunnel) error {
+			d, err := b.delivery(ctx, tn)
+			rep.Delivery = &d
+			return err
+		})
 	}
 	doThr := b.cfg.Measure == MeasureThroughput || b.cfg.Measure == MeasureAll
 	doLat := b.cfg.Measure == MeasureLatency || b.cfg.Measure == MeasureAll
@@ -437,4 +477,16 @@ func (c *Config) resolvedCipher() aead.Cipher {
 		return c.Cipher
 	}
 	return ci
+}
+
+// fecShape is the fec mode's group shape as K/M, or "" in other modes.
+func (c *Config) fecShape() string {
+	if c.Mode != sched.FEC {
+		return ""
+	}
+	p := c.FEC
+	if p == (fec.Params{}) {
+		p = fec.DefaultParams()
+	}
+	return fmt.Sprintf("%d/%d", p.Data, p.Parity)
 }

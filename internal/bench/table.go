@@ -22,10 +22,20 @@ func (r Report) WriteTable(w io.Writer) error {
 	} else {
 		bridges += ", no delay"
 	}
-	if c.BridgeBps > 0 {
+	if len(c.BridgesBps) > 0 {
+		var rs []string
+		for _, r := range c.BridgesBps {
+			rs = append(rs, strconv.FormatFloat(float64(r)/1e6, 'g', 4, 64))
+		}
+		bridges += ", " + strings.Join(rs, "/") + " Mbit/s"
+	} else if c.BridgeBps > 0 {
 		bridges += ", " + strconv.FormatFloat(float64(c.BridgeBps)/1e6, 'g', 4, 64) + " Mbit/s each"
 	}
-	fmt.Fprintf(bw, "mptunnel bench: %d-byte datagrams, %gs steps, %s mode, %s\n", c.Size, c.StepSecs, orDash(c.Mode), orDash(c.Cipher))
+	mode := orDash(c.Mode)
+	if c.FEC != "" {
+		mode += " " + c.FEC
+	}
+	fmt.Fprintf(bw, "mptunnel bench: %d-byte datagrams, %gs steps, %s mode, %s\n", c.Size, c.StepSecs, mode, orDash(c.Cipher))
 	fmt.Fprintf(bw, "bridges: %s\n", bridges)
 	m := r.Machine
 	fmt.Fprintf(bw, "machine: %s\n", clip(fmt.Sprintf("%d CPUs, %s, %s %s, %s", m.CPUs, orDash(m.CPUModel), m.OS, orDash(m.Kernel), m.Go), 71))
@@ -67,6 +77,14 @@ func (r Report) WriteTable(w io.Writer) error {
 				fmt.Fprintf(bw, "%-16s %+9.1f %+9.1f %+9.1f\n", "  added", l.AddedP50Us, l.AddedP99Us, l.AddedP999Us)
 			}
 		}
+	}
+
+	if d := r.Delivery; d != nil {
+		fmt.Fprintf(bw, "\nDelivery (%s datagrams/s for %gs, one way through the tunnel)\n", thousands(d.RatePPS), c.StepSecs)
+		fmt.Fprintf(bw, "%-16s %10s %10s %9s %10s %10s\n", "setup", "sent", "delivered", "loss", "bandwidth", "recovered")
+		fmt.Fprintf(bw, "%-16s %10d %10d %8.3f%% %9.3fx %10d\n", clip(d.Name, 16), d.Sent, d.Delivered, d.Loss*100, d.Bandwidth, d.Server["fec_recovered"])
+		fmt.Fprintln(bw, "bandwidth: bytes the client put on the paths (headers, copies, parity and probes")
+		fmt.Fprintln(bw, "included) over the application's bytes")
 	}
 
 	if mem := r.Memory; mem != nil {

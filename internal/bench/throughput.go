@@ -133,3 +133,25 @@ func delta(after, before map[string]uint64) map[string]uint64 {
 	}
 	return d
 }
+
+// delivery streams at the configured rate through tn for one step and
+// reports what arrived and what the client put on the paths for it.
+func (b *bencher) delivery(ctx context.Context, tn *tunnel) (Delivery, error) {
+	d := Delivery{Name: fmt.Sprintf("tunnel %d paths", len(tn.relays)), Paths: len(tn.relays)}
+	c0, s0 := tn.counters()
+	b.prog.printf("%s: %d datagrams/s for %v", d.Name, b.cfg.Rate, b.cfg.Duration)
+	s, err := b.measure(ctx, tn.addr(), float64(b.cfg.Rate), b.cfg.Duration)
+	if err != nil {
+		return d, fmt.Errorf("%s delivery: %w", d.Name, err)
+	}
+	c1, s1 := tn.counters()
+	d.Client, d.Server = delta(c1, c0), delta(s1, s0)
+	d.RatePPS = s.OfferedPPS
+	d.Sent, d.Delivered, d.Duplicates, d.Loss = s.Sent, s.Delivered, s.Duplicates, s.Loss
+	d.AppBytes = s.Sent * uint64(b.cfg.Size)
+	d.PathBytes = d.Client["tx_bytes"]
+	if d.AppBytes > 0 {
+		d.Bandwidth = float64(d.PathBytes) / float64(d.AppBytes)
+	}
+	return d, nil
+}

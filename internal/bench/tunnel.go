@@ -81,8 +81,14 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		}
 	}()
 	imp := impair.Config{Loss: b.cfg.Loss, Delay: b.cfg.Delay, Rate: b.cfg.BridgeRate}
-	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, Logger: b.log}
+	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, Logger: b.log}
 	for i := 0; i < paths; i++ {
+		imp := imp
+		if len(b.cfg.BridgeRates) == b.cfg.Paths && paths == b.cfg.Paths {
+			imp.Rate = b.cfg.BridgeRates[i]
+		} else if len(b.cfg.BridgeRates) > 0 {
+			imp.Rate = b.cfg.BridgeRates[0] // one path: the first bridge
+		}
 		r, err := impair.New(impair.Options{
 			Listen: "127.0.0.1:0",
 			To:     srv.Addr().String(),

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/bench"
+	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/sched"
 )
 
@@ -19,11 +22,13 @@ func runBench(args []string, env Env) error {
 	paths := fs.Int("paths", 3, "bridges, each a path of the tunnel")
 	size := fs.Int("size", 1200, "datagram size in bytes")
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
-	measure := fs.String("measure", "all", "throughput, latency, all, or memory (the memory scenario only)")
+	measure := fs.String("measure", "all", "throughput, latency, all, delivery (a stream at --rate over all paths: loss and bandwidth) or memory (the memory scenario only)")
 	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance, adaptive or fec")
 	cipherName := fs.String("cipher", "auto", "the tunnel's cipher: auto, chacha20-poly1305 or aes-256-gcm")
+	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group")
 	bridgeRate := fs.Int64("bridge-rate", 0, "bridges: rate limit in bits per second (0: none)")
-	rate := fs.Int("rate", 10000, "latency: echo requests per second")
+	bridgeRates := fs.String("bridge-rates", "", "bridges: each one's rate limit, comma-separated, one a path, e.g. 50M,50M,20M (k, M, G: powers of 1000)")
+	rate := fs.Int("rate", 10000, "latency and delivery: datagrams per second")
 	loss := fs.Float64("loss", 0, "bridges: loss probability each way, 0 to 1")
 	delay := fs.Duration("delay", 0, "bridges: one-way delay")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -49,11 +54,24 @@ func runBench(args []string, env Env) error {
 	if err != nil {
 		return usageError{err}
 	}
+	shape, err := fec.ParseParams(*fecShape)
+	if err != nil {
+		return usageError{err}
+	}
 	cfg := bench.Config{
-		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, BridgeRate: *bridgeRate, Rate: *rate,
+		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),
+	}
+	if *bridgeRates != "" {
+		for _, f := range strings.Split(*bridgeRates, ",") {
+			r, err := parseRate(strings.TrimSpace(f))
+			if err != nil {
+				return usagef("bad --bridge-rates: %w", err)
+			}
+			cfg.BridgeRates = append(cfg.BridgeRates, r)
+		}
 	}
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -101,4 +119,23 @@ func isTerminal(w any) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// parseRate reads a rate in bits per second: a number with an optional k, M
+// or G (powers of 1000).
+func parseRate(s string) (int64, error) {
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1e3, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1e6, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1e9, strings.TrimSuffix(s, "G")
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v*mult > 1e12 {
+		return 0, fmt.Errorf("rate %q: want bits per second such as 50M", s)
+	}
+	return int64(v * mult), nil
 }

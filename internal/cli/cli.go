@@ -23,6 +23,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/config"
 	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/sched"
@@ -286,12 +287,21 @@ func runClient(name string, args []string, env Env) error {
 	c.register(fs)
 	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
 	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance, adaptive or fec")
+	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group, 1 to 15 each (both directions)")
+	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	mode, err := sched.ParseMode(*modeName)
 	if err != nil {
 		return usageError{err}
+	}
+	shape, err := fec.ParseParams(*fecShape)
+	if err != nil {
+		return usageError{err}
+	}
+	if *targetLoss <= 0 || *targetLoss >= 1 {
+		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", *targetLoss)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -309,6 +319,8 @@ func runClient(name string, args []string, env Env) error {
 		Listen:      *listen,
 		Key:         key,
 		Cipher:      ciph,
+		FEC:         shape,
+		TargetLoss:  *targetLoss,
 		MTU:         c.mtu,
 		Window:      c.window,
 		MaxFlows:    c.maxFlows,

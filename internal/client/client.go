@@ -41,6 +41,10 @@ type Config struct {
 	Key    handshake.Key
 	Mode   sched.Mode  // how datagrams are spread over the paths (redundant)
 	Cipher aead.Cipher // the transport cipher to insist on, or aead.Auto
+	FEC    fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
+	// TargetLoss is adaptive mode's target for the client's direction
+	// (0.001); the server's direction uses the default.
+	TargetLoss float64
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -164,8 +168,11 @@ func Listen(cfg Config) (*Client, error) {
 	}
 	c.warn.Log = cfg.Logger
 	var err error
-	if c.sched, err = sched.New(cfg.Mode, sched.Options{}); err != nil {
+	if c.sched, err = sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss}); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
+	}
+	if _, ok := cfg.FEC.Byte(); !ok && cfg.FEC != (fec.Params{}) {
+		return nil, fmt.Errorf("client: fec shape %d/%d: want 1 to 15 data and parity shards", cfg.FEC.Data, cfg.FEC.Parity)
 	}
 	c.spaths = make([]sched.Path, len(cfg.Paths))
 	c.per = make([][]int, len(cfg.Paths))
@@ -291,6 +298,10 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.wg.Wait()
 	return nil
 }
+
+// fastProbes is how many times a probe interval failover probes the path it
+// sends on.
+const fastProbes = 5
 
 // batchSize is how many datagrams one read or write system call moves.
 const batchSize = 64
@@ -436,7 +447,11 @@ func (c *Client) sendFEC(tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
 // newFEC gives st the fec mode's sender and receiver; st's parity is
 // flushed by a timer when a group does not fill in time.
 func (c *Client) newFEC(st *session.State) error {
-	tx, err := session.NewFECSender(fec.DefaultParams(), 0)
+	p := c.cfg.FEC
+	if p == (fec.Params{}) {
+		p = fec.DefaultParams()
+	}
+	tx, err := session.NewFECSender(p, 0)
 	if err != nil {
 		return err
 	}
@@ -642,7 +657,8 @@ func (c *Client) handleResponse(pkt []byte) {
 }
 
 func (c *Client) handshake(now time.Time) {
-	in, err := handshake.Initiate(c.cfg.Key, byte(c.cfg.Mode), c.cfg.Cipher.Offer(), now)
+	shape, _ := c.cfg.FEC.Byte() // checked in Listen; 0 for the default
+	in, err := handshake.InitiateWith(c.cfg.Key, handshake.Hello{Mode: byte(c.cfg.Mode), Ciphers: c.cfg.Cipher.Offer(), FEC: shape}, now)
 	if err != nil {
 		c.log.Error("handshake", "err", err)
 		return
@@ -694,16 +710,41 @@ func (c *Client) timers(ctx context.Context) {
 	lastHS := time.Now()
 	probe := time.NewTicker(c.cfg.ProbeInterval)
 	defer probe.Stop()
+	// In failover mode the path carrying the data is probed five times as
+	// often, so that its death is suspected, and copies start on the next
+	// path, within about a fifth of a probe interval.
+	var fast <-chan time.Time
+	lastTx := make([]uint64, len(c.paths))
+	if c.cfg.Mode == sched.Failover {
+		t := time.NewTicker(c.cfg.ProbeInterval / fastProbes)
+		defer t.Stop()
+		fast = t.C
+	}
 	sl := session.NewSealer()
 	lastExpire := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-fast:
+			// A path that sent anything but our probes since the last tick
+			// carries data.
+			st := c.sess.Load()
+			for i, p := range c.paths {
+				if st != nil && p.TxPackets.Load() != lastTx[i] {
+					if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
+						c.send(p, pkt)
+					}
+				}
+				lastTx[i] = p.TxPackets.Load()
+			}
 		case now := <-probe.C:
 			st := c.sess.Load()
 			if st != nil {
 				c.probeAll(sl, st, now)
+			}
+			for i, p := range c.paths {
+				lastTx[i] = p.TxPackets.Load()
 			}
 			c.tickPaths(now)
 			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter

@@ -101,6 +101,40 @@ type Params struct {
 // DefaultParams returns k=8, m=4 (see [Params]).
 func DefaultParams() Params { return Params{Data: 8, Parity: 4} }
 
+// Byte packs p for the handshake as k<<4 | m; false when k or m is
+// outside 1..15.
+func (p Params) Byte() (byte, bool) {
+	if p.Data < 1 || p.Data > 15 || p.Parity < 1 || p.Parity > 15 {
+		return 0, false
+	}
+	return byte(p.Data<<4 | p.Parity), true
+}
+
+// ParamsFromByte unpacks what Byte packed; 0 gives DefaultParams.
+func ParamsFromByte(b byte) (Params, error) {
+	if b == 0 {
+		return DefaultParams(), nil
+	}
+	p := Params{Data: int(b >> 4), Parity: int(b & 15)}
+	if p.Data < 1 || p.Parity < 1 {
+		return p, fmt.Errorf("fec: shape %#02x: want 1 to 15 data and parity shards", b)
+	}
+	return p, nil
+}
+
+// ParseParams reads a shape written K/M, such as 8/4: 1 to 15 of each, as
+// the handshake carries them.
+func ParseParams(s string) (Params, error) {
+	var p Params
+	if _, err := fmt.Sscanf(s, "%d/%d", &p.Data, &p.Parity); err != nil || fmt.Sprintf("%d/%d", p.Data, p.Parity) != s {
+		return p, fmt.Errorf("fec shape %q: want K/M such as 8/4", s)
+	}
+	if _, ok := p.Byte(); !ok {
+		return p, fmt.Errorf("fec shape %q: want 1 to 15 data and parity shards", s)
+	}
+	return p, nil
+}
+
 // Validate reports whether p can be used: 1 <= Data, 0 <= Parity and
 // Data+Parity <= MaxShards.
 func (p Params) Validate() error {

@@ -630,3 +630,31 @@ func TestCacheable(t *testing.T) {
 		}
 	}
 }
+
+func TestParamsByte(t *testing.T) {
+	for _, s := range []string{"8/4", "10/4", "1/1", "15/15"} {
+		p, err := ParseParams(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		b, ok := p.Byte()
+		if !ok {
+			t.Fatalf("%s: no byte", s)
+		}
+		q, err := ParamsFromByte(b)
+		if err != nil || q != p {
+			t.Fatalf("%s: round trip gave %+v, %v", s, q, err)
+		}
+	}
+	for _, s := range []string{"", "8", "0/4", "8/0", "16/4", "8/4x", "-1/2"} {
+		if _, err := ParseParams(s); err == nil {
+			t.Errorf("ParseParams(%q) accepted", s)
+		}
+	}
+	if p, err := ParamsFromByte(0); err != nil || p != DefaultParams() {
+		t.Fatalf("byte 0: %+v %v", p, err)
+	}
+	if _, err := ParamsFromByte(0x80); err == nil {
+		t.Fatal("a shape with no parity was accepted")
+	}
+}

@@ -101,6 +101,19 @@ type Initiation struct {
 // scheduling mode (0 for the default); offer is the transport ciphers this
 // end accepts (ChaCha20-Poly1305 alone when empty).
 func Initiate(key Key, mode byte, offer aead.Set, now time.Time) (*Initiation, error) {
+	return InitiateWith(key, Hello{Mode: mode, Ciphers: offer}, now)
+}
+
+// Hello is what a client asks of the server in its initiation.
+type Hello struct {
+	Mode    byte     // the scheduling mode (0 for the default)
+	Ciphers aead.Set // the transport ciphers accepted (ChaCha20-Poly1305 alone when empty)
+	FEC     byte     // the fec mode's group shape, k<<4 | m (0 for the default)
+}
+
+// InitiateWith starts a handshake asking for h.
+func InitiateWith(key Key, h Hello, now time.Time) (*Initiation, error) {
+	mode, offer := h.Mode, h.Ciphers
 	hs, err := newState(key, true)
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
@@ -113,6 +126,7 @@ func Initiate(key Key, mode byte, offer aead.Set, now time.Time) (*Initiation, e
 	p[0] = version
 	p[1] = mode
 	p[2] = byte(offer)
+	p[3] = h.FEC
 	copy(p[4:8], idx[:])
 	binary.LittleEndian.PutUint64(p[8:16], uint64(now.UnixNano()))
 	msg, _, _, err := hs.WriteMessage(nil, p[:])
@@ -163,6 +177,7 @@ type Accepted struct {
 	PeerIndex uint32 // the initiator's session index
 	Index     uint32 // the index the responder chose
 	Mode      byte
+	FEC       byte        // the fec mode's group shape the client asked for, k<<4 | m (0: the default)
 	Cipher    aead.Cipher // the transport cipher chosen
 	Response  []byte      // the Noise response message to send
 }
@@ -223,7 +238,7 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	if err != nil || len(p) != initPayloadLen {
 		return a, 0, ErrAuth
 	}
-	if p[0] != version || p[3] != 0 {
+	if p[0] != version {
 		return a, 0, ErrVersion
 	}
 	c, ok := r.Cipher.Choose(aead.Set(p[2]))
@@ -256,6 +271,7 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 
 	a.PeerIndex = binary.LittleEndian.Uint32(p[4:8])
 	a.Mode = p[1]
+	a.FEC = p[3]
 	a.Cipher = c
 	a.Index = index()
 	var rp [respPayloadLen]byte

@@ -187,6 +187,12 @@ type Path struct {
 	jitter  time.Duration
 	lastRTT time.Duration
 
+	// Capacity share for balance mode: shrinks while the path's round
+	// trips show a queue, grows back while they do not.
+	minRTT   [2]time.Duration // least sample of the current and the previous 10 s
+	minSince time.Time        // when the current 10 s began
+	weight   float64
+
 	// Loss accounting.
 	origin       time.Time
 	haveBase     bool
@@ -217,6 +223,38 @@ func New(p Params, now time.Time) *Path {
 		windowString: (time.Duration(p.LossWindow) * p.ProbeInterval).String(),
 		reasonDown:   "no reply for " + p.DownAfter.String(),
 		reasonUp:     strconv.Itoa(p.UpAfter) + " replies in a row",
+		weight:       1,
+	}
+}
+
+// Bounds of the capacity share (see Stats.Weight).
+const (
+	minWeight      = 0.02
+	weightGrow     = 0.05 // added per reply without a queue
+	weightShrink   = 0.7  // factor per reply with a queue
+	minQueue       = 5 * time.Millisecond
+	minRTTLifetime = 10 * time.Second
+)
+
+// weigh updates the capacity share with a round-trip sample r taken at now.
+// The path's base round trip is the least sample of the last 10 to 20
+// seconds; a sample more than max(5 ms, half the base) above it means packets
+// wait in a queue on the path, which is full: its share shrinks. Otherwise it
+// grows back toward 1. A queue that stands for more than 20 seconds becomes
+// part of the base.
+func (p *Path) weigh(r time.Duration, now time.Time) {
+	if p.minSince.IsZero() || now.Sub(p.minSince) > minRTTLifetime {
+		p.minRTT[1], p.minRTT[0], p.minSince = p.minRTT[0], r, now
+	}
+	p.minRTT[0] = min(p.minRTT[0], r)
+	base := p.minRTT[0]
+	if p.minRTT[1] > 0 {
+		base = min(base, p.minRTT[1])
+	}
+	if r-base > max(minQueue, base/2) {
+		p.weight = max(p.weight*weightShrink, minWeight)
+	} else {
+		p.weight = min(p.weight+weightGrow, 1)
 	}
 }
 
@@ -266,6 +304,7 @@ func (p *Path) OnReply(seq uint32, sentAt time.Time, now time.Time) {
 	}
 	s.outstanding = false
 	p.sample(rtt)
+	p.weigh(rtt, now)
 	if p.streak == 0 {
 		p.streakStart = s.sentAt
 	}
@@ -359,7 +398,7 @@ func (p *Path) clearWindow() {
 }
 
 // losses returns the loss rates in and out over the window, each in [0, 1].
-func (p *Path) losses() (in, out float64) {
+func (p *Path) losses() (in, out, sent float64) {
 	var peerTx, myRx, myTx, peerRx float64
 	for i := range p.buckets {
 		b := &p.buckets[i]
@@ -368,7 +407,7 @@ func (p *Path) losses() (in, out float64) {
 		myTx += float64(b.myTx)
 		peerRx += float64(b.peerRx)
 	}
-	return lossRate(peerTx, myRx), lossRate(myTx, peerRx)
+	return lossRate(peerTx, myRx), lossRate(myTx, peerRx), myTx
 }
 
 // lossRate is the fraction of sent that was not received, clamped to [0, 1];
@@ -460,7 +499,7 @@ func (p *Path) next(now time.Time) (State, string) {
 			return Up, p.reasonUp
 		}
 	case Up:
-		in, out := p.losses()
+		in, out, _ := p.losses()
 		if in > p.par.DegradedLoss || out > p.par.DegradedLoss {
 			if out >= in {
 				return Degraded, "loss out " + pct(out) + " over " + p.windowString
@@ -468,7 +507,7 @@ func (p *Path) next(now time.Time) (State, string) {
 			return Degraded, "loss in " + pct(in) + " over " + p.windowString
 		}
 	case Degraded:
-		in, out := p.losses()
+		in, out, _ := p.losses()
 		if in < p.par.RecoverLoss && out < p.par.RecoverLoss {
 			return Up, "loss in " + pct(in) + ", out " + pct(out) + " over " + p.windowString
 		}
@@ -499,17 +538,23 @@ type Stats struct {
 	// LossOut is the fraction of this end's packets that did not arrive at
 	// the peer over the loss window, in [0, 1].
 	LossOut float64
+	// SentOut is how many of this end's packets LossOut is measured over:
+	// a loss rate from a handful of packets says little.
+	SentOut float64
 	// LastHeard is when something authentic was last heard on the path (the
 	// creation time if nothing has been).
 	LastHeard time.Time
 	// Since is when the path entered its current state.
 	Since time.Time
+	// Weight is the path's capacity share for balance mode, in (0, 1]: 1
+	// while its round trips show no queue, less while they do (see weigh).
+	Weight float64
 }
 
 // Stats returns a snapshot of the path's measurements and state. Loss rates
 // cover the window as of the last call to Tick or OnPeerCounts.
 func (p *Path) Stats() Stats {
-	in, out := p.losses()
+	in, out, sent := p.losses()
 	return Stats{
 		State:     p.state,
 		RTT:       p.srtt,
@@ -517,8 +562,10 @@ func (p *Path) Stats() Stats {
 		Jitter:    p.jitter,
 		LossIn:    in,
 		LossOut:   out,
+		SentOut:   sent,
 		LastHeard: p.lastHeard,
 		Since:     p.since,
+		Weight:    p.weight,
 	}
 }
 
@@ -526,25 +573,33 @@ func (p *Path) Stats() Stats {
 // the path is suspect, so that scheduling noise on a fast path is no alarm.
 const suspectFloor = 20 * time.Millisecond
 
-// Suspect reports whether the latest probe has gone unanswered for longer
-// than the retransmission timeout (smoothed RTT plus four variances, at
-// least 20 ms; two probe intervals before any RTT is known): the path may
-// have just died, long before it is declared down. A failover sender uses it
-// to send on the next path too until the doubt clears.
+// Suspect reports whether a probe sent since the latest answered one has
+// gone unanswered for longer than the retransmission timeout (smoothed RTT
+// plus four variances, at least 20 ms; two probe intervals before any RTT is
+// known): the path may have just died, long before it is declared down. A
+// failover sender uses it to send on the next path too until the doubt
+// clears. A newer probe does not clear the doubt an older one raised; only an
+// answer does.
 func (p *Path) Suspect(now time.Time) bool {
 	if !p.probed || p.state == Down {
-		return false
-	}
-	s := &p.ring[(p.nextSeq-1)%ringSize]
-	if s.lost {
-		return true
-	}
-	if !s.outstanding {
 		return false
 	}
 	rto := 2 * p.par.ProbeInterval
 	if p.haveRTT {
 		rto = max(p.srtt+4*p.rttvar, suspectFloor)
 	}
-	return now.Sub(s.sentAt) > rto
+	for k := uint32(1); k <= ringSize; k++ {
+		s := &p.ring[(p.nextSeq-k)%ringSize]
+		switch {
+		case s.seq != p.nextSeq-k || s.sentAt.IsZero():
+			return false // before the first probe
+		case s.lost:
+			return true
+		case !s.outstanding:
+			return false // answered: nothing older counts
+		case now.Sub(s.sentAt) > rto:
+			return true
+		}
+	}
+	return false
 }

@@ -892,3 +892,44 @@ func TestSuspect(t *testing.T) {
 		t.Fatal("not suspect after a lost probe")
 	}
 }
+
+// TestWeight: a path whose round trips show a queue gives up share, and
+// takes it back once the queue is gone.
+func TestWeight(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := New(Params{}, now)
+	if w := p.Stats().Weight; w != 1 {
+		t.Fatalf("new path weight %v, want 1", w)
+	}
+	reply := func(rtt time.Duration) {
+		seq := p.NextProbe(now)
+		now = now.Add(rtt)
+		p.OnReply(seq, now.Add(-rtt), now)
+		now = now.Add(250*time.Millisecond - rtt)
+	}
+	for range 4 {
+		reply(2 * time.Millisecond)
+	}
+	if w := p.Stats().Weight; w != 1 {
+		t.Fatalf("weight %v without a queue, want 1", w)
+	}
+	for range 3 {
+		reply(50 * time.Millisecond) // 48 ms of queue
+	}
+	w := p.Stats().Weight
+	if w > 0.4 || w < 0.3 {
+		t.Fatalf("weight %v after three queued replies, want 0.343", w)
+	}
+	for range 30 {
+		reply(3 * time.Millisecond)
+	}
+	if got := p.Stats().Weight; got != 1 {
+		t.Fatalf("weight %v after the queue drained, want 1", got)
+	}
+	for range 30 { // 7.5 s: the base round trip is still the short one
+		reply(time.Second)
+	}
+	if got := p.Stats().Weight; got < minWeight || got > minWeight*1.01 {
+		t.Fatalf("weight %v under a standing queue, want the floor %v", got, minWeight)
+	}
+}

@@ -66,6 +66,9 @@ type Path struct {
 	State   path.State
 	Since   time.Time // when the path entered State
 	LossOut float64   // fraction of what we send on it that is lost, 0..1
+	// SentOut is how many packets LossOut was measured over; adaptive
+	// trusts a loss rate only as far as that many packets show it.
+	SentOut float64
 	// Weight is the path's share in balance mode (for example its measured
 	// capacity in bytes per second); 0 or less counts as 1.
 	Weight float64
@@ -310,6 +313,21 @@ func All(paths []Path, dst []int) []int {
 	return dst
 }
 
+// minLossSample is how many packets a loss rate must be measured over
+// before adaptive trusts it.
+const minLossSample = 100
+
+// pessimistic is a path's loss rate as adaptive counts it: the measured
+// rate, or 1 (unknown) while it covers fewer than minLossSample packets, so
+// that a session does not start, nor a quiet path get relied on alone,
+// before its loss is known.
+func pessimistic(p Path) float64 {
+	if p.SentOut < minLossSample {
+		return 1
+	}
+	return p.LossOut
+}
+
 // adaptive picks the usable paths with the least loss, as few as keep the
 // product of their losses under the target.
 func (s *Scheduler) adaptive(paths []Path, dst []int) []int {
@@ -319,7 +337,7 @@ func (s *Scheduler) adaptive(paths []Path, dst []int) []int {
 			s.order = append(s.order, i)
 		}
 	}
-	loss := func(i int) float64 { return min(max(paths[i].LossOut, s.opt.MinLoss), 1) }
+	loss := func(i int) float64 { return min(max(pessimistic(paths[i]), s.opt.MinLoss), 1) }
 	// Insertion sort: a handful of paths, stable, and no allocation.
 	for a := 1; a < len(s.order); a++ {
 		for b := a; b > 0 && loss(s.order[b]) < loss(s.order[b-1]); b-- {
@@ -330,7 +348,7 @@ func (s *Scheduler) adaptive(paths []Path, dst []int) []int {
 	for _, i := range s.order {
 		dst = append(dst, i)
 		combined *= loss(i)
-		if combined <= s.opt.TargetLoss {
+		if combined <= s.opt.TargetLoss*(1+1e-6) { // a target met exactly is met
 			break
 		}
 	}
@@ -369,5 +387,5 @@ func SpreadAll(paths []Path, n int, per [][]int) [][]int {
 
 // FromStats describes a path from its health estimates.
 func FromStats(st path.Stats, suspect bool) Path {
-	return Path{State: st.State, Since: st.Since, LossOut: st.LossOut, Suspect: suspect}
+	return Path{State: st.State, Since: st.Since, LossOut: st.LossOut, SentOut: st.SentOut, Weight: st.Weight, Suspect: suspect}
 }

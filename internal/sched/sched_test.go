@@ -12,7 +12,10 @@ import (
 
 var t0 = time.Unix(1_800_000_000, 0)
 
-func up(loss float64) Path { return Path{State: path.Up, Since: t0.Add(-time.Hour), LossOut: loss} }
+// up is a path up for an hour whose loss is measured over many packets.
+func up(loss float64) Path {
+	return Path{State: path.Up, Since: t0.Add(-time.Hour), LossOut: loss, SentOut: 1e9}
+}
 
 func mustNew(t testing.TB, m Mode, o Options) *Scheduler {
 	t.Helper()
@@ -184,6 +187,25 @@ func TestAdaptive(t *testing.T) {
 		if got := s.Pick(paths, t0, nil); !slices.Equal(got, c.want) {
 			t.Fatalf("losses %v: picked %v, want %v", c.loss, got, c.want)
 		}
+	}
+	// Losses measured over few packets, or none (a new session), are not
+	// trusted: 0 of 0 or 0 of 20 lost does not make a path clean.
+	fresh := []Path{up(0), up(0), up(0)}
+	for i := range fresh {
+		fresh[i].SentOut = 0
+	}
+	if got := s.Pick(fresh, t0, nil); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("unmeasured paths: picked %v, want all", got)
+	}
+	for i := range fresh {
+		fresh[i].SentOut = 20
+	}
+	if got := s.Pick(fresh, t0, nil); len(got) < 3 {
+		t.Fatalf("paths measured over 20 packets: picked %v, want all", got)
+	}
+	fresh[1].SentOut = 500
+	if got := s.Pick(fresh, t0, nil); !slices.Equal(got, []int{1}) {
+		t.Fatalf("one path measured clean over 500 packets: picked %v, want it alone", got)
 	}
 }
 

@@ -116,12 +116,18 @@ func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg, all bool) []u
 }
 
 // prober probes every path of every session and runs their state machines.
+// fastProbes is how many times a probe interval failover probes the path it
+// sends on.
+const fastProbes = 5
+
 func (s *Server) prober(ctx context.Context) {
-	t := time.NewTicker(s.cfg.ProbeInterval)
+	// Ticks come five times a probe interval: failover sessions probe the
+	// path carrying their data at each, every path is probed when due.
+	t := time.NewTicker(s.cfg.ProbeInterval / fastProbes)
 	defer t.Stop()
 	sl := session.NewSealer()
 	var list []*sess
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -133,6 +139,20 @@ func (s *Server) prober(ctx context.Context) {
 			}
 			s.mu.RUnlock()
 			for _, ss := range list {
+				failover := ss.sched.Mode() == sched.Failover
+				for _, p := range *ss.paths.Load() {
+					if failover && p.TxPackets.Load() != p.fastTx {
+						if pkt, err := sl.SealProbe(ss.st, wire.MsgProbe, p.Probe(now)); err == nil {
+							s.sendPath(pkt, p)
+						}
+					}
+				}
+				if tick%fastProbes != 0 {
+					for _, p := range *ss.paths.Load() {
+						p.fastTx = p.TxPackets.Load()
+					}
+					continue
+				}
 				for _, p := range *ss.paths.Load() {
 					if p.ProbeDue(now) {
 						if pkt, err := sl.SealProbe(ss.st, wire.MsgProbe, p.Probe(now)); err == nil {
@@ -142,6 +162,7 @@ func (s *Server) prober(ctx context.Context) {
 					if changed, from, to, reason := p.Tick(now); changed {
 						s.log.Info("path state", "session", control.SessionID(ss.index), "path", p.ID, "addr", p.addr.Load().String(), "from", from.String(), "to", to.String(), "reason", reason)
 					}
+					p.fastTx = p.TxPackets.Load()
 				}
 			}
 		}

@@ -131,8 +131,9 @@ type sess struct {
 // come from now, and its counters and health.
 type path struct {
 	*pathpkg.Link
-	addr  atomic.Pointer[netip.AddrPort]
-	local atomic.Pointer[netip.Addr] // our address the path's packets arrive at
+	fastTx uint64 // packets sent as of the prober's last tick; the prober's own
+	addr   atomic.Pointer[netip.AddrPort]
+	local  atomic.Pointer[netip.Addr] // our address the path's packets arrive at
 }
 
 type flow struct {
@@ -397,8 +398,13 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	}
 	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), sched: sc}
 	if sc.Mode() == sched.FEC {
-		if err := s.newFEC(ss); err != nil {
-			s.log.Error("session setup failed", "err", err)
+		p, err := fec.ParamsFromByte(a.FEC)
+		if err == nil {
+			err = s.newFEC(ss, p)
+		}
+		if err != nil {
+			s.cnt.HandshakeBad.Add(1)
+			s.warn.Warn("mode", "session refused: bad fec shape", "err", err, "from", from.String())
 			return
 		}
 	}
@@ -591,8 +597,8 @@ func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []ud
 
 // newFEC gives ss the fec mode's sender and receiver; its parity is flushed
 // by a timer when a group does not fill in time.
-func (s *Server) newFEC(ss *sess) error {
-	tx, err := session.NewFECSender(fec.DefaultParams(), 0)
+func (s *Server) newFEC(ss *sess, p fec.Params) error {
+	tx, err := session.NewFECSender(p, 0)
 	if err != nil {
 		return err
 	}
