@@ -1,0 +1,104 @@
+package labtest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/netlab"
+)
+
+// startClientArgs starts mpclient with extra flags and the three bridges as
+// paths.
+func (tp *topology) startClientArgs(t *testing.T, extra ...string) *netlab.Proc {
+	args := append([]string{"--key-file", tp.keyFile, "--control", tp.ctl("client")}, extra...)
+	p := tp.client.Start(t, tp.bins["mpclient"], append(args, tp.conf)...)
+	p.WaitOutput(t, "session up", 10*time.Second)
+	return p
+}
+
+// startMode starts the echo target, the server, three socat bridges and a
+// client in mode, and waits for an echo through the tunnel.
+func (tp *topology) startMode(t *testing.T, mode string) {
+	tp.server.StartEcho(t, "127.0.0.1:7")
+	tp.startServer(t)
+	for i := range tp.bridges {
+		tp.startSocat(t, i)
+		tp.bridges[i].WaitListening(t, "udp", 4000, 10*time.Second)
+	}
+	tp.startClientArgs(t, "--mode", mode)
+	tp.client.WaitEcho(t, appAddr, 10*time.Second)
+	st, err := tp.status(t, "server")
+	if err != nil || len(st.Sessions) != 1 || st.Sessions[0].Mode != mode {
+		t.Fatalf("server status: %+v %v; want one session in mode %s", st, err, mode)
+	}
+}
+
+// TestLossyModes: the real binaries over three socat bridges, each losing
+// 10% each way (nftables), in redundant and fec modes: a 500 datagrams/s
+// echo stream comes back with at most 2% lost on the round trip.
+func TestLossyModes(t *testing.T) {
+	for _, mode := range []string{"redundant", "fec"} {
+		t.Run(mode, func(t *testing.T) {
+			tp := newTopology(t)
+			tp.startMode(t, mode)
+			for i, b := range tp.bridges {
+				b.SetLoss(t, tp.bridgeUp[i], 10)
+				b.SetLoss(t, tp.bridgeDown[i], 10)
+			}
+			r := tp.client.StartStream(t, netlab.StreamConfig{Addr: appAddr, Rate: 500, Size: 1000, Duration: 4 * time.Second}).Wait(t)
+			lost := float64(r.LostCount) / float64(r.Sent)
+			t.Logf("%s over three 10%%-lossy socat bridges: sent %d, lost %d (%.2f%%), corrupt %d", mode, r.Sent, r.LostCount, 100*lost, r.Corrupt)
+			if r.Sent < 1500 || lost > 0.02 || r.Corrupt > 0 {
+				t.Fatalf("%s: sent %d, lost %.2f%%, corrupt %d; want at most 2%% lost", mode, r.Sent, 100*lost, r.Corrupt)
+			}
+			if mode == "fec" {
+				st, err := tp.status(t, "server")
+				if err != nil || st.Counters["fec_recovered"] == 0 {
+					t.Fatalf("server recovered nothing with fec: %v %v", st.Counters, err)
+				}
+			}
+		})
+	}
+}
+
+// TestFailoverLab: in failover mode, taking the primary bridge's link down
+// during a 1,000 datagrams/s echo stream loses at most one probe interval
+// (250 datagrams), and the traffic goes back to the primary once it has
+// been up again for a while.
+func TestFailoverLab(t *testing.T) {
+	tp := newTopology(t)
+	tp.startMode(t, "failover")
+	stream := tp.client.StartStream(t, netlab.StreamConfig{Addr: appAddr, Rate: 1000, Duration: 5 * time.Second})
+	time.Sleep(time.Second)
+	tp.bridges[0].LinkDown(t, tp.bridgeDown[0])
+	r := stream.Wait(t)
+	t.Logf("primary down during the stream: sent %d, lost %d", r.Sent, r.LostCount)
+	if r.LostCount > 250 {
+		t.Fatalf("lost %d datagrams at 1,000/s when the primary died; want at most 250 (one probe interval)", r.LostCount)
+	}
+	tp.bridges[0].LinkUp(t, tp.bridgeDown[0])
+	waitFor(t, 10*time.Second, "primary back up", func() bool { return tp.pathState(t, 0) == "up" })
+	// Traffic returns after the primary has been up for 5 s.
+	txOn := func(id int) uint64 {
+		st, err := tp.status(t, "client")
+		if err != nil || len(st.Sessions) != 1 {
+			return 0
+		}
+		for _, p := range st.Sessions[0].Paths {
+			if p.ID == id {
+				return p.TxPackets
+			}
+		}
+		return 0
+	}
+	back := tp.client.StartStream(t, netlab.StreamConfig{Addr: appAddr, Rate: 500, Duration: 9 * time.Second})
+	time.Sleep(7 * time.Second)
+	p0, p1 := txOn(0), txOn(1)
+	time.Sleep(time.Second)
+	d0, d1 := txOn(0)-p0, txOn(1)-p1
+	rb := back.Wait(t)
+	t.Logf("after recovery: 1 s of traffic put %d packets on the primary and %d on the backup; stream lost %d of %d", d0, d1, rb.LostCount, rb.Sent)
+	if d0 < 400 || d1 > 100 {
+		t.Fatalf("after recovery the primary carried %d packets in a second and the backup %d; want the traffic back on the primary", d0, d1)
+	}
+}
