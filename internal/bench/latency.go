@@ -83,6 +83,9 @@ func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, 
 		seen:    newSeqSet(limit),
 		samples: make([]time.Duration, 0, limit),
 	}
+	// What an earlier throughput search left queued in sockets must not
+	// delay the echoes.
+	b.settle(ctx, tn)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -148,5 +151,39 @@ func summarize(samples []time.Duration) stats {
 		p99:  rank(0.99),
 		p999: rank(0.999),
 		max:  us(samples[len(samples)-1]),
+	}
+}
+
+// settle waits until the tunnel has carried nothing for 200 ms (at most 10 s):
+// its sockets and bridges hold no traffic of an earlier measurement.
+func (b *bencher) settle(ctx context.Context, tn *tunnel) {
+	if tn == nil {
+		return
+	}
+	moved := func() uint64 {
+		c, s := tn.counters() // delivered, not received: probes never stop
+		return c["delivered"] + s["delivered"]
+	}
+	const quiet = 200 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	last, since := moved(), time.Now()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			v := moved()
+			switch {
+			case v != last:
+				last, since = v, now
+			case now.Sub(since) >= quiet:
+				return
+			}
+			if now.After(deadline) {
+				return
+			}
+		}
 	}
 }

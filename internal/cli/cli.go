@@ -156,6 +156,7 @@ type common struct {
 	logLevel string
 	control  string
 	cipher   string
+	reorder  time.Duration
 	io       udpio.Options
 }
 
@@ -170,6 +171,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.io.NoGRO, "no-gro", false, "never receive with UDP generic receive offload")
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
 	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
+	fs.DurationVar(&c.reorder, "reorder", 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
 }
 
@@ -266,6 +268,7 @@ func runServer(name string, args []string, env Env) error {
 		Target:         net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport)),
 		Key:            key,
 		Cipher:         ciph,
+		Reorder:        c.reorder,
 		MTU:            c.mtu,
 		Window:         c.window,
 		MaxSessions:    *maxSessions,
@@ -321,6 +324,7 @@ func runClient(name string, args []string, env Env) error {
 		Cipher:      ciph,
 		FEC:         shape,
 		TargetLoss:  *targetLoss,
+		Reorder:     c.reorder,
 		MTU:         c.mtu,
 		Window:      c.window,
 		MaxFlows:    c.maxFlows,

@@ -21,6 +21,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
+	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -45,6 +46,9 @@ type Config struct {
 	// TargetLoss is adaptive mode's target for the client's direction
 	// (0.001); the server's direction uses the default.
 	TargetLoss float64
+	// Reorder, when positive, holds datagrams from the server that arrive
+	// ahead of earlier ones for up to this long, to hand them on in order.
+	Reorder time.Duration
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -288,6 +292,9 @@ func (c *Client) Serve(ctx context.Context) error {
 	if st := c.sess.Load(); st != nil && st.FECTx != nil {
 		st.FECTx.Stop()
 	}
+	if st := c.sess.Load(); st != nil && st.Reorder != nil {
+		st.Reorder.Stop()
+	}
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
 		if pkt, err := sl.SealClose(st); err == nil {
@@ -433,6 +440,17 @@ func (c *Client) localLoop() {
 	}
 }
 
+// deliverFlow hands one datagram of flow id to its local peer at once.
+func (c *Client) deliverFlow(id uint32, d []byte) {
+	c.flowMu.RLock()
+	f := c.byID[id]
+	c.flowMu.RUnlock()
+	if f != nil {
+		f.lastActive.Store(time.Now().UnixNano())
+		c.writeLocal([]udpio.Msg{{Buf: d, Addr: f.peer}})
+	}
+}
+
 // sendFEC sends the shards tx has sealed, one path each, and resets it. The
 // caller holds tx's lock.
 func (c *Client) sendFEC(tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
@@ -561,6 +579,15 @@ func (c *Client) pathLoop(p *path) {
 					continue
 				}
 				c.lastAuth.Store(now.UnixNano())
+				if st.Reorder != nil {
+					// Every counter takes its place; only data waits.
+					if m.Kind == wire.MsgData {
+						st.Reorder.Push(h.Counter, m.Flow, m.Body, now)
+						p.OnHeard(now)
+						continue
+					}
+					st.Reorder.Push(h.Counter, 0, nil, now)
+				}
 				switch {
 				case m.Kind == wire.MsgProbe && m.Probe.Path == p.ID:
 					reply := p.OnProbe(m.Probe, now)
@@ -631,6 +658,9 @@ func (c *Client) handleResponse(pkt []byte) {
 		return
 	}
 	st.LocalIndex = idx
+	if c.cfg.Reorder > 0 {
+		st.Reorder = reorder.NewTimed(c.cfg.Reorder, 0, c.deliverFlow)
+	}
 	if c.cfg.Mode == sched.FEC {
 		if err := c.newFEC(st); err != nil {
 			c.log.Error("session setup failed", "err", err)
@@ -643,6 +673,9 @@ func (c *Client) handleResponse(pkt []byte) {
 	old := c.sess.Swap(st)
 	if old != nil && old.FECTx != nil {
 		old.FECTx.Stop()
+	}
+	if old != nil && old.Reorder != nil {
+		old.Reorder.Stop()
 	}
 	early := c.early
 	c.early = nil

@@ -28,6 +28,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
+	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -40,6 +41,9 @@ type Config struct {
 	Target string        // host:port of the target
 	Key    handshake.Key // the shared key
 	Cipher aead.Cipher   // the transport cipher required, or aead.Auto to follow the client's offer
+	// Reorder, when positive, holds datagrams from clients that arrive
+	// ahead of earlier ones for up to this long, to hand them on in order.
+	Reorder time.Duration
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -305,6 +309,18 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			return
 		}
 		ss.lastRx.Store(now.UnixNano())
+		if ro := ss.st.Reorder; ro != nil {
+			// Every counter takes its place; only data waits.
+			if m.Kind == wire.MsgData {
+				ro.Push(h.Counter, m.Flow, m.Body, now)
+				if p != nil {
+					ss.lastData.Store(p)
+					p.OnHeard(now)
+				}
+				return
+			}
+			ro.Push(h.Counter, 0, nil, now)
+		}
 		switch m.Kind {
 		case wire.MsgProbe:
 			if p == nil || p.ID != m.Probe.Path {
@@ -409,6 +425,9 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		}
 	}
 	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
+	if s.cfg.Reorder > 0 {
+		st.Reorder = reorder.NewTimed(s.cfg.Reorder, 0, ss.deliverFn)
+	}
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*path{}
 	ss.paths.Store(&empty)
@@ -661,6 +680,9 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 	delete(s.sessions, id)
 	if ss.st.FECTx != nil {
 		ss.st.FECTx.Stop()
+	}
+	if ss.st.Reorder != nil {
+		ss.st.Reorder.Stop()
 	}
 	ss.flowMu.Lock()
 	ss.closed = true

@@ -16,6 +16,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/frag"
 	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/replay"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -60,6 +61,10 @@ type State struct {
 	// FECTx seals this end's datagrams as FEC shards in fec mode; nil
 	// otherwise. Set it before the session is used.
 	FECTx *FECSender
+	// Reorder puts the peer's datagrams back in order when this end asked
+	// for a reorder buffer; nil otherwise. Set it before the first packet is
+	// received.
+	Reorder *reorder.Timed
 }
 
 // NextFragID returns a fresh fragment ID for a datagram this end cuts.
