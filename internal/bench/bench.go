@@ -52,6 +52,8 @@ type Config struct {
 	Mode       sched.Mode    // the tunnel's scheduling mode (redundant)
 	Cipher     aead.Cipher   // the tunnel's cipher (aead.Auto: as the tunnel would choose here)
 	FEC        fec.Params    // fec mode: the group shape (fec.DefaultParams)
+	FECDepth   int           // fec mode: groups open at once (1)
+	FECFlush   time.Duration // fec mode: a group's wait to fill (fec.DefaultFlushDelay)
 	BridgeRate int64         // each bridge's rate limit in bits/s, 0 for none
 	// BridgeRates, when set, is bridge i's rate limit in bits/s for each i
 	// (0 for none); it overrides BridgeRate and needs one entry a path.
@@ -487,6 +489,9 @@ func (c *Config) fecShape() string {
 	p := c.FEC
 	if p == (fec.Params{}) {
 		p = fec.DefaultParams()
+	}
+	if c.FECDepth > 1 {
+		return fmt.Sprintf("%d/%d x%d", p.Data, p.Parity, c.FECDepth)
 	}
 	return fmt.Sprintf("%d/%d", p.Data, p.Parity)
 }

@@ -81,7 +81,7 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		}
 	}()
 	imp := impair.Config{Loss: b.cfg.Loss, Delay: b.cfg.Delay, Rate: b.cfg.BridgeRate}
-	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, Logger: b.log}
+	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, FECDepth: b.cfg.FECDepth, FECFlush: b.cfg.FECFlush, Logger: b.log}
 	for i := 0; i < paths; i++ {
 		imp := imp
 		if len(b.cfg.BridgeRates) == b.cfg.Paths && paths == b.cfg.Paths {

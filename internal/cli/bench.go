@@ -26,6 +26,8 @@ func runBench(args []string, env Env) error {
 	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance, adaptive or fec")
 	cipherName := fs.String("cipher", "auto", "the tunnel's cipher: auto, chacha20-poly1305 or aes-256-gcm")
 	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group")
+	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, 1 to 15")
+	fecFlush := fs.Duration("fec-flush", 0, "fec mode: how long a group that does not fill waits for its parity (default 5ms)")
 	bridgeRate := fs.Int64("bridge-rate", 0, "bridges: rate limit in bits per second (0: none)")
 	bridgeRates := fs.String("bridge-rates", "", "bridges: each one's rate limit, comma-separated, one a path, e.g. 50M,50M,20M (k, M, G: powers of 1000)")
 	rate := fs.Int("rate", 10000, "latency and delivery: datagrams per second")
@@ -59,7 +61,7 @@ func runBench(args []string, env Env) error {
 		return usageError{err}
 	}
 	cfg := bench.Config{
-		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, BridgeRate: *bridgeRate, Rate: *rate,
+		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, FECDepth: *fecDepth, FECFlush: *fecFlush, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),

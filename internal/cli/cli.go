@@ -291,6 +291,8 @@ func runClient(name string, args []string, env Env) error {
 	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
 	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance, adaptive or fec")
 	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group, 1 to 15 each (both directions)")
+	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
+	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -302,6 +304,9 @@ func runClient(name string, args []string, env Env) error {
 	shape, err := fec.ParseParams(*fecShape)
 	if err != nil {
 		return usageError{err}
+	}
+	if *fecDepth < 1 || *fecDepth > 15 {
+		return usagef("bad --fec-interleave %d: want 1 to 15", *fecDepth)
 	}
 	if *targetLoss <= 0 || *targetLoss >= 1 {
 		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", *targetLoss)
@@ -323,6 +328,8 @@ func runClient(name string, args []string, env Env) error {
 		Key:         key,
 		Cipher:      ciph,
 		FEC:         shape,
+		FECDepth:    *fecDepth,
+		FECFlush:    *fecFlush,
 		TargetLoss:  *targetLoss,
 		Reorder:     c.reorder,
 		MTU:         c.mtu,

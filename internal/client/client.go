@@ -43,6 +43,12 @@ type Config struct {
 	Mode   sched.Mode  // how datagrams are spread over the paths (redundant)
 	Cipher aead.Cipher // the transport cipher to insist on, or aead.Auto
 	FEC    fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
+	// FECDepth is how many fec groups are open at once, datagrams going to
+	// each in turn, in both directions (1 to 15; 0 or 1: one).
+	FECDepth int
+	// FECFlush is how long a group that does not fill waits before its
+	// parity is sent, in the client's direction (fec.DefaultFlushDelay).
+	FECFlush time.Duration
 	// TargetLoss is adaptive mode's target for the client's direction
 	// (0.001); the server's direction uses the default.
 	TargetLoss float64
@@ -174,6 +180,9 @@ func Listen(cfg Config) (*Client, error) {
 	var err error
 	if c.sched, err = sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss}); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
+	}
+	if cfg.FECDepth < 0 || cfg.FECDepth > 15 {
+		return nil, fmt.Errorf("client: fec depth %d: want 1 to 15", cfg.FECDepth)
 	}
 	if _, ok := cfg.FEC.Byte(); !ok && cfg.FEC != (fec.Params{}) {
 		return nil, fmt.Errorf("client: fec shape %d/%d: want 1 to 15 data and parity shards", cfg.FEC.Data, cfg.FEC.Parity)
@@ -469,7 +478,7 @@ func (c *Client) newFEC(st *session.State) error {
 	if p == (fec.Params{}) {
 		p = fec.DefaultParams()
 	}
-	tx, err := session.NewFECSender(p, 0)
+	tx, err := session.NewFECSender(p, c.cfg.FECFlush, c.cfg.FECDepth)
 	if err != nil {
 		return err
 	}
@@ -690,8 +699,9 @@ func (c *Client) handleResponse(pkt []byte) {
 }
 
 func (c *Client) handshake(now time.Time) {
-	shape, _ := c.cfg.FEC.Byte() // checked in Listen; 0 for the default
-	in, err := handshake.InitiateWith(c.cfg.Key, handshake.Hello{Mode: byte(c.cfg.Mode), Ciphers: c.cfg.Cipher.Offer(), FEC: shape}, now)
+	shape, _ := c.cfg.FEC.Byte()                                  // checked in Listen; 0 for the default
+	mode := byte(c.cfg.Mode) | byte(max(c.cfg.FECDepth, 1)&15)<<4 // the depth rides in the mode's high bits
+	in, err := handshake.InitiateWith(c.cfg.Key, handshake.Hello{Mode: mode, Ciphers: c.cfg.Cipher.Offer(), FEC: shape}, now)
 	if err != nil {
 		c.log.Error("handshake", "err", err)
 		return

@@ -20,6 +20,7 @@ type Encoder struct {
 	flushDelay time.Duration
 
 	group  uint32    // number of the open group
+	stride uint32    // what the group number grows by (1)
 	n      int       // datagrams in the open group
 	opened time.Time // when the open group got its first datagram
 
@@ -42,6 +43,7 @@ func NewEncoder(p Params, flushDelay time.Duration) (*Encoder, error) {
 	}
 	e := &Encoder{
 		p:          p,
+		stride:     1,
 		flushDelay: flushDelay,
 		data:       make([][]byte, p.Data),
 		parity:     make([][]byte, p.Parity),
@@ -57,6 +59,13 @@ func NewEncoder(p Params, flushDelay time.Duration) (*Encoder, error) {
 		}
 	}
 	return e, nil
+}
+
+// SetGroups makes the encoder number its groups first, first+stride,
+// first+2*stride and so on, so that several encoders can share one
+// receiver's group numbers (interleaving). Call it before the first Add.
+func (e *Encoder) SetGroups(first, stride uint32) {
+	e.group, e.stride = first, max(stride, 1)
 }
 
 // Params returns the shape of the encoder's groups.
@@ -130,7 +139,7 @@ func (e *Encoder) FlushDue(now time.Time) ([]Shard, error) {
 func (e *Encoder) close() ([]Shard, error) {
 	n, g := e.n, e.group
 	e.n = 0
-	e.group++
+	e.group += e.stride
 	if e.p.Parity == 0 {
 		return nil, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -656,5 +657,32 @@ func TestParamsByte(t *testing.T) {
 	}
 	if _, err := ParamsFromByte(0x80); err == nil {
 		t.Fatal("a shape with no parity was accepted")
+	}
+}
+
+// TestSetGroups: an encoder numbers its groups from first by stride, so
+// interleaved encoders never share a group number.
+func TestSetGroups(t *testing.T) {
+	e, err := NewEncoder(Params{Data: 2, Parity: 1}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetGroups(1, 3)
+	now := time.Now()
+	var groups []uint32
+	for i := range 6 {
+		s, parity, err := e.Add([]byte{byte(i)}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups = append(groups, s.Group)
+		for _, p := range parity {
+			if p.Group != s.Group {
+				t.Fatalf("parity of group %d in a data shard's group %d", p.Group, s.Group)
+			}
+		}
+	}
+	if want := []uint32{1, 1, 4, 4, 7, 7}; !slices.Equal(groups, want) {
+		t.Fatalf("groups %v, want %v", groups, want)
 	}
 }

@@ -406,7 +406,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		s.log.Error("session setup failed", "err", err)
 		return
 	}
-	sc, err := sched.New(sched.Mode(a.Mode), sched.Options{})
+	// The mode's high bits carry the fec mode's interleaving depth.
+	sc, err := sched.New(sched.Mode(a.Mode&0x0f), sched.Options{})
 	if err != nil {
 		s.cnt.HandshakeBad.Add(1)
 		s.warn.Warn("mode", "session refused: the client asks for a mode this server does not know", "mode", a.Mode, "from", from.String())
@@ -416,7 +417,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	if sc.Mode() == sched.FEC {
 		p, err := fec.ParamsFromByte(a.FEC)
 		if err == nil {
-			err = s.newFEC(ss, p)
+			err = s.newFEC(ss, p, int(a.Mode>>4))
 		}
 		if err != nil {
 			s.cnt.HandshakeBad.Add(1)
@@ -616,8 +617,8 @@ func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []ud
 
 // newFEC gives ss the fec mode's sender and receiver; its parity is flushed
 // by a timer when a group does not fill in time.
-func (s *Server) newFEC(ss *sess, p fec.Params) error {
-	tx, err := session.NewFECSender(p, 0)
+func (s *Server) newFEC(ss *sess, p fec.Params, depth int) error {
+	tx, err := session.NewFECSender(p, 0, depth)
 	if err != nil {
 		return err
 	}

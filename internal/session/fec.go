@@ -29,7 +29,8 @@ func FECFits(n, maxPlain int) bool { return fecOverhead+n+2 <= maxPlain }
 // FlushDue until they have sent Pkts and called Reset.
 type FECSender struct {
 	sync.Mutex
-	enc     *fec.Encoder
+	encs    []*fec.Encoder // interleaved: datagram i goes to encs[i%len]
+	turn    int
 	bufs    [][]byte // packet buffers, reused from batch to batch
 	scratch []byte   // flow and datagram, the encoder's input
 	nonce   Nonce
@@ -45,18 +46,35 @@ type FECSender struct {
 }
 
 // NewFECSender returns a sender for groups of shape p whose parity is due
-// flushDelay after a group's first datagram.
-func NewFECSender(p fec.Params, flushDelay time.Duration) (*FECSender, error) {
-	enc, err := fec.NewEncoder(p, flushDelay)
-	if err != nil {
-		return nil, err
+// flushDelay after a group's first datagram. With depth D above 1, D groups
+// are open at once and consecutive datagrams go to each in turn, so that a
+// burst of losses on one path is shared among D groups.
+func NewFECSender(p fec.Params, flushDelay time.Duration, depth int) (*FECSender, error) {
+	depth = max(depth, 1)
+	f := &FECSender{}
+	for j := range depth {
+		enc, err := fec.NewEncoder(p, flushDelay)
+		if err != nil {
+			return nil, err
+		}
+		enc.SetGroups(uint32(j), uint32(depth))
+		f.encs = append(f.encs, enc)
 	}
-	return &FECSender{enc: enc}, nil
+	return f, nil
 }
 
-// Deadline returns when the open group's parity is due, and false when no
-// group is open.
-func (f *FECSender) Deadline() (time.Time, bool) { return f.enc.Deadline() }
+// Deadline returns when the earliest open group's parity is due, and false
+// when no group is open.
+func (f *FECSender) Deadline() (time.Time, bool) {
+	var first time.Time
+	ok := false
+	for _, e := range f.encs {
+		if d, open := e.Deadline(); open && (!ok || d.Before(first)) {
+			first, ok = d, true
+		}
+	}
+	return first, ok
+}
 
 // SetFlush makes the sender call flush, in a goroutine of its own, when an
 // open group's parity falls due after Arm; flush takes the lock and calls
@@ -69,7 +87,7 @@ func (f *FECSender) SetFlush(flush func()) {
 // Arm sets the flush timer for the open group's deadline if it is not set
 // for it already. Call it with the lock held, after Add or FlushDue.
 func (f *FECSender) Arm(now time.Time) {
-	d, ok := f.enc.Deadline()
+	d, ok := f.Deadline()
 	if !ok || f.timer == nil || f.stopped || d.Equal(f.armed) {
 		return
 	}
@@ -103,7 +121,9 @@ func (f *FECSender) Reset() {
 // FECFits).
 func (f *FECSender) Add(st *State, flow uint32, datagram []byte, now time.Time) error {
 	f.scratch = append(binary.BigEndian.AppendUint32(f.scratch[:0], flow), datagram...)
-	s, parity, err := f.enc.Add(f.scratch, now)
+	enc := f.encs[f.turn]
+	f.turn = (f.turn + 1) % len(f.encs)
+	s, parity, err := enc.Add(f.scratch, now)
 	if err != nil {
 		return err
 	}
@@ -113,13 +133,18 @@ func (f *FECSender) Add(st *State, flow uint32, datagram []byte, now time.Time) 
 	return f.sealParity(st, parity)
 }
 
-// FlushDue seals the open group's parity if its flush delay has passed.
+// FlushDue seals the parity of the open groups whose flush delay has passed.
 func (f *FECSender) FlushDue(st *State, now time.Time) error {
-	parity, err := f.enc.FlushDue(now)
-	if err != nil {
-		return err
+	for _, e := range f.encs {
+		parity, err := e.FlushDue(now)
+		if err != nil {
+			return err
+		}
+		if err := f.sealParity(st, parity); err != nil {
+			return err
+		}
 	}
-	return f.sealParity(st, parity)
+	return nil
 }
 
 func (f *FECSender) sealParity(st *State, parity []fec.Shard) error {

@@ -17,7 +17,7 @@ import (
 func TestFEC(t *testing.T) {
 	a, b := pair(t)
 	b.FECRx = NewFECReceiver(fec.Limits{Groups: 4, History: 4})
-	tx, err := NewFECSender(fec.Params{Data: 4, Parity: 2}, time.Millisecond)
+	tx, err := NewFECSender(fec.Params{Data: 4, Parity: 2}, time.Millisecond, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestFEC(t *testing.T) {
 // dropped and counted.
 func TestFECNotNegotiated(t *testing.T) {
 	a, b := pair(t)
-	tx, err := NewFECSender(fec.DefaultParams(), 0)
+	tx, err := NewFECSender(fec.DefaultParams(), 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
