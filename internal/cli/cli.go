@@ -16,16 +16,19 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/conffile"
 	"github.com/mptunnel/mptunnel/internal/config"
 	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/prom"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/udpio"
@@ -92,7 +95,10 @@ const topUsage = `usage: mptunnel COMMAND [flags] [args]
 
 commands:
   server   [flags] PORT TARGET_HOST TARGET_PORT   run the server end (same as mpserver)
+  server   -c FILE [flags]                         ... with its options from a TOML file
   client   [flags] CONFIG                          run the client end (same as mpclient)
+  client   -c FILE [flags]                         ... with its options from a TOML file
+  check    -c FILE                                 check a TOML file without starting anything
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
   status   [--json] [--control PATH]               show sessions and paths of a running client or server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
@@ -119,6 +125,8 @@ func dispatch(prog string, args []string, env Env) error {
 		return runServer("mptunnel server", rest, env)
 	case "client":
 		return runClient("mptunnel client", rest, env)
+	case "check":
+		return runCheck(rest, env)
 	case "bridge":
 		return runBridge(rest, env)
 	case "status":
@@ -158,6 +166,44 @@ type common struct {
 	cipher   string
 	reorder  time.Duration
 	io       udpio.Options
+	logFmt   string
+	metrics  string
+	file     string // -c: the TOML file
+	level    slog.LevelVar
+}
+
+// fromFile sets *dst to the file's value v unless the flag was given on the
+// command line or the file leaves the key out (the zero value).
+func fromFile[T comparable](dst *T, flagSet bool, v T) {
+	var zero T
+	if !flagSet && v != zero {
+		*dst = v
+	}
+}
+
+// applyFile takes the common options the command line did not set from f.
+func (c *common) applyFile(set map[string]bool, f conffile.Common) {
+	fromFile(&c.keyFile, set["key-file"], f.KeyFile)
+	fromFile(&c.mtu, set["mtu"], f.MTU)
+	fromFile(&c.window, set["window"], f.Window)
+	fromFile(&c.maxFlows, set["max-flows"], f.MaxFlows)
+	fromFile(&c.flowTO, set["flow-timeout"], f.FlowTimeout.D())
+	fromFile(&c.logLevel, set["log-level"], f.Log.Level)
+	fromFile(&c.logFmt, set["log-format"], f.Log.Format)
+	fromFile(&c.control, set["control"], f.Control)
+	fromFile(&c.cipher, set["cipher"], f.Cipher)
+	fromFile(&c.reorder, set["reorder"], f.Reorder.D())
+	fromFile(&c.metrics, set["metrics"], f.Metrics)
+	fromFile(&c.io.NoGSO, set["no-gso"], f.IO.NoGSO)
+	fromFile(&c.io.NoGRO, set["no-gro"], f.IO.NoGRO)
+	fromFile(&c.io.NoBatch, set["no-batch"], f.IO.NoBatch)
+}
+
+// visited returns the names of the flags given on the command line.
+func visited(fs *flag.FlagSet) map[string]bool {
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -167,6 +213,9 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
 	fs.DurationVar(&c.flowTO, "flow-timeout", 60*time.Second, "free a flow idle this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFmt, "log-format", "text", "text or json")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9150 (/metrics; default: none)")
+	fs.StringVar(&c.file, "c", "", "read options from this TOML file (docs/CONFIG.md); flags given override it")
 	fs.BoolVar(&c.io.NoGSO, "no-gso", false, "never send with UDP segmentation offload")
 	fs.BoolVar(&c.io.NoGRO, "no-gro", false, "never receive with UDP generic receive offload")
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
@@ -215,7 +264,15 @@ func (c *common) logger(env Env) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, usagef("bad --log-level %q: want debug, info, warn or error", c.logLevel)
 	}
-	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: lv})), nil
+	c.level.Set(lv)
+	opts := &slog.HandlerOptions{Level: &c.level}
+	switch c.logFmt {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(env.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(env.Stderr, opts)), nil
+	}
+	return nil, usagef("bad --log-format %q: want text or json", c.logFmt)
 }
 
 func newFlagSet(name string, env Env, usage string) *flag.FlagSet {
@@ -239,7 +296,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 func runServer(name string, args []string, env Env) error {
-	fs := newFlagSet(name, env, "[flags] PORT TARGET_HOST TARGET_PORT")
+	fs := newFlagSet(name, env, "[flags] PORT TARGET_HOST TARGET_PORT\n       "+name+" -c FILE [flags] [PORT TARGET_HOST TARGET_PORT]")
 	var c common
 	c.register(fs)
 	maxSessions := fs.Int("max-sessions", 1024, "concurrent sessions")
@@ -247,25 +304,45 @@ func runServer(name string, args []string, env Env) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 3 {
+	var listen, target string
+	if c.file != "" {
+		f, err := conffile.LoadServer(c.file)
+		if err != nil {
+			return usageError{err}
+		}
+		set := visited(fs)
+		c.applyFile(set, f.Common)
+		fromFile(maxSessions, set["max-sessions"], f.MaxSessions)
+		fromFile(sessTO, set["session-timeout"], f.SessionTimeout.D())
+		listen, target = f.Listen, f.Target
+	}
+	switch {
+	case fs.NArg() == 3:
+		port, err := parsePort(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		tport, err := parsePort(fs.Arg(2))
+		if err != nil {
+			return err
+		}
+		listen = net.JoinHostPort("", strconv.Itoa(port))
+		target = net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport))
+	case fs.NArg() == 0 && c.file != "":
+		if listen == "" || target == "" {
+			return usagef("%s: the file needs listen and target (or give PORT TARGET_HOST TARGET_PORT)", c.file)
+		}
+	default:
 		fs.Usage()
 		return usagef("expected PORT TARGET_HOST TARGET_PORT, got %d arguments", fs.NArg())
-	}
-	port, err := parsePort(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	tport, err := parsePort(fs.Arg(2))
-	if err != nil {
-		return err
 	}
 	key, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
 	srv, err := server.Listen(server.Config{
-		Listen:         net.JoinHostPort("", strconv.Itoa(port)),
-		Target:         net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport)),
+		Listen:         listen,
+		Target:         target,
 		Key:            key,
 		Cipher:         ciph,
 		Reorder:        c.reorder,
@@ -281,11 +358,11 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	return serveWithControl(env, c.control, "server", srv.Serve, srv.Status)
+	return c.serve(env, "server", srv.Serve, srv.Status, nil)
 }
 
 func runClient(name string, args []string, env Env) error {
-	fs := newFlagSet(name, env, "[flags] CONFIG")
+	fs := newFlagSet(name, env, "[flags] CONFIG\n       "+name+" -c FILE [flags] [CONFIG]")
 	var c common
 	c.register(fs)
 	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
@@ -296,6 +373,22 @@ func runClient(name string, args []string, env Env) error {
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var paths []client.PathConfig
+	if c.file != "" {
+		f, err := conffile.LoadClient(c.file)
+		if err != nil {
+			return usageError{err}
+		}
+		set := visited(fs)
+		c.applyFile(set, f.Common)
+		fromFile(listen, set["listen"], f.Listen)
+		fromFile(modeName, set["mode"], f.Mode)
+		fromFile(fecShape, set["fec"], f.FEC.Shape)
+		fromFile(fecDepth, set["fec-interleave"], f.FEC.Interleave)
+		fromFile(fecFlush, set["fec-flush"], f.FEC.Flush.D())
+		fromFile(targetLoss, set["target-loss"], f.TargetLoss)
+		paths = filePaths(f.Paths)
 	}
 	mode, err := sched.ParseMode(*modeName)
 	if err != nil {
@@ -311,13 +404,24 @@ func runClient(name string, args []string, env Env) error {
 	if *targetLoss <= 0 || *targetLoss >= 1 {
 		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", *targetLoss)
 	}
-	if fs.NArg() != 1 {
+	switch {
+	case fs.NArg() == 1:
+		// The original HOST PORT file; it replaces the TOML file's paths.
+		pl, err := config.LoadPaths(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		paths = paths[:0]
+		for _, p := range pl {
+			paths = append(paths, client.PathConfig{Remote: p.Address(), Dev: p.Dev, From: p.From})
+		}
+	case fs.NArg() == 0 && c.file != "":
+		if len(paths) == 0 {
+			return usagef("%s: no paths; add a [[path]] with remote = \"host:port\"", c.file)
+		}
+	default:
 		fs.Usage()
 		return usagef("expected one CONFIG file of HOST PORT lines, got %d arguments", fs.NArg())
-	}
-	paths, err := config.LoadPaths(fs.Arg(0))
-	if err != nil {
-		return err
 	}
 	key, ciph, log, err := c.setup(env)
 	if err != nil {
@@ -325,6 +429,7 @@ func runClient(name string, args []string, env Env) error {
 	}
 	cfg := client.Config{
 		Listen:      *listen,
+		Paths:       paths,
 		Key:         key,
 		Cipher:      ciph,
 		FEC:         shape,
@@ -340,15 +445,21 @@ func runClient(name string, args []string, env Env) error {
 		Net:         udpio.OS{Options: c.io},
 		Logger:      log,
 	}
-	for _, p := range paths {
-		cfg.Paths = append(cfg.Paths, client.PathConfig{Remote: p.Address(), Dev: p.Dev, From: p.From})
-	}
 	cl, err := client.Listen(cfg)
 	if err != nil {
 		return err
 	}
 	log.Info("client listening", "addr", cl.Addr().String(), "paths", len(cfg.Paths))
-	return serveWithControl(env, c.control, "client", cl.Serve, cl.Status)
+	return c.serve(env, "client", cl.Serve, cl.Status, nil)
+}
+
+// filePaths turns a TOML file's paths into the client's.
+func filePaths(ps []conffile.Path) []client.PathConfig {
+	var out []client.PathConfig
+	for _, p := range ps {
+		out = append(out, client.PathConfig{Remote: p.Remote, Dev: p.Dev, From: p.From, Priority: p.Priority})
+	}
+	return out
 }
 
 func runBridge(args []string, env Env) error {
@@ -380,30 +491,73 @@ func parsePort(s string) (int, error) {
 	return p, nil
 }
 
-// serveWithControl runs a role until the context ends, serving its status on
-// the control socket (unless path is "none") for as long as it runs.
-func serveWithControl(env Env, path, role string, serve func(context.Context) error, status func(string, time.Time) control.Status) error {
-	if path == "none" {
-		return serve(env.Context)
-	}
-	if path == "" {
-		path = control.DefaultPath(role, env.Getenv, os.Getuid())
-	}
-	ctl, err := control.Listen(path)
-	if err != nil {
-		return fmt.Errorf("status socket: %w (give each daemon its own --control PATH, or --control none)", err)
-	}
+// serve runs a daemon with its status socket, its metrics endpoint when one
+// is asked for, and, when reload is set, a reload on each SIGHUP.
+func (c *common) serve(env Env, role string, serve func(context.Context) error, status func(string, time.Time) control.Status, reload func(*slog.Logger)) error {
 	started := time.Now()
+	snapshot := func() control.Status { return status(Version, started) }
 	ctx, cancel := context.WithCancel(env.Context)
 	defer cancel()
-	ctlDone := make(chan error, 1)
-	go func() {
-		ctlDone <- ctl.Serve(ctx, func() control.Status { return status(Version, started) })
-	}()
-	err = serve(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // before wg.Wait: every helper below stops on ctx
+	helperErr := make(chan error, 2)
+
+	if c.control != "none" {
+		path := c.control
+		if path == "" {
+			path = control.DefaultPath(role, env.Getenv, os.Getuid())
+		}
+		ctl, err := control.Listen(path)
+		if err != nil {
+			return fmt.Errorf("status socket: %w (give each daemon its own --control PATH, or --control none)", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ctl.Serve(ctx, snapshot); err != nil {
+				helperErr <- fmt.Errorf("status socket: %w", err)
+			}
+		}()
+	}
+	if c.metrics != "" {
+		ln, err := net.Listen("tcp", c.metrics)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := prom.Serve(ctx, ln, snapshot); err != nil {
+				helperErr <- err
+			}
+		}()
+	}
+	if reload != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					reload(nil)
+				}
+			}
+		}()
+	}
+	err := serve(ctx)
 	cancel()
-	if cerr := <-ctlDone; err == nil && cerr != nil {
-		err = fmt.Errorf("status socket: %w", cerr)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-helperErr:
+		default:
+		}
 	}
 	return err
 }
@@ -447,4 +601,42 @@ func runStatus(args []string, env Env) error {
 func withPktInfo(o udpio.Options) udpio.Options {
 	o.PktInfo = true
 	return o
+}
+
+// runCheck reads a TOML file as a client's or a server's and reports the
+// first problem, without starting anything.
+func runCheck(args []string, env Env) error {
+	fs := newFlagSet("mptunnel check", env, "-c FILE [--role client|server]")
+	file := fs.String("c", "", "the TOML file to check")
+	role := fs.String("role", "", "client or server (default: server when the file has a target, else client)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("check takes -c FILE and no arguments")
+	}
+	if *role == "" {
+		r, err := conffile.Role(*file)
+		if err != nil {
+			return usageError{err}
+		}
+		*role = r
+	}
+	switch *role {
+	case "client":
+		c, err := conffile.LoadClient(*file)
+		if err != nil {
+			return usageError{err}
+		}
+		fmt.Fprintf(env.Stdout, "%s: a valid client configuration with %d paths\n", *file, len(c.Paths))
+	case "server":
+		if _, err := conffile.LoadServer(*file); err != nil {
+			return usageError{err}
+		}
+		fmt.Fprintf(env.Stdout, "%s: a valid server configuration\n", *file)
+	default:
+		return usagef("bad --role %q: want client or server", *role)
+	}
+	return nil
 }

@@ -173,3 +173,65 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("second daemon on one socket: exit %d: %s", r.code, r.stderr)
 	}
 }
+
+// TestConfigFile: both ends run from TOML files; flags given override the
+// file; bad files are exit 2 naming the file, line and key; check validates.
+func TestConfigFile(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	kf := writeFile(t, "key", k.String()+"\n")
+	busy, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ctl := filepath.Join(t.TempDir(), "ctl.sock")
+	srvFile := writeFile(t, "server.toml", "listen = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\nkey_file = \""+kf+"\"\ncontrol = \""+ctl+"\"\n[log]\nlevel = \"error\"\nformat = \"json\"\n")
+	cliFile := writeFile(t, "client.toml", "listen = \""+busy.LocalAddr().String()+"\"\nkey_file = \""+kf+"\"\ncontrol = \"none\"\nmode = \"fec\"\n[fec]\nshape = \"10/4\"\n[log]\nlevel = \"error\"\n[[path]]\nremote = \"127.0.0.1:9\"\npriority = 2\n")
+	run := func(args ...string) result {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return runCLI(t, ctx, nil, "mptunnel", args...)
+	}
+	if r := run("server", "-c", srvFile); r.code != 0 {
+		t.Fatalf("server -c: exit %d: %s", r.code, r.stderr)
+	}
+	// The file's listen address is taken: the daemon fails, naming it...
+	if r := run("client", "-c", cliFile); r.code != 1 || !strings.Contains(r.stderr, busy.LocalAddr().String()) {
+		t.Fatalf("client -c with a busy listen address: exit %d: %s", r.code, r.stderr)
+	}
+	// ...and the flag overrides it.
+	if r := run("client", "-c", cliFile, "--listen", "127.0.0.1:0"); r.code != 0 {
+		t.Fatalf("client -c --listen: exit %d: %s", r.code, r.stderr)
+	}
+	// The original HOST PORT file replaces the TOML file's paths.
+	if r := run("client", "-c", cliFile, "--listen", "127.0.0.1:0", writeFile(t, "p.conf", "127.0.0.1 9\n")); r.code != 0 {
+		t.Fatalf("client -c FILE CONFIG: exit %d: %s", r.code, r.stderr)
+	}
+	bad := writeFile(t, "bad.toml", "listen = \"127.0.0.1:0\"\n[log]\nlevel = \"loud\"\n")
+	if r := run("client", "-c", bad); r.code != 2 || !strings.Contains(r.stderr, "bad.toml:3: log.level") {
+		t.Fatalf("bad file: exit %d: %s", r.code, r.stderr)
+	}
+	if r := run("server", "-c", writeFile(t, "s.toml", "listen = \":0\"\n")); r.code != 2 || !strings.Contains(r.stderr, "listen and target") {
+		t.Fatalf("server file without target: exit %d: %s", r.code, r.stderr)
+	}
+	for _, c := range []struct {
+		file string
+		code int
+		want string
+	}{
+		{cliFile, 0, "valid client configuration with 1 paths"},
+		{srvFile, 0, "valid server configuration"},
+		{bad, 2, "bad.toml:3: log.level"},
+		{writeFile(t, "typo.toml", "target = \"a:1\"\nmax_session = 3\n"), 2, "typo.toml:2: max_session: unknown key"},
+	} {
+		r := run("check", "-c", c.file)
+		if r.code != c.code || !strings.Contains(r.stdout+r.stderr, c.want) {
+			t.Errorf("check %s: exit %d, %q %q; want %d and %q", c.file, r.code, r.stdout, r.stderr, c.code, c.want)
+		}
+	}
+	for _, ex := range []string{"../../examples/client.toml", "../../examples/server.toml"} {
+		if r := run("check", "-c", ex); r.code != 0 {
+			t.Errorf("check %s: exit %d: %s", ex, r.code, r.stderr)
+		}
+	}
+}

@@ -33,6 +33,9 @@ type PathConfig struct {
 	Remote string // host:port of a bridge or of the server itself
 	Dev    string // optional local interface
 	From   string // optional local source address
+	// Priority orders paths in failover mode: lower first; ties keep the
+	// order of the list.
+	Priority int
 }
 
 // Config configures a Client. Zero fields take the defaults given.
@@ -355,6 +358,7 @@ func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg 
 	now := time.Now()
 	for i, p := range c.paths {
 		c.spaths[i] = sched.FromStats(p.Stats(), p.Suspect(now))
+		c.spaths[i].Priority = p.cfg.Priority
 	}
 	if all {
 		c.per = sched.SpreadAll(c.spaths, len(pkts), c.per)

@@ -1,0 +1,363 @@
+// Package conffile reads mptunnel's TOML configuration files: one file per
+// daemon, a client's or a server's, every option of the command line under
+// the same name (docs/CONFIG.md). Unknown keys and bad values are errors that
+// name the file, the line and the key. Values are checked here as far as
+// they can be without the network; host names are not resolved.
+package conffile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	toml "github.com/pelletier/go-toml/v2"
+
+	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/fec"
+	"github.com/mptunnel/mptunnel/internal/sched"
+)
+
+// MaxSize is the largest configuration file read.
+const MaxSize = 1 << 20
+
+// Duration is a TOML string such as "1.5s" or "250ms".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"5s\" or \"250ms\": %w", err)
+	}
+	if v < 0 {
+		return errors.New("a duration must not be negative")
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Common holds the options both daemons have. Zero values mean the
+// defaults of the command line.
+type Common struct {
+	KeyFile     string   `toml:"key_file"`
+	Cipher      string   `toml:"cipher"`
+	MTU         int      `toml:"mtu"`
+	Window      int      `toml:"window"`
+	MaxFlows    int      `toml:"max_flows"`
+	FlowTimeout Duration `toml:"flow_timeout"`
+	Reorder     Duration `toml:"reorder"`
+	Control     string   `toml:"control"`
+	Metrics     string   `toml:"metrics"`
+	Log         Log      `toml:"log"`
+	IO          IO       `toml:"io"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// IO is the [io] table: kernel offloads, all on unless turned off.
+type IO struct {
+	NoGSO   bool `toml:"no_gso"`
+	NoGRO   bool `toml:"no_gro"`
+	NoBatch bool `toml:"no_batch"`
+}
+
+// Client is a client's file.
+type Client struct {
+	Common
+	Listen     string  `toml:"listen"`
+	Mode       string  `toml:"mode"`
+	TargetLoss float64 `toml:"target_loss"`
+	FEC        FEC     `toml:"fec"`
+	Paths      []Path  `toml:"path"`
+}
+
+// FEC is the client's [fec] table.
+type FEC struct {
+	Shape      string   `toml:"shape"` // K/M
+	Interleave int      `toml:"interleave"`
+	Flush      Duration `toml:"flush"`
+}
+
+// Path is one [[path]] of a client.
+type Path struct {
+	Remote   string `toml:"remote"`   // host:port
+	Dev      string `toml:"dev"`      // interface to bind to
+	From     string `toml:"from"`     // local source address
+	Priority int    `toml:"priority"` // failover order: lower first
+}
+
+// Server is a server's file.
+type Server struct {
+	Common
+	Listen         string   `toml:"listen"`
+	Target         string   `toml:"target"`
+	MaxSessions    int      `toml:"max_sessions"`
+	SessionTimeout Duration `toml:"session_timeout"`
+}
+
+// Error is a problem with a file, at a line when known.
+type Error struct {
+	File string
+	Line int    // 0 when the problem is not at one line
+	Key  string // the key, dotted, when known
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// LoadClient reads and checks a client's file.
+func LoadClient(file string) (Client, error) {
+	var c Client
+	lines, err := decode(file, &c)
+	if err != nil {
+		return c, err
+	}
+	return c, c.check(file, lines)
+}
+
+// LoadServer reads and checks a server's file.
+func LoadServer(file string) (Server, error) {
+	var s Server
+	lines, err := decode(file, &s)
+	if err != nil {
+		return s, err
+	}
+	return s, s.check(file, lines)
+}
+
+// decode reads file strictly into v and returns the line each top-level key
+// and table starts on, for errors found after decoding.
+func decode(file string, v any) (map[string]int, error) {
+	b, err := readFile(file)
+	if err != nil {
+		return nil, err
+	}
+	d := toml.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, _ := de.Position()
+			msg := strings.TrimPrefix(de.Error(), "toml: ")
+			if msg == "unknown field" {
+				msg = "unknown key (docs/CONFIG.md lists them)"
+			}
+			return nil, &Error{File: file, Line: row, Key: strings.Join(de.Key(), "."), Msg: msg}
+		}
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	return keyLines(b), nil
+}
+
+func readFile(file string) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", file, err)
+	}
+	if len(b) > MaxSize {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxSize)}
+	}
+	return b, nil
+}
+
+// keyLines finds, roughly, the line each key of the file starts on: "key ="
+// at the start of a line, keyed by the table it is in ("fec.shape",
+// "path.2.remote" for the third [[path]]). Good enough to point at a value
+// the decoder accepted but the checks refuse.
+func keyLines(b []byte) map[string]int {
+	m := make(map[string]int)
+	table := ""
+	count := map[string]int{}
+	for i, line := range strings.Split(string(b), "\n") {
+		l := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(l, "[["):
+			name := strings.TrimSpace(strings.Trim(l, "[] \t"))
+			table = fmt.Sprintf("%s.%d", name, count[name])
+			count[name]++
+			m[table] = i + 1
+		case strings.HasPrefix(l, "["):
+			table = strings.TrimSpace(strings.Trim(l, "[] \t"))
+			m[table] = i + 1
+		default:
+			if k, _, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") {
+				k = strings.TrimSpace(k)
+				if table != "" {
+					k = table + "." + k
+				}
+				if _, seen := m[k]; !seen {
+					m[k] = i + 1
+				}
+			}
+		}
+	}
+	return m
+}
+
+// checker collects the first error of a file's checks.
+type checker struct {
+	file  string
+	lines map[string]int
+	err   error
+}
+
+func (c *checker) fail(key, format string, a ...any) {
+	if c.err == nil {
+		c.err = &Error{File: c.file, Line: c.lines[key], Key: key, Msg: fmt.Sprintf(format, a...)}
+	}
+}
+
+func (c *Common) check(k *checker) {
+	if c.Cipher != "" {
+		if _, err := aead.Parse(c.Cipher); err != nil {
+			k.fail("cipher", "%v", err)
+		}
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		k.fail("mtu", "%d: want 576 to 65535", c.MTU)
+	}
+	if c.Window < 0 || c.Window > 1<<20 {
+		k.fail("window", "%d: want 0 (the default) to %d", c.Window, 1<<20)
+	}
+	if c.MaxFlows < 0 || c.MaxFlows > 65536 {
+		k.fail("max_flows", "%d: want 1 to 65536", c.MaxFlows)
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		k.fail("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		k.fail("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if c.Metrics != "" {
+		if _, err := netip.ParseAddrPort(c.Metrics); err != nil && !strings.HasPrefix(c.Metrics, ":") {
+			k.fail("metrics", "%q: want an address and port such as \"127.0.0.1:9150\" or \":9150\"", c.Metrics)
+		}
+	}
+}
+
+func (c *Client) check(file string, lines map[string]int) error {
+	k := &checker{file: file, lines: lines}
+	c.Common.check(k)
+	if c.Mode != "" {
+		if _, err := sched.ParseMode(c.Mode); err != nil {
+			k.fail("mode", "%v", err)
+		}
+	}
+	if c.TargetLoss != 0 && (c.TargetLoss <= 0 || c.TargetLoss >= 1) {
+		k.fail("target_loss", "%v: want a fraction between 0 and 1, such as 0.001", c.TargetLoss)
+	}
+	if c.FEC.Shape != "" {
+		if _, err := fec.ParseParams(c.FEC.Shape); err != nil {
+			k.fail("fec.shape", "%v", err)
+		}
+	}
+	if c.FEC.Interleave < 0 || c.FEC.Interleave > 15 {
+		k.fail("fec.interleave", "%d: want 1 to 15", c.FEC.Interleave)
+	}
+	if len(c.Paths) > 64 {
+		k.fail("path", "%d paths: at most 64", len(c.Paths))
+	}
+	for i, p := range c.Paths {
+		key := fmt.Sprintf("path.%d", i)
+		if p.Remote == "" {
+			k.fail(key, "a [[path]] needs remote = \"host:port\"")
+			continue
+		}
+		if _, port, ok := cutPort(p.Remote); !ok || port == "" {
+			k.fail(key+".remote", "%q: want host:port (IPv6 in brackets)", p.Remote)
+		}
+		if p.From != "" {
+			if _, err := netip.ParseAddr(p.From); err != nil {
+				k.fail(key+".from", "%q: want an IP address", p.From)
+			}
+		}
+	}
+	return k.err
+}
+
+func (s *Server) check(file string, lines map[string]int) error {
+	k := &checker{file: file, lines: lines}
+	s.Common.check(k)
+	if s.Target != "" {
+		if _, port, ok := cutPort(s.Target); !ok || port == "" {
+			k.fail("target", "%q: want host:port (IPv6 in brackets)", s.Target)
+		}
+	}
+	if s.MaxSessions < 0 || s.MaxSessions > 1<<20 {
+		k.fail("max_sessions", "%d: want 1 to %d", s.MaxSessions, 1<<20)
+	}
+	return k.err
+}
+
+// cutPort splits host:port, brackets allowed around an IPv6 host.
+func cutPort(s string) (host, port string, ok bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return "", "", false
+	}
+	host, port = s[:i], s[i+1:]
+	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
+		return "", "", false
+	}
+	for _, r := range port {
+		if r < '0' || r > '9' {
+			return "", "", false
+		}
+	}
+	return host, port, port != ""
+}
+
+// Role guesses whose file this is: "server" when it sets a target, else
+// "client".
+func Role(file string) (string, error) {
+	b, err := readFile(file)
+	if err != nil {
+		return "", err
+	}
+	var m map[string]any
+	if err := toml.Unmarshal(b, &m); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, _ := de.Position()
+			return "", &Error{File: file, Line: row, Msg: strings.TrimPrefix(de.Error(), "toml: ")}
+		}
+		return "", &Error{File: file, Msg: err.Error()}
+	}
+	if _, ok := m["target"]; ok {
+		return "server", nil
+	}
+	return "client", nil
+}

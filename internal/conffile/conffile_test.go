@@ -1,0 +1,119 @@
+package conffile
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, text string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "mptunnel.toml")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestExamples(t *testing.T) {
+	c, err := LoadClient("../../examples/client.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:3000" || c.Mode != "redundant" || len(c.Paths) != 3 || c.Paths[2].Dev != "wwan0" ||
+		c.Paths[2].Priority != 1 || c.FEC.Flush.D() != 5*time.Millisecond || c.Log.Format != "text" {
+		t.Fatalf("client example read as %+v", c)
+	}
+	s, err := LoadServer("../../examples/server.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Listen != ":2000" || s.Target != "127.0.0.1:1194" || s.KeyFile == "" {
+		t.Fatalf("server example read as %+v", s)
+	}
+}
+
+// TestBadFiles: every kind of mistake is an error naming the file, the line
+// and the key.
+func TestBadFiles(t *testing.T) {
+	cases := []struct {
+		name, text, want string
+		server           bool
+	}{
+		{"unknown key", "listen = \"a:1\"\nlisten_addr = 2\n", ":2: listen_addr: unknown key", false},
+		{"unknown key in a table", "[log]\nlevel = \"info\"\ncolour = true\n", ":3: log.colour: unknown key", false},
+		{"unknown key in a path", "[[path]]\nremote = \"a:1\"\nport = 2\n", ":3: path.port: unknown key", false},
+		{"wrong type", "mtu = \"big\"\n", ":1: mtu: cannot decode", false},
+		{"bad duration", "flow_timeout = \"5 minutes\"\n", ":1: flow_timeout: ", false},
+		{"negative duration", "reorder = \"-1s\"\n", ":1: reorder: ", false},
+		{"bad mode", "mode = \"fastest\"\n", ":1: mode: unknown mode", false},
+		{"bad cipher", "\ncipher = \"xor\"\n", ":2: cipher: unknown cipher", false},
+		{"bad fec shape", "[fec]\nshape = \"8\"\n", ":2: fec.shape: ", false},
+		{"bad log level", "[log]\nlevel = \"loud\"\n", ":2: log.level: ", false},
+		{"bad log format", "[log]\n\nformat = \"xml\"\n", ":3: log.format: ", false},
+		{"path without remote", "[[path]]\ndev = \"eth0\"\n", ":1: path.0: a [[path]] needs remote", false},
+		{"path without port", "[[path]]\nremote = \"a:1\"\n[[path]]\nremote = \"host\"\n", ":4: path.1.remote: ", false},
+		{"bad from", "[[path]]\nremote = \"a:1\"\nfrom = \"eth0\"\n", ":3: path.0.from: ", false},
+		{"mtu too small", "mtu = 100\n", ":1: mtu: 100", false},
+		{"target loss", "target_loss = 2.0\n", ":1: target_loss: ", false},
+		{"syntax", "listen = \n", ":1: ", false},
+		{"server target", "target = \"nowhere\"\n", ":1: target: ", true},
+		{"server client key", "mode = \"fec\"\n", ":1: mode: unknown key", true},
+		{"server bad metrics", "\n\nmetrics = \"localhost\"\n", ":3: metrics: ", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := write(t, tc.text)
+			var err error
+			if tc.server {
+				_, err = LoadServer(f)
+			} else {
+				_, err = LoadClient(f)
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("%q: got %v, want a file error", tc.text, err)
+			}
+			if !strings.HasPrefix(err.Error(), f) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%q: error %q, want it to name %s and contain %q", tc.text, err, f, tc.want)
+			}
+		})
+	}
+	if _, err := LoadClient(filepath.Join(t.TempDir(), "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
+		t.Fatalf("missing file: %v", err)
+	}
+	big := write(t, "# "+strings.Repeat("x", MaxSize)+"\n")
+	if _, err := LoadClient(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("huge file: %v", err)
+	}
+}
+
+func FuzzLoadClient(f *testing.F) {
+	b, err := os.ReadFile("../../examples/client.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(b))
+	f.Add("[[path]]\nremote = \"[::1]:4000\"\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		file := filepath.Join(t.TempDir(), "c.toml")
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadClient(file)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), file) {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		for _, p := range c.Paths {
+			if p.Remote == "" {
+				t.Fatal("a path without remote was accepted")
+			}
+		}
+	})
+}
