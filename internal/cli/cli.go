@@ -305,12 +305,14 @@ func runServer(name string, args []string, env Env) error {
 		return err
 	}
 	var listen, target string
+	var file conffile.Server
+	set := visited(fs)
 	if c.file != "" {
 		f, err := conffile.LoadServer(c.file)
 		if err != nil {
 			return usageError{err}
 		}
-		set := visited(fs)
+		file = f
 		c.applyFile(set, f.Common)
 		fromFile(maxSessions, set["max-sessions"], f.MaxSessions)
 		fromFile(sessTO, set["session-timeout"], f.SessionTimeout.D())
@@ -358,7 +360,54 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	return c.serve(env, "server", srv.Serve, srv.Status, nil)
+	var reload func()
+	if c.file != "" {
+		reload = func() {
+			if err := c.reloadServer(&file, set, log); err != nil {
+				log.Error("reload refused; nothing changed", "err", err)
+			}
+		}
+	}
+	return c.serve(env, "server", srv.Serve, srv.Status, reload)
+}
+
+// reloadServer applies a changed log level to a running server; any other
+// change is refused whole.
+func (c *common) reloadServer(file *conffile.Server, set map[string]bool, log *slog.Logger) error {
+	next, err := conffile.LoadServer(c.file)
+	if err != nil {
+		return err
+	}
+	var other []string
+	for _, k := range conffile.Changed(*file, next) {
+		if k != "log.level" {
+			other = append(other, k)
+		}
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%s: %s cannot change while running; restart to apply", c.file, strings.Join(other, ", "))
+	}
+	lv, err := c.levelFor(next.Log.Level, set)
+	if err != nil {
+		return err
+	}
+	c.level.Set(lv)
+	*file = next
+	log.Info("configuration reloaded", "log_level", lv.String())
+	return nil
+}
+
+// levelFor is the log level a reloaded file asks for, unless the command
+// line set one.
+func (c *common) levelFor(level string, set map[string]bool) (slog.Level, error) {
+	if level == "" || set["log-level"] {
+		level = c.logLevel
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return lv, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return lv, nil
 }
 
 func runClient(name string, args []string, env Env) error {
@@ -375,12 +424,14 @@ func runClient(name string, args []string, env Env) error {
 		return err
 	}
 	var paths []client.PathConfig
+	var file conffile.Client
+	set := visited(fs)
 	if c.file != "" {
 		f, err := conffile.LoadClient(c.file)
 		if err != nil {
 			return usageError{err}
 		}
-		set := visited(fs)
+		file = f
 		c.applyFile(set, f.Common)
 		fromFile(listen, set["listen"], f.Listen)
 		fromFile(modeName, set["mode"], f.Mode)
@@ -450,7 +501,62 @@ func runClient(name string, args []string, env Env) error {
 		return err
 	}
 	log.Info("client listening", "addr", cl.Addr().String(), "paths", len(cfg.Paths))
-	return c.serve(env, "client", cl.Serve, cl.Status, nil)
+	hostPort := ""
+	if fs.NArg() == 1 {
+		hostPort = fs.Arg(0)
+	}
+	reload := func() {
+		if err := c.reloadClient(cl, &file, hostPort, set, log); err != nil {
+			log.Error("reload refused; nothing changed", "err", err)
+		}
+	}
+	return c.serve(env, "client", cl.Serve, cl.Status, reload)
+}
+
+// reloadClient applies a changed configuration to a running client: the
+// paths (from the HOST PORT file when one was given, else from the TOML
+// file) and the log level. Any other change is refused whole, as is a path
+// list that does not open.
+func (c *common) reloadClient(cl *client.Client, file *conffile.Client, hostPort string, set map[string]bool, log *slog.Logger) error {
+	var next conffile.Client
+	if c.file != "" {
+		f, err := conffile.LoadClient(c.file)
+		if err != nil {
+			return err
+		}
+		next = f
+		var other []string
+		for _, k := range conffile.Changed(*file, next) {
+			if k != "path" && k != "log.level" {
+				other = append(other, k)
+			}
+		}
+		if len(other) > 0 {
+			return fmt.Errorf("%s: %s cannot change while running; restart to apply", c.file, strings.Join(other, ", "))
+		}
+	}
+	paths := filePaths(next.Paths)
+	if hostPort != "" {
+		pl, err := config.LoadPaths(hostPort)
+		if err != nil {
+			return err
+		}
+		paths = nil
+		for _, p := range pl {
+			paths = append(paths, client.PathConfig{Remote: p.Address(), Dev: p.Dev, From: p.From})
+		}
+	}
+	lv, err := c.levelFor(next.Log.Level, set)
+	if err != nil {
+		return err
+	}
+	if err := cl.SetPaths(paths); err != nil {
+		return err
+	}
+	c.level.Set(lv)
+	*file = next
+	log.Info("configuration reloaded", "paths", len(paths), "log_level", lv.String())
+	return nil
 }
 
 // filePaths turns a TOML file's paths into the client's.
@@ -493,7 +599,7 @@ func parsePort(s string) (int, error) {
 
 // serve runs a daemon with its status socket, its metrics endpoint when one
 // is asked for, and, when reload is set, a reload on each SIGHUP.
-func (c *common) serve(env Env, role string, serve func(context.Context) error, status func(string, time.Time) control.Status, reload func(*slog.Logger)) error {
+func (c *common) serve(env Env, role string, serve func(context.Context) error, status func(string, time.Time) control.Status, reload func()) error {
 	started := time.Now()
 	snapshot := func() control.Status { return status(Version, started) }
 	ctx, cancel := context.WithCancel(env.Context)
@@ -545,7 +651,7 @@ func (c *common) serve(env Env, role string, serve func(context.Context) error, 
 				case <-ctx.Done():
 					return
 				case <-hup:
-					reload(nil)
+					reload()
 				}
 			}
 		}()

@@ -114,9 +114,12 @@ type Client struct {
 	log   *slog.Logger
 	warn  ratelog.Logger
 	local udpio.Conn
-	paths []*path
-	v6    bool
-	cnt   metrics.Counters
+	// paths is the path list, replaced whole by SetPaths; readers take a
+	// snapshot with pathList.
+	paths    atomic.Pointer[[]*path]
+	reloadMu sync.Mutex // serialises SetPaths, and SetPaths with shutdown
+	v6       atomic.Bool
+	cnt      metrics.Counters
 
 	sess     atomic.Pointer[session.State]
 	lastAuth atomic.Int64  // unix ns of the last authentic packet from the server
@@ -150,6 +153,8 @@ type pendingHS struct {
 
 type path struct {
 	*pathpkg.Link
+	fastTx uint64       // packets sent as of the last fast-probe tick; the timers goroutine's own
+	prio   atomic.Int64 // failover priority; SetPaths may change it
 	cfg    PathConfig
 	remote atomic.Pointer[netip.AddrPort] // changes when a host name resolves anew
 	conn   udpio.Conn
@@ -190,23 +195,21 @@ func Listen(cfg Config) (*Client, error) {
 	if _, ok := cfg.FEC.Byte(); !ok && cfg.FEC != (fec.Params{}) {
 		return nil, fmt.Errorf("client: fec shape %d/%d: want 1 to 15 data and parity shards", cfg.FEC.Data, cfg.FEC.Parity)
 	}
-	c.spaths = make([]sched.Path, len(cfg.Paths))
-	c.per = make([][]int, len(cfg.Paths))
 	if len(cfg.Paths) > 255 {
 		return nil, errors.New("client: more than 255 paths")
 	}
+	var list []*path
 	for i, pc := range cfg.Paths {
-		p, err := openPath(cfg.Net, cfg.Resolver, pc)
+		p, err := c.newPath(pc, uint8(i))
 		if err != nil {
-			c.closeSockets()
+			for _, q := range list {
+				q.conn.Close()
+			}
 			return nil, err
 		}
-		if a := p.remote.Load().Addr(); a.Is6() && !a.Is4In6() {
-			c.v6 = true
-		}
-		p.Link = pathpkg.NewLink(uint8(i), pathpkg.Params{ProbeInterval: cfg.ProbeInterval}, time.Now())
-		c.paths = append(c.paths, p)
+		list = append(list, p)
 	}
+	c.setList(list)
 	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 	if err != nil {
 		c.closeSockets()
@@ -252,8 +255,121 @@ func openPath(nw udpio.Network, r *net.Resolver, pc PathConfig) (*path, error) {
 	return p, nil
 }
 
+// newPath opens path pc with ID id.
+func (c *Client) newPath(pc PathConfig, id uint8) (*path, error) {
+	p, err := openPath(c.cfg.Net, c.cfg.Resolver, pc)
+	if err != nil {
+		return nil, err
+	}
+	p.Link = pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: c.cfg.ProbeInterval}, time.Now())
+	return p, nil
+}
+
+// pathList returns the current path list; it is never changed in place.
+func (c *Client) pathList() []*path {
+	if l := c.paths.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// setList makes list the path list.
+func (c *Client) setList(list []*path) {
+	v6 := false
+	for _, p := range list {
+		if a := p.remote.Load().Addr(); a.Is6() && !a.Is4In6() {
+			v6 = true
+		}
+	}
+	c.v6.Store(v6)
+	c.paths.Store(&list)
+}
+
+// SetPaths replaces the path list while the client runs: paths with the same
+// remote, interface and source address keep their sockets, IDs and
+// measurements (their priority is updated); others are opened with new IDs,
+// and those left out are closed. Either every new path opens and the list is
+// replaced, or nothing changes and the error says why.
+func (c *Client) SetPaths(pcs []PathConfig) error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	if c.closing.Load() {
+		return errors.New("client: shutting down")
+	}
+	if len(pcs) == 0 {
+		return errors.New("client: no paths")
+	}
+	old := c.pathList()
+	used := make(map[uint8]bool)
+	keep := make(map[*path]bool)
+	next := make([]*path, len(pcs))
+	for i, pc := range pcs {
+		for _, p := range old {
+			if !keep[p] && p.cfg.Remote == pc.Remote && p.cfg.Dev == pc.Dev && p.cfg.From == pc.From {
+				keep[p], used[p.ID] = true, true
+				next[i] = p
+				break
+			}
+		}
+	}
+	var opened []*path
+	for i, pc := range pcs {
+		if next[i] != nil {
+			continue
+		}
+		id := -1
+		for k := range 256 {
+			if !used[uint8(k)] {
+				id = k
+				break
+			}
+		}
+		if id < 0 {
+			for _, p := range opened {
+				p.conn.Close()
+			}
+			return errors.New("client: more than 255 paths")
+		}
+		p, err := c.newPath(pc, uint8(id))
+		if err != nil {
+			for _, p := range opened {
+				p.conn.Close()
+			}
+			return err
+		}
+		used[uint8(id)] = true
+		next[i], opened = p, append(opened, p)
+	}
+	for i, p := range next {
+		// Priority is not part of a path's identity: a kept path takes the
+		// new one.
+		p.prio.Store(int64(pcs[i].Priority))
+	}
+	c.setList(next)
+	for _, p := range old {
+		if !keep[p] {
+			p.conn.Close() // its pathLoop ends
+			c.log.Info("path removed", "path", p.cfg.Remote, "id", p.ID)
+		}
+	}
+	for _, p := range opened {
+		c.startPath(p)
+		c.log.Info("path added", "path", p.cfg.Remote, "id", p.ID)
+	}
+	return nil
+}
+
+// startPath runs p's read loop.
+func (c *Client) startPath(p *path) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.pathLoop(p)
+	}()
+}
+
 func (c *Client) closeSockets() {
-	for _, p := range c.paths {
+	for _, p := range c.pathList() {
 		p.conn.Close()
 	}
 	if c.local != nil {
@@ -275,17 +391,16 @@ func (c *Client) Up() <-chan struct{} { return c.up }
 // Serve runs until ctx ends, then tells the server the session is over and
 // frees every socket and goroutine.
 func (c *Client) Serve(ctx context.Context) error {
-	if len(c.paths) > 0 {
-		f := udpio.FeaturesOf(c.paths[0].conn)
+	list := c.pathList()
+	if len(list) > 0 {
+		f := udpio.FeaturesOf(list[0].conn)
 		c.log.Info("client sockets", "batch", f.Batch, "gso", f.GSO, "gro", f.GRO)
 	}
-	for _, p := range c.paths {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.pathLoop(p)
-		}()
+	c.reloadMu.Lock()
+	for _, p := range list {
+		c.startPath(p)
 	}
+	c.reloadMu.Unlock()
 	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
@@ -300,7 +415,9 @@ func (c *Client) Serve(ctx context.Context) error {
 		c.timers(ctx)
 	}()
 	<-ctx.Done()
-	c.closing.Store(true)
+	c.reloadMu.Lock()
+	c.closing.Store(true) // no SetPaths starts a path loop from now on
+	c.reloadMu.Unlock()
 	if st := c.sess.Load(); st != nil && st.FECTx != nil {
 		st.FECTx.Stop()
 	}
@@ -327,7 +444,7 @@ const batchSize = 64
 
 // sendAll sends pkt on every path (handshakes and closes).
 func (c *Client) sendAll(pkt []byte) {
-	for _, p := range c.paths {
+	for _, p := range c.pathList() {
 		c.send(p, pkt)
 	}
 }
@@ -356,16 +473,21 @@ func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg 
 	c.schedMu.Lock()
 	defer c.schedMu.Unlock()
 	now := time.Now()
-	for i, p := range c.paths {
+	list := c.pathList()
+	if len(c.spaths) != len(list) {
+		c.spaths = make([]sched.Path, len(list))
+		c.per = make([][]int, len(list))
+	}
+	for i, p := range list {
 		c.spaths[i] = sched.FromStats(p.Stats(), p.Suspect(now))
-		c.spaths[i].Priority = p.cfg.Priority
+		c.spaths[i].Priority = int(p.prio.Load())
 	}
 	if all {
 		c.per = sched.SpreadAll(c.spaths, len(pkts), c.per)
 	} else {
 		c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
 	}
-	for i, p := range c.paths {
+	for i, p := range list {
 		if len(c.per[i]) == 0 {
 			continue
 		}
@@ -405,7 +527,7 @@ func (c *Client) localLoop() {
 		}
 		nowT := time.Now()
 		now := nowT.UnixNano()
-		maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
+		maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
 		b.Reset()
 		// In fec mode, datagrams that fit become shards, one path each; the
 		// others are cut and sent on every path.
@@ -723,7 +845,7 @@ func (c *Client) handshake(now time.Time) {
 
 // probeAll sends a probe on every path, each sealed for its path.
 func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) {
-	for _, p := range c.paths {
+	for _, p := range c.pathList() {
 		if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
 			c.send(p, pkt)
 		}
@@ -732,7 +854,7 @@ func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) 
 
 // tickPaths advances every path's state machine and logs each change.
 func (c *Client) tickPaths(now time.Time) {
-	for _, p := range c.paths {
+	for _, p := range c.pathList() {
 		if changed, from, to, reason := p.Tick(now); changed {
 			c.log.Info("path state", "path", p.cfg.Remote, "from", from.String(), "to", to.String(), "reason", reason)
 		}
@@ -741,8 +863,9 @@ func (c *Client) tickPaths(now time.Time) {
 
 // PathStates returns each path's health, in the order of the path list.
 func (c *Client) PathStates() []pathpkg.Stats {
-	out := make([]pathpkg.Stats, len(c.paths))
-	for i, p := range c.paths {
+	list := c.pathList()
+	out := make([]pathpkg.Stats, len(list))
+	for i, p := range list {
 		out[i] = p.Stats()
 	}
 	return out
@@ -761,7 +884,6 @@ func (c *Client) timers(ctx context.Context) {
 	// often, so that its death is suspected, and copies start on the next
 	// path, within about a fifth of a probe interval.
 	var fast <-chan time.Time
-	lastTx := make([]uint64, len(c.paths))
 	if c.cfg.Mode == sched.Failover {
 		t := time.NewTicker(c.cfg.ProbeInterval / fastProbes)
 		defer t.Stop()
@@ -777,21 +899,21 @@ func (c *Client) timers(ctx context.Context) {
 			// A path that sent anything but our probes since the last tick
 			// carries data.
 			st := c.sess.Load()
-			for i, p := range c.paths {
-				if st != nil && p.TxPackets.Load() != lastTx[i] {
+			for _, p := range c.pathList() {
+				if st != nil && p.TxPackets.Load() != p.fastTx {
 					if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
 						c.send(p, pkt)
 					}
 				}
-				lastTx[i] = p.TxPackets.Load()
+				p.fastTx = p.TxPackets.Load()
 			}
 		case now := <-probe.C:
 			st := c.sess.Load()
 			if st != nil {
 				c.probeAll(sl, st, now)
 			}
-			for i, p := range c.paths {
-				lastTx[i] = p.TxPackets.Load()
+			for _, p := range c.pathList() {
+				p.fastTx = p.TxPackets.Load()
 			}
 			c.tickPaths(now)
 			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
@@ -868,7 +990,7 @@ func (c *Client) holdEarly(msgs []udpio.Msg) *session.State {
 // sendEarly sends the datagrams held for the first session.
 func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyDatagram) {
 	var out []udpio.Msg
-	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6)
+	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
 	for _, e := range early {
 		if time.Since(e.at) > earlyAge {
 			c.cnt.NoSession.Add(1)

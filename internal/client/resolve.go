@@ -58,7 +58,7 @@ func (c *Client) resolver(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, p := range c.paths {
+		for _, p := range c.pathList() {
 			if !p.Down() || !isName(p.cfg.Remote) {
 				continue
 			}

@@ -17,7 +17,7 @@ func (c *Client) Status(version string, started time.Time) control.Status {
 	flows := len(c.byID)
 	c.flowMu.RUnlock()
 	sess := control.Session{ID: control.SessionID(s.PeerIndex), Mode: c.cfg.Mode.String(), Cipher: s.Cipher.String(), Flows: flows}
-	for _, p := range c.paths {
+	for _, p := range c.pathList() {
 		sess.Paths = append(sess.Paths, p.Status(p.remote.Load().String(), p.conn.LocalAddr().String()))
 	}
 	sess.SetShares()

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -360,4 +361,35 @@ func Role(file string) (string, error) {
 		return "server", nil
 	}
 	return "client", nil
+}
+
+// Changed returns the keys whose values differ between a and b, two values of
+// the same configuration type, dotted as in the file ("fec.shape", "log.level").
+func Changed(a, b any) []string {
+	var out []string
+	changed("", reflect.ValueOf(a), reflect.ValueOf(b), &out)
+	return out
+}
+
+func changed(prefix string, a, b reflect.Value, out *[]string) {
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		fa, fb := a.Field(i), b.Field(i)
+		name := f.Tag.Get("toml")
+		if f.Anonymous {
+			changed(prefix, fa, fb, out)
+			continue
+		}
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[Duration]() {
+			changed(name, fa, fb, out)
+			continue
+		}
+		if !reflect.DeepEqual(fa.Interface(), fb.Interface()) {
+			*out = append(*out, name)
+		}
+	}
 }

@@ -117,3 +117,29 @@ func FuzzLoadClient(f *testing.F) {
 		}
 	})
 }
+
+func TestChanged(t *testing.T) {
+	a := Client{Listen: "x", Mode: "fec", Paths: []Path{{Remote: "a:1"}}}
+	b := a
+	b.Paths = []Path{{Remote: "b:1"}}
+	b.Log.Level = "debug"
+	b.FEC.Shape = "10/4"
+	b.MTU = 1300
+	got := Changed(a, b)
+	want := []string{"mtu", "log.level", "fec.shape", "path"}
+	if len(got) != len(want) {
+		t.Fatalf("changed %v, want %v", got, want)
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || g == w
+		}
+		if !found {
+			t.Fatalf("changed %v, want %v", got, want)
+		}
+	}
+	if c := Changed(a, a); len(c) != 0 {
+		t.Fatalf("a file compared with itself changed %v", c)
+	}
+}

@@ -1,6 +1,11 @@
 package labtest
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,5 +105,67 @@ func TestFailoverLab(t *testing.T) {
 	t.Logf("after recovery: 1 s of traffic put %d packets on the primary and %d on the backup; stream lost %d of %d", d0, d1, rb.LostCount, rb.Sent)
 	if d0 < 400 || d1 > 100 {
 		t.Fatalf("after recovery the primary carried %d packets in a second and the backup %d; want the traffic back on the primary", d0, d1)
+	}
+}
+
+// TestReloadPaths: the real client, configured by a TOML file, gets SIGHUP
+// after its file drops one bridge and adds another while a stream flows:
+// nothing is lost, since the bridge that stays carries everything, and the
+// new bridge carries traffic afterwards.
+func TestReloadPaths(t *testing.T) {
+	tp := newTopology(t)
+	tp.server.StartEcho(t, "127.0.0.1:7")
+	tp.startServer(t)
+	for i := range tp.bridges {
+		tp.startSocat(t, i)
+		tp.bridges[i].WaitListening(t, "udp", 4000, 10*time.Second)
+	}
+	file := filepath.Join(tp.dir, "client.toml")
+	write := func(bridges ...int) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "listen = %q\nkey_file = %q\ncontrol = %q\n", appAddr, tp.keyFile, tp.ctl("client"))
+		for _, i := range bridges {
+			fmt.Fprintf(&b, "[[path]]\nremote = \"10.77.%d.2:4000\"\n", i)
+		}
+		if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, 2)
+	cl := tp.client.Start(t, tp.bins["mptunnel"], "client", "-c", file)
+	cl.WaitOutput(t, "session up", 10*time.Second)
+	tp.client.WaitEcho(t, appAddr, 10*time.Second)
+	stream := tp.client.StartStream(t, netlab.StreamConfig{Addr: appAddr, Rate: 500, Duration: 4 * time.Second})
+	time.Sleep(1500 * time.Millisecond)
+	write(2, 3)
+	cl.Signal(syscall.SIGHUP)
+	cl.WaitOutput(t, "configuration reloaded", 5*time.Second)
+	r := stream.Wait(t)
+	t.Logf("stream across the reload: sent %d, lost %d", r.Sent, r.LostCount)
+	if r.LostCount != 0 || r.Sent < 1500 {
+		t.Fatalf("sent %d, lost %d across the reload; want nothing lost", r.Sent, r.LostCount)
+	}
+	st, err := tp.status(t, "client")
+	if err != nil || len(st.Sessions) != 1 {
+		t.Fatalf("status: %v %+v", err, st)
+	}
+	var remotes []string
+	for _, p := range st.Sessions[0].Paths {
+		remotes = append(remotes, p.Remote)
+		if p.Remote == "10.77.3.2:4000" && p.TxPackets < 500 {
+			t.Fatalf("the added path sent %d packets", p.TxPackets)
+		}
+	}
+	if strings.Join(remotes, " ") != "10.77.2.2:4000 10.77.3.2:4000" {
+		t.Fatalf("paths after the reload: %v", remotes)
+	}
+	// A change that cannot be applied live is refused whole.
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("listen = \"127.0.0.1:3999\"\nkey_file = %q\ncontrol = %q\n[[path]]\nremote = \"10.77.1.2:4000\"\n", tp.keyFile, tp.ctl("client"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cl.Signal(syscall.SIGHUP)
+	cl.WaitOutput(t, "reload refused", 5*time.Second)
+	if st, _ := tp.status(t, "client"); len(st.Sessions) != 1 || len(st.Sessions[0].Paths) != 2 {
+		t.Fatalf("a refused reload changed the paths: %+v", st)
 	}
 }

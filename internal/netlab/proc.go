@@ -133,6 +133,9 @@ func (p *Proc) Stop() error {
 	return p.exitErr()
 }
 
+// Signal sends sig to the process group, unless the process has exited.
+func (p *Proc) Signal(sig syscall.Signal) { p.signalGroup(sig) }
+
 // Kill9 sends SIGKILL to the process group and waits for the process.
 func (p *Proc) Kill9() {
 	p.terminate(syscall.SIGKILL, 0)

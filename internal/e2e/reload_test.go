@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/server"
+)
+
+// TestSetPaths: while a stream flows, one path is removed and another
+// added; the path that stays carries everything, so nothing is lost, the new
+// path carries traffic and the removed one none.
+func TestSetPaths(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths, relays := startPaths(t, srv.Addr().String(), 41, impair.Config{}, impair.Config{}, impair.Config{})
+	cl := startClient(t, client.Config{Paths: paths[:2], Key: key})
+	app := dial(t, cl)
+	done := make(chan int, 1)
+	go func() { done <- streamEcho(t, app, 3000, 100) }()
+	time.Sleep(100 * time.Millisecond) // the stream is flowing
+	if err := cl.SetPaths([]client.PathConfig{paths[1], paths[2]}); err != nil {
+		t.Fatal(err)
+	}
+	removedAt := relays[0].Stats().Up.Received
+	got := <-done
+	if got != 3000 {
+		t.Fatalf("%d of 3000 echoes came back across the change; want all, the path that stayed carries them", got)
+	}
+	if n := relays[2].Stats().Up.Forwarded; n < 1000 {
+		t.Fatalf("the added path carried %d packets", n)
+	}
+	if n := relays[0].Stats().Up.Received - removedAt; n > 0 {
+		t.Fatalf("the removed path got %d more packets", n)
+	}
+	st := cl.PathStates()
+	if len(st) != 2 {
+		t.Fatalf("%d paths after the change, want 2", len(st))
+	}
+	// A bad list changes nothing.
+	if err := cl.SetPaths([]client.PathConfig{paths[1], {Remote: "no-such-host.invalid:1"}}); err == nil {
+		t.Fatal("a path that does not resolve was accepted")
+	}
+	if got := len(cl.PathStates()); got != 2 {
+		t.Fatalf("a refused change left %d paths", got)
+	}
+}
