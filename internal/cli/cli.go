@@ -14,11 +14,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/client"
@@ -144,7 +147,7 @@ func dispatch(prog string, args []string, env Env) error {
 		fmt.Fprintln(env.Stdout, k.String())
 		return nil
 	case "version", "--version", "-version":
-		fmt.Fprintln(env.Stdout, "mptunnel", Version)
+		fmt.Fprintln(env.Stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(env.Stdout, topUsage)
@@ -656,7 +659,11 @@ func (c *common) serve(env Env, role string, serve func(context.Context) error, 
 			}
 		}()
 	}
+	// Under systemd (Type=notify) the daemon is ready now: its sockets are
+	// bound. Without NOTIFY_SOCKET this does nothing.
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	err := serve(ctx)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	cancel()
 	wg.Wait()
 	if err == nil {
@@ -745,4 +752,39 @@ func runCheck(args []string, env Env) error {
 		return usagef("bad --role %q: want client or server", *role)
 	}
 	return nil
+}
+
+// versionLine is "mptunnel VERSION (commit REV[, modified], GOVERSION)", with
+// what the build recorded.
+func versionLine() string {
+	v, rev, modified, gover := Version, "", false, ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		gover = bi.GoVersion
+		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, st := range bi.Settings {
+			switch st.Key {
+			case "vcs.revision":
+				rev = st.Value
+			case "vcs.modified":
+				modified = st.Value == "true"
+			}
+		}
+	}
+	var extra []string
+	if rev != "" {
+		c := "commit " + rev[:min(len(rev), 12)]
+		if modified {
+			c += ", modified"
+		}
+		extra = append(extra, c)
+	}
+	if gover != "" {
+		extra = append(extra, gover)
+	}
+	if len(extra) == 0 {
+		return "mptunnel " + v
+	}
+	return "mptunnel " + v + " (" + strings.Join(extra, ", ") + ")"
 }
