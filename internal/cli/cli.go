@@ -6,6 +6,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/conffile"
 	"github.com/mptunnel/mptunnel/internal/config"
 	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/demo"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
@@ -102,6 +104,7 @@ commands:
   client   [flags] CONFIG                          run the client end (same as mpclient)
   client   -c FILE [flags]                         ... with its options from a TOML file
   check    -c FILE                                 check a TOML file without starting anything
+  demo     [--html FILE] [--json]                  see it work: 3 lossy paths, best single path vs mptunnel
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
   status   [--json] [--control PATH]               show sessions and paths of a running client or server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
@@ -130,6 +133,8 @@ func dispatch(prog string, args []string, env Env) error {
 		return runClient("mptunnel client", rest, env)
 	case "check":
 		return runCheck(rest, env)
+	case "demo":
+		return runDemo(rest, env)
 	case "bridge":
 		return runBridge(rest, env)
 	case "status":
@@ -787,4 +792,51 @@ func versionLine() string {
 		return "mptunnel " + v
 	}
 	return "mptunnel " + v + " (" + strings.Join(extra, ", ") + ")"
+}
+
+// runDemo runs the built-in demonstration and prints its report.
+func runDemo(args []string, env Env) error {
+	fs := newFlagSet("mptunnel demo", env, "[flags]")
+	dur := fs.Duration("duration", 10*time.Second, "how long the streams run")
+	rate := fs.Int("rate", 200, "echo requests a second on each stream")
+	loss := fs.Float64("loss", 0.1, "each path's random loss each way, 0 to 1")
+	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page with charts")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() != 0:
+		fs.Usage()
+		return usagef("demo takes no arguments")
+	case *dur < time.Second || *dur > time.Hour:
+		return usagef("bad --duration %v: want 1s to 1h", *dur)
+	case *rate < 1 || *rate > 10000:
+		return usagef("bad --rate %d: want 1 to 10000", *rate)
+	case *loss <= 0 || *loss >= 1:
+		return usagef("bad --loss %v: want a fraction between 0 and 1", *loss)
+	}
+	rep, err := demo.Run(env.Context, demo.Config{Duration: *dur, Rate: *rate, Loss: *loss, Progress: env.Stderr})
+	if err != nil {
+		return err
+	}
+	if *htmlFile != "" {
+		f, err := os.Create(*htmlFile)
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		err = rep.WriteHTML(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return rep.WriteText(env.Stdout)
 }
