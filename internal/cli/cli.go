@@ -681,11 +681,16 @@ func (c *common) serve(env Env, role string, serve func(context.Context) error, 
 }
 
 func runStatus(args []string, env Env) error {
-	fs := newFlagSet("mptunnel status", env, "[--json] [--control PATH]")
+	fs := newFlagSet("mptunnel status", env, "[--json | --watch] [--control PATH]")
 	asJSON := fs.Bool("json", false, "print JSON (the stable format of docs/STATUS.md)")
 	path := fs.String("control", "", "status socket to read (default: the client's, then the server's)")
+	watch := fs.Bool("watch", false, "refresh every second, with sparklines of each path's RTT and loss, until interrupted")
+	count := fs.Int("count", 0, "with --watch: stop after this many refreshes (0: never)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *watch && *asJSON {
+		return usagef("--watch and --json do not go together")
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
@@ -700,8 +705,10 @@ func runStatus(args []string, env Env) error {
 	}
 	var st control.Status
 	var err error
+	var from string
 	for _, p := range candidates {
 		if st, err = control.Fetch(env.Context, p); err == nil {
+			from = p
 			break
 		}
 	}
@@ -711,7 +718,50 @@ func runStatus(args []string, env Env) error {
 	if *asJSON {
 		return control.WriteJSON(env.Stdout, st)
 	}
-	return control.WriteTable(env.Stdout, st, time.Now())
+	if !*watch {
+		return control.WriteTable(env.Stdout, st, time.Now())
+	}
+	return watchStatus(env, from, st, *count)
+}
+
+// watchStatus redraws the status every second: in place on a terminal,
+// one snapshot after another otherwise.
+func watchStatus(env Env, path string, st control.Status, count int) error {
+	tty := isTerminal(env.Stdout)
+	h := control.NewHistory(20)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for n := 1; ; n++ {
+		h.Add(st)
+		var b strings.Builder
+		if tty {
+			b.WriteString("\x1b[H\x1b[2J") // home, clear
+		} else if n > 1 {
+			b.WriteString("\n")
+		}
+		if err := control.WriteWatch(&b, st, h, time.Now()); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(env.Stdout, b.String()); err != nil {
+			return err
+		}
+		if count > 0 && n >= count {
+			return nil
+		}
+		select {
+		case <-env.Context.Done():
+			return nil
+		case <-tick.C:
+		}
+		next, err := control.Fetch(env.Context, path)
+		if err != nil {
+			if env.Context.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		st = next
+	}
 }
 
 // withPktInfo turns on local-address reporting, which a server listening on

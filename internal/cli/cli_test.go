@@ -235,3 +235,66 @@ func TestConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusWatch: status --watch redraws the live view with a sparkline
+// per path; not on a terminal, it prints plain snapshots, no escape codes.
+func TestStatusWatch(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	kf := writeFile(t, "key", k.String())
+	free, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(free.LocalAddr().(*net.UDPAddr).Port)
+	free.Close()
+	conf := writeFile(t, "c.conf", "127.0.0.1 "+port+"\n")
+	ctl := filepath.Join(t.TempDir(), "client.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 2)
+	go func() {
+		done <- runCLI(t, ctx, nil, "mptunnel", "server", "--key-file", kf, "--log-level", "error", "--control", "none", port, "127.0.0.1", "9")
+	}()
+	go func() {
+		done <- runCLI(t, ctx, nil, "mptunnel", "client", "--key-file", kf, "--log-level", "error", "--control", ctl, "--listen", "127.0.0.1:0", conf)
+	}()
+	defer func() {
+		cancel()
+		for range 2 {
+			if r := <-done; r.code != 0 {
+				t.Errorf("daemon exit %d: %s", r.code, r.stderr)
+			}
+		}
+	}()
+	// Wait for the session and a measured round trip.
+	var r result
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		r = runCLI(t, context.Background(), nil, "mptunnel", "status", "--json", "--control", ctl)
+		if r.code == 0 && strings.Contains(r.stdout, `"state": "up"`) {
+			break
+		}
+	}
+	if !strings.Contains(r.stdout, `"state": "up"`) {
+		t.Fatalf("no path up: %s %s", r.stdout, r.stderr)
+	}
+	r = runCLI(t, context.Background(), nil, "mptunnel", "status", "--watch", "--count", "2", "--control", ctl)
+	if r.code != 0 {
+		t.Fatalf("status --watch: exit %d: %s", r.code, r.stderr)
+	}
+	if n := strings.Count(r.stdout, "mptunnel client"); n != 2 {
+		t.Fatalf("%d snapshots, want 2:\n%s", n, r.stdout)
+	}
+	if strings.Contains(r.stdout, "\x1b[") {
+		t.Fatal("escape codes written to something that is not a terminal")
+	}
+	if !strings.ContainsAny(r.stdout, "▁▂▃▄▅▆▇█") || !strings.Contains(r.stdout, "rtt ") {
+		t.Fatalf("no sparklines:\n%s", r.stdout)
+	}
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if n := len([]rune(l)); n > 80 {
+			t.Fatalf("a line of %d columns: %q", n, l)
+		}
+	}
+	if r := runCLI(t, context.Background(), nil, "mptunnel", "status", "--watch", "--json", "--control", ctl); r.code != 2 {
+		t.Fatalf("--watch --json: exit %d", r.code)
+	}
+}

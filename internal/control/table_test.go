@@ -231,3 +231,22 @@ func TestShorten(t *testing.T) {
 		t.Errorf("clean = %q", got)
 	}
 }
+
+func TestSparkline(t *testing.T) {
+	cases := []struct {
+		in   []float64
+		w    int
+		want string
+	}{
+		{nil, 5, ""},
+		{[]float64{1, 1, 1}, 5, "▁▁▁"},
+		{[]float64{0, 7}, 5, "▁█"},
+		{[]float64{0, 1, 2, 3, 4, 5, 6, 7}, 8, "▁▂▃▄▅▆▇█"},
+		{[]float64{9, 0, 7}, 2, "▁█"}, // the last two only
+	}
+	for _, c := range cases {
+		if got := Sparkline(c.in, c.w); got != c.want {
+			t.Errorf("Sparkline(%v, %d) = %q, want %q", c.in, c.w, got, c.want)
+		}
+	}
+}
