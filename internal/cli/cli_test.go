@@ -276,6 +276,31 @@ func TestStatusWatch(t *testing.T) {
 	if !strings.Contains(r.stdout, `"state": "up"`) {
 		t.Fatalf("no path up: %s %s", r.stdout, r.stderr)
 	}
+	// status --json, field by field as docs/STATUS.md lists them.
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"role", "version", "uptime_s", "sessions", "counters"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("status has no %q", k)
+		}
+	}
+	sess := st["sessions"].([]any)[0].(map[string]any)
+	for _, k := range []string{"id", "mode", "cipher", "flows", "paths"} {
+		if _, ok := sess[k]; !ok {
+			t.Errorf("session has no %q", k)
+		}
+	}
+	pth := sess["paths"].([]any)[0].(map[string]any)
+	for _, k := range []string{"id", "remote", "local", "state", "rtt_ms", "jitter_ms", "loss_out", "loss_in", "tx_packets", "rx_packets", "tx_bytes", "rx_bytes", "duplicates", "last_seen", "share"} {
+		if _, ok := pth[k]; !ok {
+			t.Errorf("path has no %q", k)
+		}
+	}
+	if pth["remote"] != "127.0.0.1:"+port || pth["state"] != "up" || pth["rtt_ms"].(float64) <= 0 || pth["tx_packets"].(float64) < 1 {
+		t.Errorf("path figures: %v", pth)
+	}
 	r = runCLI(t, context.Background(), nil, "mptunnel", "status", "--watch", "--count", "2", "--control", ctl)
 	if r.code != 0 {
 		t.Fatalf("status --watch: exit %d: %s", r.code, r.stderr)

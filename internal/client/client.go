@@ -708,8 +708,11 @@ func (c *Client) pathLoop(p *path) {
 				}
 				m, err := o.Receive(st, pkt, h, now, &c.cnt, deliverNow)
 				if err != nil {
-					if errors.Is(err, session.ErrDuplicate) {
+					switch {
+					case errors.Is(err, session.ErrDuplicate):
 						p.Duplicates.Add(1)
+					case errors.Is(err, session.ErrAuth):
+						c.warn.Warn("auth", "packet failed authentication, dropped (forged, or corrupted on the way)", "path", p.cfg.Remote)
 					}
 					continue
 				}

@@ -2,11 +2,15 @@ package prom
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
@@ -123,4 +127,49 @@ func merge(m map[string]string, k, v string) map[string]string {
 		out[a] = b
 	}
 	return out
+}
+
+// TestDashboard: the sample Grafana dashboard is valid JSON and asks only
+// for metrics this package serves.
+func TestDashboard(t *testing.T) {
+	b, err := os.ReadFile("../../examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	ch := make(chan *prometheus.Desc, 256)
+	NewCollector(sample).Describe(ch)
+	close(ch)
+	for d := range ch {
+		m := regexp.MustCompile(`fqName: "([^"]+)"`).FindStringSubmatch(d.String())
+		if m != nil {
+			served[m[1]] = true
+		}
+	}
+	names := regexp.MustCompile(`mptunnel_[a-z_]+`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range names.FindAllString(tg.Expr, -1) {
+				n++
+				if !served[name] {
+					t.Errorf("panel %q asks for %s, which is not served", p.Title, name)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d metric references in the dashboard", n)
+	}
 }

@@ -303,8 +303,11 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 		}
 		m, err := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
 		if err != nil {
-			if p != nil && errors.Is(err, session.ErrDuplicate) {
+			switch {
+			case p != nil && errors.Is(err, session.ErrDuplicate):
 				p.Duplicates.Add(1)
+			case errors.Is(err, session.ErrAuth):
+				s.warn.Warn("auth", "packet for a session failed authentication, dropped (forged, or corrupted on the way)", "from", from.String())
 			}
 			return
 		}
