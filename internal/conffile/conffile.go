@@ -132,30 +132,47 @@ func (e *Error) Error() string {
 
 // LoadClient reads and checks a client's file.
 func LoadClient(file string) (Client, error) {
+	b, err := readFile(file)
+	if err != nil {
+		return Client{}, err
+	}
+	return ParseClient(file, b)
+}
+
+// ParseClient checks a client's configuration read from the file name.
+func ParseClient(name string, b []byte) (Client, error) {
 	var c Client
-	lines, err := decode(file, &c)
+	lines, err := decode(name, b, &c)
 	if err != nil {
 		return c, err
 	}
-	return c, c.check(file, lines)
+	return c, c.check(name, lines)
 }
 
 // LoadServer reads and checks a server's file.
 func LoadServer(file string) (Server, error) {
+	b, err := readFile(file)
+	if err != nil {
+		return Server{}, err
+	}
+	return ParseServer(file, b)
+}
+
+// ParseServer checks a server's configuration read from the file name.
+func ParseServer(name string, b []byte) (Server, error) {
 	var s Server
-	lines, err := decode(file, &s)
+	lines, err := decode(name, b, &s)
 	if err != nil {
 		return s, err
 	}
-	return s, s.check(file, lines)
+	return s, s.check(name, lines)
 }
 
-// decode reads file strictly into v and returns the line each top-level key
-// and table starts on, for errors found after decoding.
-func decode(file string, v any) (map[string]int, error) {
-	b, err := readFile(file)
-	if err != nil {
-		return nil, err
+// decode reads b, the file's contents, strictly into v and returns the line
+// each key and table starts on, for errors found after decoding.
+func decode(file string, b []byte, v any) (map[string]int, error) {
+	if len(b) > MaxSize {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d bytes", MaxSize)}
 	}
 	d := toml.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()

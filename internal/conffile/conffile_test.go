@@ -99,11 +99,8 @@ func FuzzLoadClient(f *testing.F) {
 	f.Add(string(b))
 	f.Add("[[path]]\nremote = \"[::1]:4000\"\n")
 	f.Fuzz(func(t *testing.T, text string) {
-		file := filepath.Join(t.TempDir(), "c.toml")
-		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c, err := LoadClient(file)
+		const file = "c.toml"
+		c, err := ParseClient(file, []byte(text))
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), file) {
 				t.Fatalf("error %q does not name the file", err)
@@ -142,4 +139,19 @@ func TestChanged(t *testing.T) {
 	if c := Changed(a, a); len(c) != 0 {
 		t.Fatalf("a file compared with itself changed %v", c)
 	}
+}
+
+func FuzzLoadServer(f *testing.F) {
+	b, err := os.ReadFile("../../examples/server.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(b))
+	f.Add("target = \"[::1]:1\"\nlisten = \":0\"\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		const file = "s.toml"
+		if _, err := ParseServer(file, []byte(text)); err != nil && !strings.HasPrefix(err.Error(), file) {
+			t.Fatalf("error %q does not name the file", err)
+		}
+	})
 }

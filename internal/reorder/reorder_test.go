@@ -181,3 +181,56 @@ func TestTimed(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// FuzzPush: whatever sequence of pushes and expiries, every datagram pushed
+// (and not a copy of one held) is handed on exactly once, in order except for
+// those counted late, and the buffer holds no more than its span.
+func FuzzPush(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3})
+	f.Add([]byte{3, 2, 1, 0})
+	f.Add([]byte{0, 200, 1, 255, 2, 9})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		b := New(time.Millisecond, 16)
+		now := time.Unix(100, 0)
+		var got []uint64
+		deliver := func(_ uint32, d []byte) { got = append(got, uint64(d[0])<<8|uint64(d[1])) }
+		pushed := map[uint64]bool{}
+		var seq uint64
+		for _, op := range ops {
+			switch {
+			case op == 255:
+				now = now.Add(2 * time.Millisecond)
+				b.Expire(now, deliver)
+			case op >= 128:
+				seq += uint64(op - 127) // a jump forward
+			default:
+				s := seq + uint64(op%32)
+				if !pushed[s] {
+					pushed[s] = true
+					b.Push(s, 0, []byte{byte(s >> 8), byte(s)}, now, deliver)
+				}
+			}
+			if b.held > len(b.slots) {
+				t.Fatalf("holds %d in a span of %d", b.held, len(b.slots))
+			}
+		}
+		b.Expire(now.Add(time.Hour), deliver)
+		if len(got) != len(pushed) {
+			t.Fatalf("pushed %d, handed on %d", len(pushed), len(got))
+		}
+		seen := map[uint64]bool{}
+		inversions := 0
+		for i, v := range got {
+			if seen[v] {
+				t.Fatalf("%d handed on twice", v)
+			}
+			seen[v] = true
+			if i > 0 && v < got[i-1] {
+				inversions++
+			}
+		}
+		if st := b.Stats(); uint64(inversions) > st.Late {
+			t.Fatalf("%d out of order, %d counted late", inversions, st.Late)
+		}
+	})
+}
