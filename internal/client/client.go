@@ -435,6 +435,10 @@ func (c *Client) Serve(ctx context.Context) error {
 	return nil
 }
 
+// fecRxBytes bounds the shard bytes a session's fec decoder buffers for
+// repair (64 groups of 12 full-size shards fit).
+const fecRxBytes = 2 << 20
+
 // fastProbes is how many times a probe interval failover probes the path it
 // sends on.
 const fastProbes = 5
@@ -623,7 +627,7 @@ func (c *Client) newFEC(st *session.State) error {
 		tx.Arm(now)
 	})
 	st.FECTx = tx
-	st.FECRx = session.NewFECReceiver(fec.Limits{})
+	st.FECRx = session.NewFECReceiver(fec.Limits{Bytes: fecRxBytes})
 	return nil
 }
 

@@ -20,6 +20,14 @@ import (
 // DefaultSize is the default number of sequence numbers a Buffer spans.
 const DefaultSize = 1024
 
+// MaxBytes bounds the datagram bytes a Buffer holds; a datagram that would
+// take it past is handed on at once, out of order, and counted in Overflow.
+const MaxBytes = 4 << 20
+
+// keepBuf is the largest slot buffer kept after its datagram is handed on,
+// so that a burst of large datagrams does not stay allocated.
+const keepBuf = 2048
+
 // Stats counts what a Buffer did.
 type Stats struct {
 	InOrder  uint64 // datagrams handed on in order without waiting
@@ -47,6 +55,7 @@ type Buffer struct {
 	next   uint64 // the next sequence number to hand on; counters start at 0
 	slots  []slot
 	held   int       // slots in use
+	bytes  int       // datagram bytes held
 	oldest time.Time // arrival of the earliest held datagram (zero: none)
 	stats  Stats
 }
@@ -98,7 +107,15 @@ func (b *Buffer) Push(seq uint64, flow uint32, data []byte, now time.Time, deliv
 	if s.used {
 		return b.oldest // a copy of one already held
 	}
+	if data != nil && b.bytes+len(data) > MaxBytes {
+		// No room to hold it: better out of order than late or lost.
+		b.stats.Overflow++
+		b.stats.Late++
+		deliver(flow, data)
+		data = nil // its place is still taken, so later ones wait for nothing
+	}
 	*s = slot{seq: seq, used: true, data: data != nil, flow: flow, at: now, buf: append(s.buf[:0], data...)}
+	b.bytes += len(data)
 	b.held++
 	if b.oldest.IsZero() || now.Before(b.oldest) {
 		b.oldest = now
@@ -180,6 +197,10 @@ func (b *Buffer) release(s *slot, deliver func(flow uint32, d []byte)) {
 	if s.data {
 		b.stats.Waited++
 		deliver(s.flow, s.buf)
+	}
+	b.bytes -= len(s.buf)
+	if cap(s.buf) > keepBuf {
+		s.buf = nil
 	}
 	s.used = false
 	b.held--

@@ -234,3 +234,26 @@ func FuzzPush(f *testing.F) {
 		}
 	})
 }
+
+// TestByteBound: a buffer never holds more than MaxBytes of datagrams; what
+// would not fit is handed on at once.
+func TestByteBound(t *testing.T) {
+	b := New(time.Hour, 0)
+	var s sink
+	t0 := time.Unix(100, 0)
+	big := make([]byte, 60000)
+	n := MaxBytes/len(big) + 10
+	for seq := uint64(1); seq <= uint64(n); seq++ { // 0 never comes: all wait
+		b.Push(seq, 1, big, t0, s.deliver)
+	}
+	if b.bytes > MaxBytes {
+		t.Fatalf("holds %d bytes, more than %d", b.bytes, MaxBytes)
+	}
+	if len(s.got) < 10 || b.Stats().Overflow < 10 {
+		t.Fatalf("handed on %d at once, %+v; want the ones past the bound", len(s.got), b.Stats())
+	}
+	b.Push(0, 0, nil, t0, s.deliver)
+	if len(s.got) != n || b.bytes != 0 {
+		t.Fatalf("after the gap filled: %d handed on of %d, %d bytes held", len(s.got), n, b.bytes)
+	}
+}

@@ -618,6 +618,10 @@ func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []ud
 	return out
 }
 
+// fecRxBytes bounds the shard bytes a session's fec decoder buffers for
+// repair (64 groups of 12 full-size shards fit).
+const fecRxBytes = 2 << 20
+
 // newFEC gives ss the fec mode's sender and receiver; its parity is flushed
 // by a timer when a group does not fill in time.
 func (s *Server) newFEC(ss *sess, p fec.Params, depth int) error {
@@ -640,7 +644,7 @@ func (s *Server) newFEC(ss *sess, p fec.Params, depth int) error {
 		tx.Arm(now)
 	})
 	ss.st.FECTx = tx
-	ss.st.FECRx = session.NewFECReceiver(fec.Limits{})
+	ss.st.FECRx = session.NewFECReceiver(fec.Limits{Bytes: fecRxBytes})
 	return nil
 }
 
