@@ -19,6 +19,12 @@ import (
 // back; it waits until none has come for half a second.
 func streamEcho(t *testing.T, app *net.UDPConn, n, size int) int {
 	t.Helper()
+	return streamEchoEvery(t, app, n, size, 10)
+}
+
+// streamEchoEvery is streamEcho sending burst datagrams every millisecond.
+func streamEchoEvery(t *testing.T, app *net.UDPConn, n, size, burst int) int {
+	t.Helper()
 	seen := make([]bool, n)
 	got := 0
 	var mu sync.Mutex
@@ -48,7 +54,7 @@ func streamEcho(t *testing.T, app *net.UDPConn, n, size int) int {
 		if _, err := app.Write(stamp(uint32(i), size)); err != nil {
 			t.Fatal(err)
 		}
-		if i%10 == 9 {
+		if i%burst == burst-1 {
 			time.Sleep(time.Millisecond)
 		}
 	}

@@ -32,7 +32,13 @@ type echoTarget struct {
 
 func newEchoTarget(t *testing.T) *echoTarget {
 	t.Helper()
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return newEchoTargetAt(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+}
+
+// newEchoTargetAt is newEchoTarget on a given address.
+func newEchoTargetAt(t *testing.T, addr *net.UDPAddr) *echoTarget {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +62,14 @@ func newEchoTarget(t *testing.T) *echoTarget {
 			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	t.Cleanup(func() { conn.Close(); e.wg.Wait() })
+	t.Cleanup(e.close)
 	return e
+}
+
+// close stops the target; its port then answers with ICMP port unreachable.
+func (e *echoTarget) close() {
+	e.conn.Close()
+	e.wg.Wait()
 }
 
 func (e *echoTarget) addr() string { return e.conn.LocalAddr().String() }

@@ -568,6 +568,7 @@ func (s *Server) flowLoop(f *flow) {
 			}
 			// ICMP errors (target down) surface here; the flow stays.
 			s.cnt.SendErrors.Add(1)
+			s.warn.Warn("target-down", "the target does not answer (ICMP unreachable); the flow stays and works again when it returns", "target", s.target.String(), "err", err)
 			continue
 		}
 		now := time.Now()

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// heap returns the live heap after a collection.
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestFlood: 200,000 random datagrams and 50,000 replayed captured packets
+// hit the server while a real session streams 1,000 datagrams a second: the
+// stream loses nothing, the target gets the stream's datagrams and nothing
+// else, the flooding address gets no byte back, and memory stays within
+// twice its figure before the flood.
+func TestFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the flood takes a few seconds")
+	}
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	var mu sync.Mutex
+	var captured [][]byte
+	tap, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String(), Tap: func(up bool, pkt []byte) {
+		mu.Lock()
+		if up && len(captured) < 5000 {
+			captured = append(captured, append([]byte(nil), pkt...))
+		}
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tap.Close() })
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: tap.Addr().String()}}, Key: key})
+	app := dial(t, cl)
+	pingPong(t, app, "warm", 500)
+	mu.Lock()
+	replays := captured
+	mu.Unlock()
+	var index uint32
+	for _, p := range replays {
+		if h, err := wire.ParseHeader(p); err == nil {
+			index = h.Receiver
+		}
+	}
+	idle := heap()
+	_, before := echo.stats()
+
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	if err := attacker.SetWriteBuffer(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	dst := net.UDPAddrFromAddrPort(srv.Addr())
+	const randoms, replayed = 200000, 50000
+	var sent int
+	flood := make(chan struct{})
+	go func() {
+		defer close(flood)
+		b := make([]byte, 1500)
+		for i := 0; i < randoms+replayed; i++ {
+			var p []byte
+			if i%5 == 4 && i/5 < replayed {
+				p = replays[i%len(replays)]
+			} else {
+				p = b[:i%1500]
+				rand.Read(p)
+				switch {
+				case i%3 == 0 && len(p) >= wire.Overhead: // forged, for the live session
+					p[0], p[1], p[2], p[3] = wire.TypeTransport, 0, 0, 0
+					binary.LittleEndian.PutUint32(p[4:], index)
+				case i%3 == 1 && len(p) > 4:
+					p[0], p[1], p[2], p[3] = wire.TypeInit, 0, 0, 0
+				}
+			}
+			if _, err := attacker.WriteToUDP(p, dst); err == nil {
+				sent++
+			}
+			if i%2000 == 1999 {
+				time.Sleep(time.Millisecond) // about 2 million a second at most: the kernel's buffers hold
+			}
+		}
+	}()
+	const n = 5000
+	got := streamEchoEvery(t, app, n, 64, 1)
+	<-flood
+	peak := heap()
+	t.Logf("flood: %d datagrams sent at the server; stream %d of %d back; heap %d KiB idle, %d KiB after", sent, got, n, idle>>10, peak>>10)
+	if sent < (randoms+replayed)*9/10 {
+		t.Fatalf("only %d flood datagrams were sent", sent)
+	}
+	if got != n {
+		t.Fatalf("the session's stream lost %d of %d datagrams during the flood", n-got, n)
+	}
+	if _, after := echo.stats(); after-before != n {
+		t.Fatalf("the target received %d datagrams, want the stream's %d only", after-before, n)
+	}
+	silent(t, attacker, 300*time.Millisecond, "the flooding address")
+	if peak > 2*idle {
+		t.Fatalf("heap grew from %d to %d bytes during the flood", idle, peak)
+	}
+	c := srv.Counters().Snapshot()
+	if c.Malformed == 0 || c.AuthFailed == 0 || c.HandshakeBad == 0 || c.Duplicates+c.TooOld == 0 {
+		t.Fatalf("some bad input was not counted: %+v", c)
+	}
+	if srv.Sessions() != 1 {
+		t.Fatalf("%d sessions after the flood, want 1", srv.Sessions())
+	}
+}
+
+// TestTargetDown: when the target goes away, what is sent to it is counted
+// (the kernel's ICMP port unreachable surfaces on the flow's socket) and
+// the session stays; when it comes back on the same port the same flow works
+// again, with nothing restarted.
+func TestTargetDown(t *testing.T) {
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	addr := echo.conn.LocalAddr().(*net.UDPAddr)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Key: key})
+	app := dial(t, cl)
+	pingPong(t, app, "up", 50)
+	echo.close()
+	errsBefore := srv.Counters().SendErrors.Load()
+	for i := range 50 {
+		if _, err := app.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !eventually(3*time.Second, func() bool { return srv.Counters().SendErrors.Load() > errsBefore }) {
+		t.Fatal("the unreachable target was not counted")
+	}
+	drain(app)
+	if srv.Sessions() != 1 || srv.Flows() != 1 {
+		t.Fatalf("%d sessions, %d flows with the target down; want the session and its flow kept", srv.Sessions(), srv.Flows())
+	}
+	back := newEchoTargetAt(t, addr)
+	pingPong(t, app, "back", 50)
+	if _, rx := back.stats(); rx != 50 {
+		t.Fatalf("the returned target got %d datagrams, want 50", rx)
+	}
+}
