@@ -233,24 +233,35 @@ func (c *common) register(fs *flag.FlagSet) {
 }
 
 func (c *common) key(env Env) (handshake.Key, error) {
+	keys, err := c.keys(env)
+	if err != nil {
+		return handshake.Key{}, err
+	}
+	return keys[0], nil
+}
+
+// keys reads the key file (or MPTUNNEL_KEY): one key a line, the first the
+// one this end uses, the others accepted by a server while clients move to
+// the first (docs/SECURITY.md, key rotation).
+func (c *common) keys(env Env) ([]handshake.Key, error) {
 	var text, from string
 	switch {
 	case c.keyFile != "":
 		b, err := os.ReadFile(c.keyFile)
 		if err != nil {
-			return handshake.Key{}, usagef("cannot read key file: %w", err)
+			return nil, usagef("cannot read key file: %w", err)
 		}
 		text, from = string(b), c.keyFile
 	case env.Getenv("MPTUNNEL_KEY") != "":
 		text, from = env.Getenv("MPTUNNEL_KEY"), "MPTUNNEL_KEY"
 	default:
-		return handshake.Key{}, usagef("no key: make one with 'mptunnel genkey > mptunnel.key', copy it to both ends, and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
+		return nil, usagef("no key: make one with 'mptunnel genkey > mptunnel.key', copy it to both ends, and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
 	}
-	k, err := handshake.ParseKey(text)
+	keys, err := handshake.ParseKeys(text)
 	if err != nil {
-		return k, usagef("%s: %w", from, err)
+		return nil, usagef("%s: %w", from, err)
 	}
-	return k, nil
+	return keys, nil
 }
 
 // setup loads the key, reads the cipher and builds the logger.
@@ -350,10 +361,15 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
+	keys, err := c.keys(env)
+	if err != nil {
+		return err
+	}
 	srv, err := server.Listen(server.Config{
 		Listen:         listen,
 		Target:         target,
 		Key:            key,
+		OldKeys:        keys[1:],
 		Cipher:         ciph,
 		Reorder:        c.reorder,
 		MTU:            c.mtu,
@@ -368,40 +384,47 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	var reload func()
-	if c.file != "" {
-		reload = func() {
-			if err := c.reloadServer(&file, set, log); err != nil {
-				log.Error("reload refused; nothing changed", "err", err)
-			}
+	reload := func() {
+		if err := c.reloadServer(srv, &file, set, env, log); err != nil {
+			log.Error("reload refused; nothing changed", "err", err)
 		}
 	}
 	return c.serve(env, "server", srv.Serve, srv.Status, reload)
 }
 
-// reloadServer applies a changed log level to a running server; any other
-// change is refused whole.
-func (c *common) reloadServer(file *conffile.Server, set map[string]bool, log *slog.Logger) error {
-	next, err := conffile.LoadServer(c.file)
-	if err != nil {
-		return err
-	}
-	var other []string
-	for _, k := range conffile.Changed(*file, next) {
-		if k != "log.level" {
-			other = append(other, k)
+// reloadServer applies a changed key file (the keys new sessions are
+// accepted under) and log level to a running server; any other change is
+// refused whole.
+func (c *common) reloadServer(srv *server.Server, file *conffile.Server, set map[string]bool, env Env, log *slog.Logger) error {
+	next := *file
+	if c.file != "" {
+		f, err := conffile.LoadServer(c.file)
+		if err != nil {
+			return err
+		}
+		next = f
+		var other []string
+		for _, k := range conffile.Changed(*file, next) {
+			if k != "log.level" {
+				other = append(other, k)
+			}
+		}
+		if len(other) > 0 {
+			return fmt.Errorf("%s: %s cannot change while running; restart to apply", c.file, strings.Join(other, ", "))
 		}
 	}
-	if len(other) > 0 {
-		return fmt.Errorf("%s: %s cannot change while running; restart to apply", c.file, strings.Join(other, ", "))
+	keys, err := c.keys(env)
+	if err != nil {
+		return err
 	}
 	lv, err := c.levelFor(next.Log.Level, set)
 	if err != nil {
 		return err
 	}
+	srv.SetKeys(keys)
 	c.level.Set(lv)
 	*file = next
-	log.Info("configuration reloaded", "log_level", lv.String())
+	log.Info("configuration reloaded", "keys", len(keys), "log_level", lv.String())
 	return nil
 }
 

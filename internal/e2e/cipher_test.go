@@ -6,6 +6,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/server"
 )
 
@@ -68,4 +69,35 @@ func TestCiphers(t *testing.T) {
 			t.Fatalf("server has %d sessions, want 0", n)
 		}
 	})
+}
+
+// TestKeyRotation: a server accepting an old and a new key serves clients of
+// both; once the old key is dropped, a client still using it gets no new
+// session, while the session it already has keeps working.
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := testKey(t), testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: newKey, OldKeys: []handshake.Key{oldKey}})
+	paths := []client.PathConfig{{Remote: srv.Addr().String()}}
+	oldCl := startClient(t, client.Config{Paths: paths, Key: oldKey})
+	newCl := startClient(t, client.Config{Paths: paths, Key: newKey})
+	pingPong(t, dial(t, oldCl), "old key", 50)
+	pingPong(t, dial(t, newCl), "new key", 50)
+	srv.SetKeys([]handshake.Key{newKey})
+	oldApp := dial(t, oldCl)
+	pingPong(t, oldApp, "old key, session already up", 50)
+	late, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: oldKey, Logger: quietLogger(), HandshakeRetry: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, late.Serve)
+	bad := srv.Counters().HandshakeBad.Load()
+	if !eventually(3*time.Second, func() bool { return srv.Counters().HandshakeBad.Load() > bad }) {
+		t.Fatal("the dropped key's handshakes were not refused")
+	}
+	select {
+	case <-late.Up():
+		t.Fatal("a new session came up under a dropped key")
+	default:
+	}
 }

@@ -43,6 +43,31 @@ func GenerateKey() (Key, error) {
 // String returns the key's text form, as `mptunnel genkey` prints it.
 func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
 
+// ParseKeys reads one key a line, as a key file holds them: the first is the
+// one this end uses, the others are also accepted from peers (key rotation).
+// Blank lines and lines starting with # are skipped.
+func ParseKeys(s string) ([]Key, error) {
+	var keys []Key
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := ParseKey(line)
+		if err != nil {
+			if strings.Count(strings.TrimSpace(s), "\n") == 0 {
+				return nil, err // a one-line key file: no line number needed
+			}
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("the key is empty")
+	}
+	return keys, nil
+}
+
 // ParseKey reads the text form of a key; surrounding white space is ignored.
 func ParseKey(s string) (Key, error) {
 	var k Key
@@ -201,11 +226,11 @@ type Responder struct {
 	// Set it before the first Accept.
 	Cipher aead.Cipher
 
-	key    Key
 	window time.Duration
 	max    int
 
 	mu   sync.Mutex
+	keys []Key                  // accepted keys, tried in order; replaced whole by SetKeys
 	seen map[[32]byte]time.Time // initiator ephemeral key -> when it may be forgotten
 }
 
@@ -219,7 +244,7 @@ func NewResponder(key Key, window time.Duration, maxRecent int) *Responder {
 	if maxRecent <= 0 {
 		maxRecent = 65536
 	}
-	return &Responder{key: key, window: window, max: maxRecent, seen: make(map[[32]byte]time.Time)}
+	return &Responder{keys: []Key{key}, window: window, max: maxRecent, seen: make(map[[32]byte]time.Time)}
 }
 
 // Accept checks an initiation and, when it is authentic, fresh and new,
@@ -230,12 +255,22 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	if len(msg) != InitLen {
 		return a, 0, ErrAuth
 	}
-	hs, err := newState(r.key, false)
-	if err != nil {
-		return a, 0, fmt.Errorf("handshake: %w", err)
+	r.mu.Lock()
+	keys := r.keys
+	r.mu.Unlock()
+	var hs *noise.HandshakeState
+	var p []byte
+	for _, k := range keys {
+		st, err := newState(k, false)
+		if err != nil {
+			return a, 0, fmt.Errorf("handshake: %w", err)
+		}
+		if q, _, _, err := st.ReadMessage(nil, msg); err == nil {
+			hs, p = st, q
+			break
+		}
 	}
-	p, _, _, err := hs.ReadMessage(nil, msg)
-	if err != nil || len(p) != initPayloadLen {
+	if hs == nil || len(p) != initPayloadLen {
 		return a, 0, ErrAuth
 	}
 	if p[0] != version {
@@ -284,6 +319,18 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	a.Keys = Keys{Send: c2.UnsafeKey(), Recv: c1.UnsafeKey()}
 	a.Response = resp
 	return a, skew, nil
+}
+
+// SetKeys replaces the keys the Responder accepts initiations under: the
+// current key and, while clients move from one to another, the others. An
+// initiation is tried with each in turn. keys must not be empty.
+func (r *Responder) SetKeys(keys []Key) {
+	if len(keys) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.keys = append([]Key(nil), keys...)
+	r.mu.Unlock()
 }
 
 // Prune forgets initiations whose timestamps have left the window.

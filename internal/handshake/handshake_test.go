@@ -98,8 +98,9 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 	// A response made with another key does not finish the handshake.
 	mine, _ := Initiate(key, 0, 0, now)
-	theirs := NewResponder(mustKey(t), 0, 0)
-	in4, _ := Initiate(theirs.key, 0, 0, now)
+	theirKey := mustKey(t)
+	theirs := NewResponder(theirKey, 0, 0)
+	in4, _ := Initiate(theirKey, 0, 0, now)
 	a, _, err := theirs.Accept(in4.Msg, now, fixedIndex)
 	if err != nil {
 		t.Fatal(err)
@@ -213,5 +214,39 @@ func TestCipherNegotiation(t *testing.T) {
 	}
 	if _, err := in.Finish(resp); !errors.Is(err, ErrVersion) {
 		t.Fatalf("a response with a cipher not offered: %v, want ErrVersion", err)
+	}
+}
+
+// TestKeyRotation: a responder with two keys accepts initiations under
+// either; after SetKeys drops one, initiations under it are refused.
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := mustKey(t), mustKey(t)
+	now := time.Now()
+	r := NewResponder(oldKey, 0, 0)
+	r.SetKeys([]Key{newKey, oldKey})
+	for _, k := range []Key{oldKey, newKey} {
+		in, _ := Initiate(k, 0, 0, now)
+		a, _, err := r.Accept(in.Msg, now, fixedIndex)
+		if err != nil {
+			t.Fatalf("refused an initiation under an accepted key: %v", err)
+		}
+		if _, err := in.Finish(a.Response); err != nil {
+			t.Fatalf("the initiator cannot read the response: %v", err)
+		}
+	}
+	r.SetKeys([]Key{newKey})
+	in, _ := Initiate(oldKey, 0, 0, now)
+	if _, _, err := r.Accept(in.Msg, now, fixedIndex); !errors.Is(err, ErrAuth) {
+		t.Fatalf("an initiation under a dropped key: %v, want ErrAuth", err)
+	}
+	keys, err := ParseKeys("# current\n" + newKey.String() + "\n\n" + oldKey.String() + "\n")
+	if err != nil || len(keys) != 2 || keys[0] != newKey || keys[1] != oldKey {
+		t.Fatalf("ParseKeys: %v %v", keys, err)
+	}
+	if _, err := ParseKeys(newKey.String() + "\nnot a key\n"); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("a bad second line: %v", err)
+	}
+	if _, err := ParseKeys("# nothing\n"); err == nil {
+		t.Fatal("a file without keys was accepted")
 	}
 }

@@ -40,7 +40,10 @@ type Config struct {
 	Listen string        // address for paths, e.g. ":2000"
 	Target string        // host:port of the target
 	Key    handshake.Key // the shared key
-	Cipher aead.Cipher   // the transport cipher required, or aead.Auto to follow the client's offer
+	// OldKeys are further keys clients may still use while they move to Key
+	// (key rotation); new sessions under them are accepted too.
+	OldKeys []handshake.Key
+	Cipher  aead.Cipher // the transport cipher required, or aead.Auto to follow the client's offer
 	// Reorder, when positive, holds datagrams from clients that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
@@ -712,6 +715,14 @@ func randUint32() uint32 {
 
 func newResponder(cfg Config) *handshake.Responder {
 	r := handshake.NewResponder(cfg.Key, 0, 0)
+	r.SetKeys(append([]handshake.Key{cfg.Key}, cfg.OldKeys...))
 	r.Cipher = cfg.Cipher
 	return r
+}
+
+// SetKeys replaces the keys new sessions are accepted under while the
+// server runs: the current key first, then any older ones clients may still
+// use. Sessions already up keep their own keys.
+func (s *Server) SetKeys(keys []handshake.Key) {
+	s.resp.SetKeys(keys)
 }
