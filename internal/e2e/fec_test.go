@@ -86,7 +86,7 @@ func TestFECMode(t *testing.T) {
 	app := dial(t, cl)
 	const n, size = 4000, 1000
 	before := upPackets(relays)
-	got := streamEcho(t, app, n, size)
+	got := streamEchoEvery(t, app, n, size, 4)
 	sent := upPackets(relays) - before
 	// Each way, a datagram is lost for good only when its shard and at
 	// least 4 of the 11 others of its group are: about 0.19%; round trip
@@ -135,7 +135,7 @@ func TestFECBurstLoss(t *testing.T) {
 			cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.FEC, FEC: tc.shape, FECDepth: tc.depth})
 			app := dial(t, cl)
 			const n, size = 4000, 1000
-			got := streamEcho(t, app, n, size)
+			got := streamEchoEvery(t, app, n, size, 2)
 			if lost := n - got; lost > n/50 {
 				t.Fatalf("%d of %d datagrams lost on the round trip, want at most 2%% (99%% each way)", lost, n)
 			}

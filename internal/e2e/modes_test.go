@@ -103,13 +103,17 @@ func TestAdaptiveMode(t *testing.T) {
 	buf := make([]byte, 64)
 	if !eventually(15*time.Second, func() bool {
 		// Some of these may be lost while losses are unknown: no checks.
-		app.Write([]byte("warm"))
+		for range 10 {
+			app.Write([]byte("warm"))
+		}
 		app.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 		app.Read(buf)
 		st := cl.PathStates()
 		sp := serverPaths(srv)
-		// Adaptive trusts a loss rate measured over 100 packets or more.
-		return st[0].SentOut >= 150 && st[1].LossOut > 0.1 && st[2].LossOut > 0.1 &&
+		// Adaptive trusts a loss rate measured over 100 packets or more:
+		// well over that, so that the window still holds 100 when the
+		// oldest of these leave it during the ping-pong below.
+		return st[0].SentOut >= 1000 && st[1].LossOut > 0.1 && st[2].LossOut > 0.1 &&
 			len(sp) == 3 && sp[1].LossOut > 0.1 && sp[2].LossOut > 0.1
 	}) {
 		t.Fatalf("losses not measured: %+v", cl.PathStates())
@@ -118,11 +122,14 @@ func TestAdaptiveMode(t *testing.T) {
 	before := relayed(relays)
 	pingPong(t, app, "adaptive", 200)
 	after := relayed(relays)
-	if d := after[0] - before[0]; d < 200 {
-		t.Fatalf("the clean path carried %d packets, want all 200 datagrams", d)
+	// The clean path carries the data; a datagram or two may go elsewhere
+	// when a loaded machine delays the probe replies its loss is measured by.
+	if d := after[0] - before[0]; d < 190 {
+		t.Fatalf("the clean path carried %d packets, want the 200 datagrams", d)
 	}
-	// Only probes (4 a second) on the lossy ones: no copies of data.
-	if d1, d2 := after[1]-before[1], after[2]-before[2]; d1 > 40 || d2 > 40 {
+	// Probes (4 a second) on the lossy ones, and no copies of data to speak
+	// of (redundant would put all 200 on each).
+	if d1, d2 := after[1]-before[1], after[2]-before[2]; d1 > 60 || d2 > 60 {
 		t.Fatalf("the lossy paths carried %d and %d packets; adaptive should leave them out", d1, d2)
 	}
 }
