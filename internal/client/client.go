@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
@@ -128,6 +129,7 @@ type Client struct {
 
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
+	jar     *cookie.Jar
 
 	schedMu sync.Mutex // guards sched and its scratch
 	sched   *sched.Scheduler
@@ -148,7 +150,11 @@ type Client struct {
 
 type pendingHS struct {
 	in   *handshake.Initiation
+	pkt  []byte // the initiation packet, which a cookie reply is bound to
 	sent time.Time
+	// signed is whether pkt carried a cookie MAC; answered is whether a
+	// cookie reply to it has been taken.
+	signed, answered bool
 }
 
 type path struct {
@@ -186,6 +192,9 @@ func Listen(cfg Config) (*Client, error) {
 	}
 	c.warn.Log = cfg.Logger
 	var err error
+	if c.jar, err = cookie.NewJar(cfg.Key); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if c.sched, err = sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss}); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -749,6 +758,8 @@ func (c *Client) pathLoop(p *path) {
 				}
 			case wire.TypeResponse:
 				c.handleResponse(pkt)
+			case wire.TypeCookie:
+				c.handleCookie(pkt)
 			default:
 				c.cnt.Malformed.Add(1)
 			}
@@ -845,9 +856,42 @@ func (c *Client) handshake(now time.Time) {
 			delete(c.pending, idx)
 		}
 	}
-	c.pending[in.Index] = &pendingHS{in: in, sent: now}
+	pkt := wire.AppendInit(nil, in.Msg)
+	signed := c.jar.Sign(pkt, now)
+	c.pending[in.Index] = &pendingHS{in: in, pkt: pkt, sent: now, signed: signed}
 	c.hsMu.Unlock()
-	c.sendAll(wire.AppendInit(nil, in.Msg))
+	c.sendAll(pkt)
+}
+
+// handleCookie takes a cookie reply: the server is under load and wants
+// this address proven. The next initiation, sent at once, carries the
+// cookie's MAC. Replies to one initiation come by every path: the first
+// makes the new initiation. An initiation that carried a MAC and still got
+// a reply (the server changed its secret) waits for the usual retry, so a
+// server that keeps answering with cookies cannot make the client spin.
+func (c *Client) handleCookie(pkt []byte) {
+	now := time.Now()
+	c.hsMu.Lock()
+	var ph *pendingHS
+	for _, p := range c.pending {
+		if c.jar.Take(pkt, p.pkt, now) == nil {
+			ph = p
+			break
+		}
+	}
+	again := ph != nil && !ph.answered && !ph.signed
+	if ph != nil {
+		ph.answered = true
+	}
+	c.hsMu.Unlock()
+	if ph == nil {
+		c.cnt.Malformed.Add(1)
+		return
+	}
+	c.cnt.Cookies.Add(1)
+	if again {
+		c.handshake(now)
+	}
 }
 
 // probeAll sends a probe on every path, each sealed for its path.

@@ -6,10 +6,13 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/cookie"
+	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -159,5 +162,112 @@ func TestTargetDown(t *testing.T) {
 	pingPong(t, app, "back", 50)
 	if _, rx := back.stats(); rx != 50 {
 		t.Fatalf("the returned target got %d datagrams, want 50", rx)
+	}
+}
+
+// TestHandshakeFlood: initiations whose mac1 is right (the worst case: only
+// a key holder can make one; their Noise part is garbage, so each costs the
+// server a full read) from many source ports at 20,000 a second put
+// the server under load; it answers them with cookie replies, smaller than
+// what it got, and does no handshake for them; the session already up keeps
+// forwarding, and a new client, which proves its address with the cookie,
+// connects within 2 s.
+func TestHandshakeFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the flood takes a few seconds")
+	}
+	key := testKey(t)
+	echo := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	paths := []client.PathConfig{{Remote: srv.Addr().String()}}
+	old := startClient(t, client.Config{Paths: paths, Key: key})
+	app := dial(t, old)
+	pingPong(t, app, "before", 20)
+
+	dst := net.UDPAddrFromAddrPort(srv.Addr())
+	var socks []*net.UDPConn
+	for range 64 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		socks = append(socks, c)
+	}
+	jar, err := cookie.NewJar(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inits [][]byte
+	for range 300 {
+		noise := make([]byte, handshake.InitLen)
+		rand.Read(noise)
+		pkt := wire.AppendInit(nil, noise)
+		jar.Sign(pkt, time.Now())
+		inits = append(inits, pkt)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var flooded atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for range 20 { // 20,000 a second
+				socks[i%len(socks)].WriteToUDP(inits[i%len(inits)], dst)
+				flooded.Add(1)
+				i++
+			}
+		}
+	}()
+	// The flood takes hold; the session carries on meanwhile.
+	if !eventually(3*time.Second, func() bool { return srv.Counters().Cookies.Load() > 1000 }) {
+		close(stop)
+		wg.Wait()
+		t.Fatalf("no cookies under a flood: %+v", srv.Counters().Snapshot())
+	}
+	pingPong(t, app, "during", 200)
+	start := time.Now()
+	fresh, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, fresh.Serve)
+	select {
+	case <-fresh.Up():
+	case <-time.After(2 * time.Second):
+		close(stop)
+		wg.Wait()
+		t.Fatalf("a new client did not connect within 2 s of a handshake flood (%+v)", srv.Counters().Snapshot())
+	}
+	took := time.Since(start)
+	pingPong(t, dial(t, fresh), "new", 20)
+	close(stop)
+	wg.Wait()
+	c := srv.Counters().Snapshot()
+	t.Logf("flood of %d initiations: %d cookie replies, %d handshakes done; new client up in %v, and took %d cookies",
+		flooded.Load(), c.Cookies, c.HandshakeOK, took.Round(time.Millisecond), fresh.Counters().Cookies.Load())
+	if c.HandshakeOK != 2 {
+		t.Fatalf("%d handshakes completed, want the two clients'", c.HandshakeOK)
+	}
+	if srv.Sessions() != 2 {
+		t.Fatalf("%d sessions after the flood, want 2", srv.Sessions())
+	}
+	if fresh.Counters().Cookies.Load() == 0 {
+		t.Fatal("the new client connected without a cookie: the flood did not engage the defence")
+	}
+	// Cookie replies are smaller than initiations: the flooders got less than
+	// they sent.
+	buf := make([]byte, 2048)
+	socks[0].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _, err := socks[0].ReadFromUDP(buf); err == nil && n >= wire.InitPrefixLen+64+2*wire.MACLen {
+		t.Fatalf("a %d-byte answer to an initiation", n)
 	}
 }

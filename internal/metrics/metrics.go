@@ -30,6 +30,8 @@ type Counters struct {
 	HandshakeBad  atomic.Uint64 // handshake messages that did not authenticate
 	HandshakeRply atomic.Uint64 // handshake initiations seen before (replays or copies from other paths)
 	HandshakeOld  atomic.Uint64 // authentic initiations with a timestamp outside the window
+	Cookies       atomic.Uint64 // server: cookie replies sent under load; client: cookies taken
+	HandshakeRate atomic.Uint64 // initiations refused by the per-source rate limit under load
 	SessionLimit  atomic.Uint64 // sessions refused for the session limit
 	FlowLimit     atomic.Uint64 // flows refused for the flow limit
 	SessionsGone  atomic.Uint64 // sessions freed (timeout or close)
@@ -63,6 +65,8 @@ type Snapshot struct {
 	HandshakeBad    uint64 `json:"handshake_bad"`
 	HandshakeReplay uint64 `json:"handshake_replay"`
 	HandshakeStale  uint64 `json:"handshake_stale"`
+	Cookies         uint64 `json:"handshake_cookie"`
+	HandshakeRate   uint64 `json:"handshake_rate_limited"`
 	SessionLimit    uint64 `json:"session_limit"`
 	FlowLimit       uint64 `json:"flow_limit"`
 	SessionsFreed   uint64 `json:"sessions_freed"`
@@ -86,6 +90,7 @@ func (c *Counters) Snapshot() Snapshot {
 		SendErrors: c.SendErrors.Load(), HandshakeOK: c.HandshakeOK.Load(),
 		HandshakeBad: c.HandshakeBad.Load(), HandshakeReplay: c.HandshakeRply.Load(),
 		HandshakeStale: c.HandshakeOld.Load(), SessionLimit: c.SessionLimit.Load(),
+		Cookies: c.Cookies.Load(), HandshakeRate: c.HandshakeRate.Load(),
 		FlowLimit: c.FlowLimit.Load(), SessionsFreed: c.SessionsGone.Load(),
 		FlowsFreed: c.FlowsGone.Load(), FECParity: c.FECParity.Load(),
 		FECRecovered: c.FECRecovered.Load(), FECLost: c.FECLost.Load(),

@@ -23,10 +23,12 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
+	"github.com/mptunnel/mptunnel/internal/ratelimit"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
@@ -47,6 +49,11 @@ type Config struct {
 	// Reorder, when positive, holds datagrams from clients that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
+	// HandshakeLoad is the rate of initiations a second beyond which the
+	// server is under load: it then answers an initiation whose source
+	// address is not proven with a cookie reply, and limits each source to
+	// 20 handshakes a second (1000).
+	HandshakeLoad int
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
@@ -61,6 +68,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.HandshakeLoad <= 0 {
+		c.HandshakeLoad = 1000
+	}
 	if c.MTU == 0 {
 		c.MTU = 1400
 	}
@@ -92,13 +102,19 @@ func (c *Config) setDefaults() {
 
 // Server is a running mpserver. Create one with Listen, run it with Serve.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	warn   ratelog.Logger
-	conn   udpio.Conn
-	target netip.AddrPort
-	resp   *handshake.Responder
-	cnt    metrics.Counters
+	cfg       Config
+	log       *slog.Logger
+	warn      ratelog.Logger
+	conn      udpio.Conn
+	target    netip.AddrPort
+	resp      *handshake.Responder
+	cookies   *cookie.Checker
+	cookieBuf []byte
+	limiter   ratelimit.Limiter
+	// Initiations counted this second and the one before (read goroutine).
+	loadStart           time.Time
+	loadCount, loadPrev int
+	cnt                 metrics.Counters
 
 	mu       sync.RWMutex
 	sessions map[uint32]*sess
@@ -183,6 +199,13 @@ func Listen(cfg Config) (*Server, error) {
 		sessions: make(map[uint32]*sess),
 	}
 	s.warn.Log = cfg.Logger
+	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if len(cfg.OldKeys) > 0 {
+		s.SetKeys(append([]handshake.Key{cfg.Key}, cfg.OldKeys...))
+	}
 	return s, nil
 }
 
@@ -374,10 +397,33 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 }
 
 func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time) {
-	msg, err := wire.ParseInit(pkt)
+	msg, _, err := wire.ParseInit(pkt)
 	if err != nil {
 		s.cnt.Malformed.Add(1)
 		return
+	}
+	key, ok := s.cookies.ValidMAC1(pkt)
+	if !ok {
+		// Not made with the key: one hash spent, nothing answered.
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("handshake", "handshake refused: it does not authenticate (wrong key, or not an mptunnel client)", "from", from.String())
+		return
+	}
+	if s.underLoad(now) {
+		if !s.cookies.Valid(pkt, from, now) {
+			// Prove your address first: a small, stateless answer.
+			if out, err := s.cookies.Reply(s.cookieBuf[:0], pkt, from, key, now); err == nil {
+				s.cookieBuf = out
+				s.send(out, from, local)
+				s.cnt.Cookies.Add(1)
+			}
+			return
+		}
+		if !s.limiter.Allow(from.Addr(), now) {
+			s.cnt.HandshakeRate.Add(1)
+			s.warn.Warn("handshake-rate", "handshake refused: too many from this address while under load", "from", from.String())
+			return
+		}
 	}
 	s.mu.RLock()
 	full := len(s.sessions) >= s.cfg.MaxSessions
@@ -445,6 +491,20 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", sc.Mode().String(), "cipher", a.Cipher.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
+}
+
+// underLoad counts an initiation at now and reports whether more than
+// HandshakeLoad arrived in this second or the one before. The read
+// goroutine alone calls it.
+func (s *Server) underLoad(now time.Time) bool {
+	if gap := now.Sub(s.loadStart); gap >= time.Second {
+		s.loadPrev, s.loadCount, s.loadStart = s.loadCount, 0, now
+		if gap >= 2*time.Second {
+			s.loadPrev = 0 // a quiet second in between
+		}
+	}
+	s.loadCount++
+	return s.loadCount > s.cfg.HandshakeLoad || s.loadPrev > s.cfg.HandshakeLoad
 }
 
 // newIndex picks an unused session index. It runs with s.mu not held.
@@ -725,4 +785,11 @@ func newResponder(cfg Config) *handshake.Responder {
 // use. Sessions already up keep their own keys.
 func (s *Server) SetKeys(keys []handshake.Key) {
 	s.resp.SetKeys(keys)
+	psks := make([][32]byte, len(keys))
+	for i, k := range keys {
+		psks[i] = k
+	}
+	if err := s.cookies.SetKeys(psks); err != nil {
+		s.log.Error("keys", "err", err)
+	}
 }

@@ -16,6 +16,7 @@ const (
 	TypeInit      = 1 // handshake initiation, client to server
 	TypeResponse  = 2 // handshake response, server to client
 	TypeTransport = 3 // sealed transport packet, both directions
+	TypeCookie    = 4 // cookie reply, server to client, under load
 )
 
 // Sizes of the fixed parts of packets.
@@ -29,9 +30,17 @@ const (
 	Overhead = HeaderLen + TagLen
 
 	// InitPrefixLen and ResponsePrefixLen are the clear bytes in front of the
-	// Noise message in handshake packets.
+	// Noise message in handshake packets. An initiation ends with two MACs
+	// of MACLen bytes: mac1, keyed by the shared key, and mac2, keyed by a
+	// cookie (zero when the client holds none).
 	InitPrefixLen     = 4
 	ResponsePrefixLen = 8
+	MACLen            = 16
+	// CookieNonceLen and SealedCookieLen make up a cookie reply after its
+	// 4-byte prefix.
+	CookieNonceLen  = 24
+	SealedCookieLen = 16 + TagLen
+	CookieLen       = 4 + CookieNonceLen + SealedCookieLen
 
 	// DataHeaderLen and FragHeaderLen are the inner message headers.
 	DataHeaderLen = 5
@@ -83,18 +92,36 @@ func Type(pkt []byte) byte {
 	return pkt[0]
 }
 
-// AppendInit frames a Noise initiation message.
+// AppendInit frames a Noise initiation message, with zero MACs for the
+// sender to fill in.
 func AppendInit(b []byte, noiseMsg []byte) []byte {
 	b = append(b, TypeInit, 0, 0, 0)
-	return append(b, noiseMsg...)
+	b = append(b, noiseMsg...)
+	return append(b, make([]byte, 2*MACLen)...)
 }
 
-// ParseInit returns the Noise message inside an initiation packet.
-func ParseInit(pkt []byte) ([]byte, error) {
-	if len(pkt) <= InitPrefixLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
-		return nil, ErrMalformed
+// ParseInit returns the Noise message and the two MACs (mac1 then mac2) of
+// an initiation packet.
+func ParseInit(pkt []byte) (noiseMsg, macs []byte, err error) {
+	if len(pkt) <= InitPrefixLen+2*MACLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return nil, nil, ErrMalformed
 	}
-	return pkt[InitPrefixLen:], nil
+	return pkt[InitPrefixLen : len(pkt)-2*MACLen], pkt[len(pkt)-2*MACLen:], nil
+}
+
+// AppendCookie frames a cookie reply.
+func AppendCookie(b []byte, nonce, sealed []byte) []byte {
+	b = append(b, TypeCookie, 0, 0, 0)
+	b = append(b, nonce...)
+	return append(b, sealed...)
+}
+
+// ParseCookie returns the nonce and the sealed cookie of a cookie reply.
+func ParseCookie(pkt []byte) (nonce, sealed []byte, err error) {
+	if len(pkt) != CookieLen || pkt[0] != TypeCookie || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return nil, nil, ErrMalformed
+	}
+	return pkt[4 : 4+CookieNonceLen], pkt[4+CookieNonceLen:], nil
 }
 
 // AppendResponse frames a Noise response message addressed to the initiator's

@@ -23,7 +23,10 @@ func TestHeaderRoundTrip(t *testing.T) {
 func TestHandshakeFraming(t *testing.T) {
 	msg := bytes.Repeat([]byte{7}, 64)
 	init := AppendInit(nil, msg)
-	if got, err := ParseInit(init); err != nil || !bytes.Equal(got, msg) {
+	if len(init) != InitPrefixLen+len(msg)+2*MACLen {
+		t.Fatalf("initiation of %d bytes", len(init))
+	}
+	if got, macs, err := ParseInit(init); err != nil || !bytes.Equal(got, msg) || !bytes.Equal(macs, make([]byte, 2*MACLen)) {
 		t.Fatalf("ParseInit: %v", err)
 	}
 	resp := AppendResponse(nil, 42, msg)
@@ -31,8 +34,15 @@ func TestHandshakeFraming(t *testing.T) {
 	if err != nil || idx != 42 || !bytes.Equal(got, msg) {
 		t.Fatalf("ParseResponse: %d %v", idx, err)
 	}
-	if _, err := ParseInit(init[:InitPrefixLen]); err == nil {
+	if _, _, err := ParseInit(init[:InitPrefixLen+2*MACLen]); err == nil {
 		t.Fatal("empty initiation accepted")
+	}
+	ck := AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen))
+	if len(ck) != CookieLen || len(ck) >= len(init) {
+		t.Fatalf("cookie reply of %d bytes for an initiation of %d: amplification", len(ck), len(init))
+	}
+	if _, _, err := ParseCookie(ck[:CookieLen-1]); err == nil {
+		t.Fatal("a short cookie reply was accepted")
 	}
 	if _, _, err := ParseResponse(init); err == nil {
 		t.Fatal("initiation parsed as a response")
@@ -125,10 +135,18 @@ func FuzzParseMessage(f *testing.F) {
 func FuzzParseHandshake(f *testing.F) {
 	f.Add(AppendInit(nil, bytes.Repeat([]byte{7}, 64)))
 	f.Add(AppendResponse(nil, 42, bytes.Repeat([]byte{9}, 56)))
+	f.Add(AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if msg, err := ParseInit(b); err == nil {
-			if out := AppendInit(nil, msg); !bytes.Equal(out, b) {
+		if msg, macs, err := ParseInit(b); err == nil {
+			out := AppendInit(nil, msg)
+			copy(out[len(out)-2*MACLen:], macs)
+			if !bytes.Equal(out, b) {
 				t.Fatalf("init %x parses to %x which appends to %x", b, msg, out)
+			}
+		}
+		if nonce, sealed, err := ParseCookie(b); err == nil {
+			if out := AppendCookie(nil, nonce, sealed); !bytes.Equal(out, b) {
+				t.Fatalf("cookie reply %x parses to %x %x which appends to %x", b, nonce, sealed, out)
 			}
 		}
 		if rcv, msg, err := ParseResponse(b); err == nil {
