@@ -1,6 +1,7 @@
 package reorder
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -193,7 +194,7 @@ func FuzzPush(f *testing.F) {
 		b := New(time.Millisecond, 16)
 		now := time.Unix(100, 0)
 		var got []uint64
-		deliver := func(_ uint32, d []byte) { got = append(got, uint64(d[0])<<8|uint64(d[1])) }
+		deliver := func(_ uint32, d []byte) { got = append(got, binary.BigEndian.Uint64(d)) }
 		pushed := map[uint64]bool{}
 		var seq uint64
 		for _, op := range ops {
@@ -207,7 +208,7 @@ func FuzzPush(f *testing.F) {
 				s := seq + uint64(op%32)
 				if !pushed[s] {
 					pushed[s] = true
-					b.Push(s, 0, []byte{byte(s >> 8), byte(s)}, now, deliver)
+					b.Push(s, 0, binary.BigEndian.AppendUint64(nil, s), now, deliver)
 				}
 			}
 			if b.held > len(b.slots) {
