@@ -232,14 +232,6 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
 }
 
-func (c *common) key(env Env) (handshake.Key, error) {
-	keys, err := c.keys(env)
-	if err != nil {
-		return handshake.Key{}, err
-	}
-	return keys[0], nil
-}
-
 // keys reads the key file (or MPTUNNEL_KEY): one key a line, the first the
 // one this end uses, the others accepted by a server while clients move to
 // the first (docs/SECURITY.md, key rotation).
@@ -264,18 +256,19 @@ func (c *common) keys(env Env) ([]handshake.Key, error) {
 	return keys, nil
 }
 
-// setup loads the key, reads the cipher and builds the logger.
-func (c *common) setup(env Env) (handshake.Key, aead.Cipher, *slog.Logger, error) {
+// setup loads the keys (the first is this end's, see keys), reads the
+// cipher and builds the logger.
+func (c *common) setup(env Env) ([]handshake.Key, aead.Cipher, *slog.Logger, error) {
 	ciph, err := aead.Parse(c.cipher)
 	if err != nil {
-		return handshake.Key{}, ciph, nil, usagef("bad --cipher: %w", err)
+		return nil, ciph, nil, usagef("bad --cipher: %w", err)
 	}
-	key, err := c.key(env)
+	keys, err := c.keys(env)
 	if err != nil {
-		return key, ciph, nil, err
+		return nil, ciph, nil, err
 	}
 	log, err := c.logger(env)
-	return key, ciph, log, err
+	return keys, ciph, log, err
 }
 
 func (c *common) logger(env Env) (*slog.Logger, error) {
@@ -357,18 +350,14 @@ func runServer(name string, args []string, env Env) error {
 		fs.Usage()
 		return usagef("expected PORT TARGET_HOST TARGET_PORT, got %d arguments", fs.NArg())
 	}
-	key, ciph, log, err := c.setup(env)
-	if err != nil {
-		return err
-	}
-	keys, err := c.keys(env)
+	keys, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
 	srv, err := server.Listen(server.Config{
 		Listen:         listen,
 		Target:         target,
-		Key:            key,
+		Key:            keys[0],
 		OldKeys:        keys[1:],
 		Cipher:         ciph,
 		Reorder:        c.reorder,
@@ -505,10 +494,11 @@ func runClient(name string, args []string, env Env) error {
 		fs.Usage()
 		return usagef("expected one CONFIG file of HOST PORT lines, got %d arguments", fs.NArg())
 	}
-	key, ciph, log, err := c.setup(env)
+	keys, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
 	}
+	key := keys[0]
 	cfg := client.Config{
 		Listen:      *listen,
 		Paths:       paths,

@@ -444,10 +444,6 @@ func (c *Client) Serve(ctx context.Context) error {
 	return nil
 }
 
-// fecRxBytes bounds the shard bytes a session's fec decoder buffers for
-// repair (64 groups of 12 full-size shards fit).
-const fecRxBytes = 2 << 20
-
 // fastProbes is how many times a probe interval failover probes the path it
 // sends on.
 const fastProbes = 5
@@ -613,31 +609,10 @@ func (c *Client) sendFEC(tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
 // newFEC gives st the fec mode's sender and receiver; st's parity is
 // flushed by a timer when a group does not fill in time.
 func (c *Client) newFEC(st *session.State) error {
-	p := c.cfg.FEC
-	if p == (fec.Params{}) {
-		p = fec.DefaultParams()
-	}
-	tx, err := session.NewFECSender(p, c.cfg.FECFlush, c.cfg.FECDepth)
-	if err != nil {
-		return err
-	}
-	var out []udpio.Msg
-	tx.SetFlush(func() {
-		tx.Lock()
-		defer tx.Unlock()
-		if tx.Stopped() {
-			return
-		}
-		now := time.Now()
-		if err := tx.FlushDue(st, now); err != nil {
-			c.log.Error("fec", "err", err)
-		}
-		out = c.sendFEC(tx, out)
-		tx.Arm(now)
-	})
-	st.FECTx = tx
-	st.FECRx = session.NewFECReceiver(fec.Limits{Bytes: fecRxBytes})
-	return nil
+	var out []udpio.Msg // the timer's scratch; the sender's lock guards it
+	return session.EnableFEC(st, c.cfg.FEC, c.cfg.FECFlush, c.cfg.FECDepth,
+		func(tx *session.FECSender) { out = c.sendFEC(tx, out) },
+		func(err error) { c.log.Error("fec", "err", err) })
 }
 
 func (c *Client) flowFor(peer netip.AddrPort) *flow {

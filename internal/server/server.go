@@ -682,34 +682,13 @@ func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []ud
 	return out
 }
 
-// fecRxBytes bounds the shard bytes a session's fec decoder buffers for
-// repair (64 groups of 12 full-size shards fit).
-const fecRxBytes = 2 << 20
-
 // newFEC gives ss the fec mode's sender and receiver; its parity is flushed
 // by a timer when a group does not fill in time.
 func (s *Server) newFEC(ss *sess, p fec.Params, depth int) error {
-	tx, err := session.NewFECSender(p, 0, depth)
-	if err != nil {
-		return err
-	}
-	var out []udpio.Msg
-	tx.SetFlush(func() {
-		tx.Lock()
-		defer tx.Unlock()
-		if tx.Stopped() {
-			return
-		}
-		now := time.Now()
-		if err := tx.FlushDue(ss.st, now); err != nil {
-			s.log.Error("fec", "err", err)
-		}
-		out = s.flushFEC(ss, tx, out)
-		tx.Arm(now)
-	})
-	ss.st.FECTx = tx
-	ss.st.FECRx = session.NewFECReceiver(fec.Limits{Bytes: fecRxBytes})
-	return nil
+	var out []udpio.Msg // the timer's scratch; the sender's lock guards it
+	return session.EnableFEC(ss.st, p, 0, depth,
+		func(tx *session.FECSender) { out = s.flushFEC(ss, tx, out) },
+		func(err error) { s.log.Error("fec", "err", err) })
 }
 
 func (s *Server) janitor(ctx context.Context) {

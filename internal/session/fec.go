@@ -233,3 +233,38 @@ func (r *FECReceiver) Expire(now time.Time) {
 	r.dec.Expire(now)
 	r.mu.Unlock()
 }
+
+// FECRxBytes bounds the shard bytes a session's fec decoder buffers for
+// repair (64 groups of 12 full-size shards fit).
+const FECRxBytes = 2 << 20
+
+// EnableFEC gives st the fec mode's sender and receiver: groups of shape p
+// (fec.DefaultParams when zero), flushDelay and depth as NewFECSender takes
+// them, and a decoder bounded by FECRxBytes. When a group's parity falls due
+// by the timer, send is called with the sender's lock held to put its
+// packets on the paths; it must Reset the sender. Sealing errors go to fail.
+func EnableFEC(st *State, p fec.Params, flushDelay time.Duration, depth int, send func(*FECSender), fail func(error)) error {
+	if p == (fec.Params{}) {
+		p = fec.DefaultParams()
+	}
+	tx, err := NewFECSender(p, flushDelay, depth)
+	if err != nil {
+		return err
+	}
+	tx.SetFlush(func() {
+		tx.Lock()
+		defer tx.Unlock()
+		if tx.Stopped() {
+			return
+		}
+		now := time.Now()
+		if err := tx.FlushDue(st, now); err != nil {
+			fail(err)
+		}
+		send(tx)
+		tx.Arm(now)
+	})
+	st.FECTx = tx
+	st.FECRx = NewFECReceiver(fec.Limits{Bytes: FECRxBytes})
+	return nil
+}
