@@ -33,8 +33,12 @@ func TestSetPaths(t *testing.T) {
 	if n := relays[2].Stats().Up.Forwarded; n < 1000 {
 		t.Fatalf("the added path carried %d packets", n)
 	}
-	if n := relays[0].Stats().Up.Received - removedAt; n > 0 {
-		t.Fatalf("the removed path got %d more packets", n)
+	// SetPaths closes the removed path's socket before it returns, so its
+	// relay can only read what was already queued in the kernel then: a few
+	// packets on a loaded machine, against the ~2,000 the path would have
+	// carried in the rest of the stream.
+	if n := relays[0].Stats().Up.Received - removedAt; n > 256 {
+		t.Fatalf("the removed path got %d more packets after its removal", n)
 	}
 	st := cl.PathStates()
 	if len(st) != 2 {
