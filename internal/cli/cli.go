@@ -440,6 +440,8 @@ func runClient(name string, args []string, env Env) error {
 	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
 	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
+	rekeyAfter := fs.Duration("rekey-after", client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
+	rekeyPackets := fs.Uint64("rekey-packets", client.DefaultRekeyPackets, "replace the session's keys once either end has sealed this many packets under them")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -459,6 +461,8 @@ func runClient(name string, args []string, env Env) error {
 		fromFile(fecDepth, set["fec-interleave"], f.FEC.Interleave)
 		fromFile(fecFlush, set["fec-flush"], f.FEC.Flush.D())
 		fromFile(targetLoss, set["target-loss"], f.TargetLoss)
+		fromFile(rekeyAfter, set["rekey-after"], f.Rekey.After.D())
+		fromFile(rekeyPackets, set["rekey-packets"], f.Rekey.Packets)
 		paths = filePaths(f.Paths)
 	}
 	mode, err := sched.ParseMode(*modeName)
@@ -471,6 +475,12 @@ func runClient(name string, args []string, env Env) error {
 	}
 	if *fecDepth < 1 || *fecDepth > 15 {
 		return usagef("bad --fec-interleave %d: want 1 to 15", *fecDepth)
+	}
+	if *rekeyAfter < 10*time.Second {
+		return usagef("bad --rekey-after %v: want 10s or more", *rekeyAfter)
+	}
+	if *rekeyPackets < 1<<16 {
+		return usagef("bad --rekey-packets %d: want 65536 or more", *rekeyPackets)
 	}
 	if *targetLoss <= 0 || *targetLoss >= 1 {
 		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", *targetLoss)
@@ -500,22 +510,24 @@ func runClient(name string, args []string, env Env) error {
 	}
 	key := keys[0]
 	cfg := client.Config{
-		Listen:      *listen,
-		Paths:       paths,
-		Key:         key,
-		Cipher:      ciph,
-		FEC:         shape,
-		FECDepth:    *fecDepth,
-		FECFlush:    *fecFlush,
-		TargetLoss:  *targetLoss,
-		Reorder:     c.reorder,
-		MTU:         c.mtu,
-		Window:      c.window,
-		MaxFlows:    c.maxFlows,
-		FlowTimeout: c.flowTO,
-		Mode:        mode,
-		Net:         udpio.OS{Options: c.io},
-		Logger:      log,
+		Listen:       *listen,
+		Paths:        paths,
+		Key:          key,
+		Cipher:       ciph,
+		FEC:          shape,
+		FECDepth:     *fecDepth,
+		FECFlush:     *fecFlush,
+		TargetLoss:   *targetLoss,
+		RekeyAfter:   *rekeyAfter,
+		RekeyPackets: *rekeyPackets,
+		Reorder:      c.reorder,
+		MTU:          c.mtu,
+		Window:       c.window,
+		MaxFlows:     c.maxFlows,
+		FlowTimeout:  c.flowTO,
+		Mode:         mode,
+		Net:          udpio.OS{Options: c.io},
+		Logger:       log,
 	}
 	cl, err := client.Listen(cfg)
 	if err != nil {

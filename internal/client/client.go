@@ -68,9 +68,15 @@ type Config struct {
 	DeadAfter      time.Duration // no authentic packet for this long: handshake again (1.5s)
 	HandshakeRetry time.Duration // a new handshake when none answered (1s)
 	ResolveEvery   time.Duration // how often a down path's host name is looked up again (5s)
-	Resolver       *net.Resolver // for host names (net.DefaultResolver)
-	Net            udpio.Network // where sockets come from (the operating system's network)
-	Logger         *slog.Logger
+	// RekeyAfter and RekeyPackets bound a session's keys: after this long,
+	// or once either end has sealed this many packets under them, the
+	// session is replaced by a new handshake made inside it, which keeps
+	// the flows (2m, 2^32).
+	RekeyAfter   time.Duration
+	RekeyPackets uint64
+	Resolver     *net.Resolver // for host names (net.DefaultResolver)
+	Net          udpio.Network // where sockets come from (the operating system's network)
+	Logger       *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -98,6 +104,12 @@ func (c *Config) setDefaults() {
 	if c.ResolveEvery <= 0 {
 		c.ResolveEvery = 5 * time.Second
 	}
+	if c.RekeyAfter <= 0 {
+		c.RekeyAfter = DefaultRekeyAfter
+	}
+	if c.RekeyPackets == 0 {
+		c.RekeyPackets = DefaultRekeyPackets
+	}
 	if c.Resolver == nil {
 		c.Resolver = net.DefaultResolver
 	}
@@ -108,6 +120,16 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 }
+
+// Defaults for Config.RekeyAfter and Config.RekeyPackets.
+const (
+	DefaultRekeyAfter   = 2 * time.Minute
+	DefaultRekeyPackets = 1 << 32
+)
+
+// prevGrace is how long a session replaced by a new one still takes the
+// packets the server sent under it before it switched.
+const prevGrace = 10 * time.Second
 
 // Client is a running mpclient. Create one with Listen, run it with Serve.
 type Client struct {
@@ -122,10 +144,15 @@ type Client struct {
 	v6       atomic.Bool
 	cnt      metrics.Counters
 
-	sess     atomic.Pointer[session.State]
-	lastAuth atomic.Int64  // unix ns of the last authentic packet from the server
-	up       chan struct{} // closed when the first session is up
-	once     sync.Once
+	sess   atomic.Pointer[session.State]
+	sessAt atomic.Int64 // unix ns when sess came up
+	// prev is the session sess replaced, which still takes what the server
+	// sent under it until prevUntil (unix ns).
+	prev      atomic.Pointer[session.State]
+	prevUntil atomic.Int64
+	lastAuth  atomic.Int64  // unix ns of the last authentic packet from the server
+	up        chan struct{} // closed when the first session is up
+	once      sync.Once
 
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
@@ -155,6 +182,8 @@ type pendingHS struct {
 	// signed is whether pkt carried a cookie MAC; answered is whether a
 	// cookie reply to it has been taken.
 	signed, answered bool
+	// rekey is whether the initiation went inside the session it replaces.
+	rekey bool
 }
 
 type path struct {
@@ -433,6 +462,9 @@ func (c *Client) Serve(ctx context.Context) error {
 	if st := c.sess.Load(); st != nil && st.Reorder != nil {
 		st.Reorder.Stop()
 	}
+	if pv := c.prev.Load(); pv != nil && pv.Reorder != nil {
+		pv.Reorder.Stop()
+	}
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
 		if pkt, err := sl.SealClose(st); err == nil {
@@ -690,7 +722,14 @@ func (c *Client) pathLoop(p *path) {
 					continue
 				}
 				st := c.sess.Load()
-				if st == nil || h.Receiver != st.LocalIndex {
+				if st != nil && h.Receiver != st.LocalIndex {
+					// Sent before the server switched to our new session?
+					st = c.prev.Load()
+					if st != nil && (h.Receiver != st.LocalIndex || now.UnixNano() > c.prevUntil.Load()) {
+						st = nil
+					}
+				}
+				if st == nil {
 					c.cnt.UnknownSess.Add(1)
 					continue
 				}
@@ -796,20 +835,32 @@ func (c *Client) handleResponse(pkt []byte) {
 		}
 	}
 	clear(c.pending)
-	c.lastAuth.Store(time.Now().UnixNano())
+	now := time.Now()
+	c.lastAuth.Store(now.UnixNano())
 	c.earlyMu.Lock()
+	c.sessAt.Store(now.UnixNano())
 	old := c.sess.Swap(st)
-	if old != nil && old.FECTx != nil {
-		old.FECTx.Stop()
-	}
-	if old != nil && old.Reorder != nil {
-		old.Reorder.Stop()
+	if old != nil {
+		// Nothing more is sent under the old session, but what the server
+		// sent under it before it switched is still taken for a while.
+		if old.FECTx != nil {
+			old.FECTx.Stop()
+		}
+		c.prevUntil.Store(now.Add(prevGrace).UnixNano())
+		if pv := c.prev.Swap(old); pv != nil && pv.Reorder != nil {
+			pv.Reorder.Stop()
+		}
 	}
 	early := c.early
 	c.early = nil
 	c.earlyMu.Unlock()
 	c.cnt.HandshakeOK.Add(1)
-	c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "cipher", fin.Cipher.String(), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
+	if ph.rekey {
+		c.cnt.Rekeys.Add(1)
+		c.log.Debug("session rekeyed", "session", fmt.Sprintf("%08x", peerIdx), "rtt", time.Since(ph.sent).Round(time.Microsecond).String())
+	} else {
+		c.log.Info("session up", "session", fmt.Sprintf("%08x", peerIdx), "cipher", fin.Cipher.String(), "rtt", time.Since(ph.sent).Round(time.Microsecond).String(), "replaces", old != nil)
+	}
 	// Tell the server every path at once, then send what waited for the session.
 	sl := session.NewSealer()
 	c.probeAll(sl, st, time.Now())
@@ -817,25 +868,53 @@ func (c *Client) handleResponse(pkt []byte) {
 	c.once.Do(func() { close(c.up) })
 }
 
+// handshake starts a new session: an initiation on every path.
 func (c *Client) handshake(now time.Time) {
+	in, pkt := c.initiate(now, false)
+	if in != nil {
+		c.sendAll(pkt)
+	}
+}
+
+// rekey starts the session that replaces st: the initiation goes sealed
+// inside st, on every path, which tells the server to move st's flows to
+// the new session once we use it (docs/PROTOCOL.md).
+func (c *Client) rekey(now time.Time, st *session.State, sl *session.Sealer) {
+	in, _ := c.initiate(now, true)
+	if in == nil {
+		return
+	}
+	if pkt, err := sl.SealRekey(st, in.Msg); err == nil {
+		c.sendAll(pkt)
+	}
+}
+
+// rekeyDue reports whether st, up since at, has reached a rekey bound.
+func (c *Client) rekeyDue(st *session.State, at, now time.Time) bool {
+	return now.Sub(at) >= c.cfg.RekeyAfter || st.Sent() >= c.cfg.RekeyPackets || st.Received() >= c.cfg.RekeyPackets
+}
+
+// initiate makes an initiation, remembers it as pending and returns it with
+// its packet (nil if it cannot be made).
+func (c *Client) initiate(now time.Time, rekey bool) (*handshake.Initiation, []byte) {
 	shape, _ := c.cfg.FEC.Byte()                                  // checked in Listen; 0 for the default
 	mode := byte(c.cfg.Mode) | byte(max(c.cfg.FECDepth, 1)&15)<<4 // the depth rides in the mode's high bits
 	in, err := handshake.InitiateWith(c.cfg.Key, handshake.Hello{Mode: mode, Ciphers: c.cfg.Cipher.Offer(), FEC: shape}, now)
 	if err != nil {
 		c.log.Error("handshake", "err", err)
-		return
+		return nil, nil
 	}
 	c.hsMu.Lock()
+	defer c.hsMu.Unlock()
 	for idx, ph := range c.pending {
 		if now.Sub(ph.sent) > 5*c.cfg.HandshakeRetry {
 			delete(c.pending, idx)
 		}
 	}
 	pkt := wire.AppendInit(nil, in.Msg)
-	signed := c.jar.Sign(pkt, now)
-	c.pending[in.Index] = &pendingHS{in: in, pkt: pkt, sent: now, signed: signed}
-	c.hsMu.Unlock()
-	c.sendAll(pkt)
+	signed := !rekey && c.jar.Sign(pkt, now)
+	c.pending[in.Index] = &pendingHS{in: in, pkt: pkt, sent: now, signed: signed, rekey: rekey}
+	return in, pkt
 }
 
 // handleCookie takes a cookie reply: the server is under load and wants
@@ -943,11 +1022,15 @@ func (c *Client) timers(ctx context.Context) {
 			}
 			c.tickPaths(now)
 			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
-			if (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry {
+			switch {
+			case (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry:
 				if silent {
 					c.warn.Warn("silent", "no answer from the server; handshaking again", "silent_for", now.Sub(time.Unix(0, c.lastAuth.Load())).Round(time.Millisecond).String())
 				}
 				c.handshake(now)
+				lastHS = now
+			case st != nil && !silent && c.rekeyDue(st, time.Unix(0, c.sessAt.Load()), now) && now.Sub(lastHS) >= c.cfg.HandshakeRetry:
+				c.rekey(now, st, sl)
 				lastHS = now
 			}
 			if now.Sub(lastExpire) >= time.Second {
@@ -961,6 +1044,9 @@ func (c *Client) timers(ctx context.Context) {
 func (c *Client) expire(now time.Time) {
 	if st := c.sess.Load(); st != nil {
 		st.Reasm.Expire(now)
+	}
+	if pv := c.prev.Load(); pv != nil && now.UnixNano() > c.prevUntil.Load() && c.prev.CompareAndSwap(pv, nil) && pv.Reorder != nil {
+		pv.Reorder.Stop()
 	}
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()

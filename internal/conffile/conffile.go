@@ -81,7 +81,14 @@ type Client struct {
 	Mode       string  `toml:"mode"`
 	TargetLoss float64 `toml:"target_loss"`
 	FEC        FEC     `toml:"fec"`
+	Rekey      Rekey   `toml:"rekey"`
 	Paths      []Path  `toml:"path"`
+}
+
+// Rekey is the client's [rekey] table.
+type Rekey struct {
+	After   Duration `toml:"after"`   // replace the session's keys this often
+	Packets uint64   `toml:"packets"` // or once either end sealed this many packets
 }
 
 // FEC is the client's [fec] table.

@@ -27,6 +27,7 @@ type Counters struct {
 	NoSession     atomic.Uint64 // datagrams dropped because no session was up
 	SendErrors    atomic.Uint64 // failed writes to a path, target or application
 	HandshakeOK   atomic.Uint64 // handshakes completed
+	Rekeys        atomic.Uint64 // sessions replaced by a rekey that kept their flows (server: when the new one is confirmed)
 	HandshakeBad  atomic.Uint64 // handshake messages that did not authenticate
 	HandshakeRply atomic.Uint64 // handshake initiations seen before (replays or copies from other paths)
 	HandshakeOld  atomic.Uint64 // authentic initiations with a timestamp outside the window
@@ -62,6 +63,7 @@ type Snapshot struct {
 	NoSession       uint64 `json:"no_session"`
 	SendErrors      uint64 `json:"send_errors"`
 	HandshakeOK     uint64 `json:"handshakes"`
+	Rekeys          uint64 `json:"rekeys"`
 	HandshakeBad    uint64 `json:"handshake_bad"`
 	HandshakeReplay uint64 `json:"handshake_replay"`
 	HandshakeStale  uint64 `json:"handshake_stale"`
@@ -87,7 +89,7 @@ func (c *Counters) Snapshot() Snapshot {
 		AuthFailed: c.AuthFailed.Load(), Malformed: c.Malformed.Load(),
 		UnknownSession: c.UnknownSess.Load(), Oversize: c.Oversize.Load(),
 		FragEvicted: c.FragEvicted.Load(), NoSession: c.NoSession.Load(),
-		SendErrors: c.SendErrors.Load(), HandshakeOK: c.HandshakeOK.Load(),
+		SendErrors: c.SendErrors.Load(), HandshakeOK: c.HandshakeOK.Load(), Rekeys: c.Rekeys.Load(),
 		HandshakeBad: c.HandshakeBad.Load(), HandshakeReplay: c.HandshakeRply.Load(),
 		HandshakeStale: c.HandshakeOld.Load(), SessionLimit: c.SessionLimit.Load(),
 		Cookies: c.Cookies.Load(), HandshakeRate: c.HandshakeRate.Load(),

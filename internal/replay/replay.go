@@ -120,6 +120,9 @@ func (f *Filter) Window() int {
 	return int(f.window)
 }
 
+// Last returns the largest counter accepted so far (0 before any).
+func (f *Filter) Last() uint64 { return f.last }
+
 // Reset forgets every counter seen, keeping the window size.
 func (f *Filter) Reset() {
 	clear(f.ring)

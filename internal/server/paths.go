@@ -139,6 +139,11 @@ func (s *Server) prober(ctx context.Context) {
 			}
 			s.mu.RUnlock()
 			for _, ss := range list {
+				if ss.pred.Load() != nil || ss.retireAt.Load() != 0 {
+					// A rekey's session the client has not used yet (it
+					// may never have it), or one a rekey replaced.
+					continue
+				}
 				failover := ss.sched.Mode() == sched.Failover
 				for _, p := range *ss.paths.Load() {
 					if failover && p.TxPackets.Load() != p.fastTx {

@@ -63,8 +63,11 @@ type Config struct {
 	SessionTimeout time.Duration // a session with no authentic packet for this long is freed (60s)
 	FlowTimeout    time.Duration // a flow idle this long in both directions is freed (60s)
 	ProbeInterval  time.Duration // each path is probed this often (250ms)
-	Net            udpio.Network // where sockets come from (the operating system's, with PKTINFO)
-	Logger         *slog.Logger
+	// RekeyGrace is how long a session replaced by a rekey still takes the
+	// packets the client sent under it before it switched (10s).
+	RekeyGrace time.Duration
+	Net        udpio.Network // where sockets come from (the operating system's, with PKTINFO)
+	Logger     *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -91,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ProbeInterval <= 0 {
 		c.ProbeInterval = 250 * time.Millisecond
+	}
+	if c.RekeyGrace <= 0 {
+		c.RekeyGrace = 10 * time.Second
 	}
 	if c.Net == nil {
 		c.Net = udpio.OS{Options: udpio.Options{PktInfo: true}}
@@ -148,6 +154,19 @@ type sess struct {
 	// deliverFn takes the session's datagrams to their flows; made once so
 	// the receive path allocates nothing per packet.
 	deliverFn func(flow uint32, datagram []byte)
+
+	// Rekeying (docs/PROTOCOL.md). pred is the session this one was made
+	// to succeed, until the client confirms it with its first authentic
+	// packet under it: then this session takes pred's flows. next is the
+	// successor made for this session and not yet confirmed (s.mu guards
+	// it). succ is where this session's flows went once it was succeeded
+	// (flowMu guards it); it then lives on until retireAt (unix ns) for the
+	// packets still on their way.
+	pred     atomic.Pointer[sess]
+	next     *sess
+	succ     *sess
+	retireAt atomic.Int64
+	rekeyAt  time.Time // the last rekey asked for; the read goroutine's own
 }
 
 // path is one of a session's paths: the client's path ID, where its packets
@@ -161,7 +180,7 @@ type path struct {
 
 type flow struct {
 	id         uint32
-	s          *sess
+	s          atomic.Pointer[sess] // the session that carries the flow; a rekey moves it
 	conn       udpio.Conn
 	lastActive atomic.Int64
 	pending    []udpio.Msg // datagrams for the target queued by the read goroutine
@@ -327,6 +346,9 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 		if p != nil {
 			p.CountRx(len(pkt))
 		}
+		// A datagram Receive delivers itself (the last fragment, an FEC
+		// shard) finds its flow through flowFor, which also takes a
+		// rekeyed session's flows over first.
 		m, err := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
 		if err != nil {
 			switch {
@@ -338,6 +360,11 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			return
 		}
 		ss.lastRx.Store(now.UnixNano())
+		if ss.pred.Load() != nil {
+			// The client's first authentic packet under a session made by
+			// a rekey: it has the new keys, so the flows move over.
+			s.adopt(ss, now)
+		}
 		if ro := ss.st.Reorder; ro != nil {
 			// Every counter takes its place; only data waits.
 			if m.Kind == wire.MsgData {
@@ -373,6 +400,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			}
 			s.setLocal(p, local)
 			p.OnProbeReply(m.Probe, now)
+		case wire.MsgRekey:
+			s.handleRekey(ss, m.Body, p, now)
 		case wire.MsgClose:
 			s.log.Info("session closed by client", "session", control.SessionID(ss.index))
 			s.mu.Lock()
@@ -428,24 +457,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.mu.RLock()
 	full := len(s.sessions) >= s.cfg.MaxSessions
 	s.mu.RUnlock()
-	a, skew, err := s.resp.Accept(msg, now, s.newIndex)
-	switch {
-	case err == nil:
-	case errors.Is(err, handshake.ErrReplay):
-		s.cnt.HandshakeRply.Add(1)
-		return
-	case errors.Is(err, handshake.ErrCipher):
-		s.cnt.HandshakeBad.Add(1)
-		s.warn.Warn("cipher", "handshake refused: the client offers no cipher this server accepts", "cipher", s.cfg.Cipher.String(), "from", from.String())
-		return
-	case errors.Is(err, handshake.ErrStale):
-		s.cnt.HandshakeOld.Add(1)
-		s.warn.Warn("stale", "handshake refused: the client's clock differs from ours by more than allowed; synchronise both clocks (NTP)",
-			"from", from.String(), "skew", skew.Round(time.Second).String(), "allowed", handshake.DefaultWindow.String())
-		return
-	default:
-		s.cnt.HandshakeBad.Add(1)
-		s.warn.Warn("handshake", "handshake refused: it does not authenticate (wrong key, or not an mptunnel client)", "from", from.String())
+	a, ok := s.accept(msg, from, now)
+	if !ok {
 		return
 	}
 	if full {
@@ -453,17 +466,57 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		s.warn.Warn("sessions", "session refused: session limit reached", "limit", s.cfg.MaxSessions, "from", from.String())
 		return
 	}
+	ss := s.newSess(a, from, now)
+	if ss == nil {
+		return
+	}
+	s.mu.Lock()
+	s.sessions[a.Index] = ss
+	s.mu.Unlock()
+	s.cnt.HandshakeOK.Add(1)
+	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", ss.sched.Mode().String(), "cipher", a.Cipher.String())
+	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
+	s.send(out, from, local)
+}
+
+// accept runs the handshake on an initiation's Noise message from from,
+// counting and logging why it is refused.
+func (s *Server) accept(msg []byte, from netip.AddrPort, now time.Time) (handshake.Accepted, bool) {
+	a, skew, err := s.resp.Accept(msg, now, s.newIndex)
+	switch {
+	case err == nil:
+		return a, true
+	case errors.Is(err, handshake.ErrReplay):
+		s.cnt.HandshakeRply.Add(1)
+	case errors.Is(err, handshake.ErrCipher):
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("cipher", "handshake refused: the client offers no cipher this server accepts", "cipher", s.cfg.Cipher.String(), "from", from.String())
+	case errors.Is(err, handshake.ErrStale):
+		s.cnt.HandshakeOld.Add(1)
+		s.warn.Warn("stale", "handshake refused: the client's clock differs from ours by more than allowed; synchronise both clocks (NTP)",
+			"from", from.String(), "skew", skew.Round(time.Second).String(), "allowed", handshake.DefaultWindow.String())
+	default:
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("handshake", "handshake refused: it does not authenticate (wrong key, or not an mptunnel client)", "from", from.String())
+	}
+	return a, false
+}
+
+// newSess builds the session an accepted handshake asks for, or returns nil
+// (counted and logged) when its mode or FEC shape is not one we know. It is
+// not yet registered.
+func (s *Server) newSess(a handshake.Accepted, from netip.AddrPort, now time.Time) *sess {
 	st, err := session.New(a.Keys, a.Cipher, a.PeerIndex, s.cfg.Window)
 	if err != nil {
 		s.log.Error("session setup failed", "err", err)
-		return
+		return nil
 	}
 	// The mode's high bits carry the fec mode's interleaving depth.
 	sc, err := sched.New(sched.Mode(a.Mode&0x0f), sched.Options{})
 	if err != nil {
 		s.cnt.HandshakeBad.Add(1)
 		s.warn.Warn("mode", "session refused: the client asks for a mode this server does not know", "mode", a.Mode, "from", from.String())
-		return
+		return nil
 	}
 	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), sched: sc}
 	if sc.Mode() == sched.FEC {
@@ -474,7 +527,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		if err != nil {
 			s.cnt.HandshakeBad.Add(1)
 			s.warn.Warn("mode", "session refused: bad fec shape", "err", err, "from", from.String())
-			return
+			return nil
 		}
 	}
 	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
@@ -484,13 +537,114 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*path{}
 	ss.paths.Store(&empty)
+	return ss
+}
+
+// minRekeyGap is the least time between two rekeys of one session.
+const minRekeyGap = 100 * time.Millisecond
+
+// handleRekey answers a rekey message that arrived authenticated in session
+// old by path p (nil if not yet known): msg is the initiation of the
+// handshake that makes old's successor. The successor is registered at once,
+// even beyond MaxSessions since it replaces old, and takes old's flows when
+// the client confirms it (adopt), so the target keeps seeing the same source
+// ports. A new rekey while one is unconfirmed replaces it: the client lost
+// the response and tried again.
+func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
+	from := netip.AddrPort{}
+	if p != nil {
+		from = *p.addr.Load()
+	}
+	old.flowMu.Lock()
+	retired := old.succ != nil || old.closed
+	old.flowMu.Unlock()
+	if retired || old.pred.Load() != nil {
+		// Rekey the live session only, not one already succeeded or not
+		// yet confirmed itself.
+		s.cnt.HandshakeBad.Add(1)
+		return
+	}
+	if now.Sub(old.rekeyAt) < minRekeyGap {
+		// A client retries a rekey every second: faster is a key holder
+		// spending our CPU, refused like a handshake flood.
+		s.cnt.HandshakeRate.Add(1)
+		s.warn.Warn("rekey-rate", "rekey refused: asked again too soon", "session", control.SessionID(old.index))
+		return
+	}
+	old.rekeyAt = now
+	a, ok := s.accept(msg, from, now)
+	if !ok {
+		return
+	}
+	ss := s.newSess(a, from, now)
+	if ss == nil {
+		return
+	}
+	ss.pred.Store(old)
+	// The old session's paths are proven: the new one starts with them,
+	// so its replies have every path from the first.
+	olds := *old.paths.Load()
+	paths := make([]*path, len(olds))
+	for i, q := range olds {
+		np := &path{Link: pathpkg.NewLink(q.ID, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
+		np.addr.Store(q.addr.Load()) // the pointed-to values are never changed, only replaced
+		np.local.Store(q.local.Load())
+		paths[i] = np
+	}
+	ss.paths.Store(&paths)
+	ss.v6.Store(old.v6.Load())
 	s.mu.Lock()
+	if prev := old.next; prev != nil && prev.pred.Load() == old {
+		s.closeSessionLocked(prev.index, prev)
+	}
+	old.next = ss
 	s.sessions[a.Index] = ss
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", sc.Mode().String(), "cipher", a.Cipher.String())
+	s.log.Debug("session rekeying", "session", control.SessionID(old.index), "new", control.SessionID(a.Index))
+	// The response goes on every path of the old session, as plain
+	// handshake responses do: the client takes the first.
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
-	s.send(out, from, local)
+	for _, q := range *old.paths.Load() {
+		s.sendPath(out, q)
+	}
+}
+
+// adopt moves the flows of the session ss was made to succeed over to ss,
+// now that the client has used ss: the old session retires. Concurrent calls
+// and flowFor are safe: the first moves everything under both sessions'
+// flow locks, the others find nothing left to do.
+func (s *Server) adopt(ss *sess, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := ss.pred.Load()
+	if old == nil {
+		return
+	}
+	old.flowMu.Lock()
+	ss.flowMu.Lock()
+	moved, kept := 0, !old.closed && !ss.closed
+	if kept {
+		for id, f := range old.flows {
+			ss.flows[id] = f
+			f.s.Store(ss)
+			delete(old.flows, id)
+			moved++
+		}
+		old.succ = ss
+	}
+	ss.pred.Store(nil)
+	ss.flowMu.Unlock()
+	old.flowMu.Unlock()
+	if old.next == ss {
+		old.next = nil
+	}
+	if !kept {
+		return
+	}
+	old.retireAt.Store(now.Add(s.cfg.RekeyGrace).UnixNano())
+	s.cnt.Rekeys.Add(1)
+	s.log.Info("session rekeyed", "session", control.SessionID(old.index), "new", control.SessionID(ss.index), "flows", moved)
 }
 
 // underLoad counts an initiation at now and reports whether more than
@@ -586,8 +740,28 @@ func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
 }
 
 func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
-	ss.flowMu.Lock()
-	defer ss.flowMu.Unlock()
+	// A session succeeded by a rekey hands its late packets to its
+	// successor's flows; the chain is as long as the rekeys within one
+	// RekeyGrace, so a few steps are plenty.
+	for range 4 {
+		if ss.pred.Load() != nil {
+			s.adopt(ss, now)
+		}
+		ss.flowMu.Lock()
+		if next := ss.succ; next != nil {
+			ss.flowMu.Unlock()
+			ss = next
+			continue
+		}
+		defer ss.flowMu.Unlock()
+		return s.flowLocked(ss, id, now)
+	}
+	return nil
+}
+
+// flowLocked returns ss's flow id, opening it if it is new; the caller holds
+// ss.flowMu.
+func (s *Server) flowLocked(ss *sess, id uint32, now time.Time) *flow {
 	if f := ss.flows[id]; f != nil {
 		return f
 	}
@@ -605,7 +779,8 @@ func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
 		s.warn.Warn("target-dial", "cannot open a socket to the target", "target", s.target.String(), "err", err)
 		return nil
 	}
-	f := &flow{id: id, s: ss, conn: conn}
+	f := &flow{id: id, conn: conn}
+	f.s.Store(ss)
 	f.lastActive.Store(now.UnixNano())
 	ss.flows[id] = f
 	s.log.Debug("flow open", "session", ss.index, "flow", id, "local", conn.LocalAddr().String())
@@ -636,7 +811,7 @@ func (s *Server) flowLoop(f *flow) {
 		}
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
-		ss := f.s
+		ss := f.s.Load()
 		maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
 		if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
 			s.cnt.Forwarded.Add(1)
@@ -711,6 +886,11 @@ func (s *Server) expire(now time.Time) {
 	for id, ss := range s.sessions {
 		if now.Sub(time.Unix(0, ss.lastRx.Load())) > s.cfg.SessionTimeout {
 			s.log.Info("session timed out", "session", id)
+			s.closeSessionLocked(id, ss)
+			continue
+		}
+		if r := ss.retireAt.Load(); r != 0 && now.UnixNano() > r {
+			s.log.Debug("session retired", "session", control.SessionID(id))
 			s.closeSessionLocked(id, ss)
 			continue
 		}

@@ -88,6 +88,17 @@ func (s *Sealer) SealClose(st *State) ([]byte, error) {
 	return st.Seal(s.in, 1, &s.nonce)
 }
 
+// SealRekey seals a rekey message: the Noise initiation msg of the
+// handshake that makes this session's successor.
+func (s *Sealer) SealRekey(st *State, msg []byte) ([]byte, error) {
+	if 1+len(msg) > wire.MaxPacket-wire.Overhead {
+		return nil, ErrOversize
+	}
+	s.in[wire.HeaderLen] = wire.MsgRekey
+	copy(s.in[wire.HeaderLen+1:], msg)
+	return st.Seal(s.in, 1+len(msg), &s.nonce)
+}
+
 // SealProbe seals a probe or probe reply (kind) for one path.
 func (s *Sealer) SealProbe(st *State, kind byte, p wire.Probe) ([]byte, error) {
 	wire.PutProbe(s.in[wire.HeaderLen:], kind, p)

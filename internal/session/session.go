@@ -86,6 +86,17 @@ func New(keys handshake.Keys, c aead.Cipher, peerIndex uint32, window int) (*Sta
 	return st, nil
 }
 
+// Sent returns how many packets this end has sealed.
+func (c *State) Sent() uint64 { return c.counter.Load() }
+
+// Received returns the largest counter accepted from the peer: about how
+// many packets the peer has sealed.
+func (c *State) Received() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.window.Last()
+}
+
 // Window returns the effective replay window in packets.
 func (c *State) Window() int { return c.window.Window() }
 

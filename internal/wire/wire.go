@@ -149,6 +149,7 @@ const (
 	MsgClose      = 4 // the sender ends the session; no body
 	MsgProbeReply = 5 // the answer to a probe, on the same path
 	MsgFEC        = 6 // a forward error correction shard (fec mode): internal/fec's wire format
+	MsgRekey      = 7 // a new handshake initiation (its Noise message) for a session that succeeds this one
 )
 
 // fecShardHeaderLen is the length of internal/fec's shard header, the least
@@ -276,6 +277,12 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgFEC, Body: p[1:]}, nil
+	case MsgRekey:
+		// The handshake checks the initiation's length and everything else.
+		if len(p) < 2 {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgRekey, Body: p[1:]}, nil
 	}
 	return Message{}, ErrMalformed
 }

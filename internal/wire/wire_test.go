@@ -81,7 +81,11 @@ func TestMessages(t *testing.T) {
 	if m, err := ParseMessage(shard); err != nil || m.Kind != MsgFEC || string(m.Body) != string(shard[1:]) {
 		t.Fatalf("fec shard: %+v %v", m, err)
 	}
-	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}, {MsgFEC, 0, 0, 0, 0, 0, 0}}
+	rk := []byte{MsgRekey, 1, 2, 3}
+	if m, err := ParseMessage(rk); err != nil || m.Kind != MsgRekey || string(m.Body) != string(rk[1:]) {
+		t.Fatalf("rekey: %+v %v", m, err)
+	}
+	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}, {MsgFEC, 0, 0, 0, 0, 0, 0}, {MsgRekey}}
 	for _, b := range bad {
 		if _, err := ParseMessage(b); err == nil {
 			t.Fatalf("ParseMessage(%x) accepted", b)
@@ -111,6 +115,7 @@ func FuzzParseHeader(f *testing.F) {
 func FuzzParseMessage(f *testing.F) {
 	f.Add([]byte{MsgData, 0, 0, 0, 1, 'x'})
 	f.Add([]byte{MsgClose})
+	f.Add([]byte{MsgRekey, 7})
 	f.Add([]byte{MsgFEC, 0, 0, 0, 1, 0, 8, 4, 0, 0, 0, 7, 'h', 'i'})
 	pr := make([]byte, ProbeLen)
 	PutProbe(pr, MsgProbe, Probe{Path: 1, Seq: 2, Sent: 3, Tx: 4, Rx: 5})
