@@ -205,6 +205,7 @@ func (c *common) applyFile(set map[string]bool, f conffile.Common) {
 	fromFile(&c.io.NoGSO, set["no-gso"], f.IO.NoGSO)
 	fromFile(&c.io.NoGRO, set["no-gro"], f.IO.NoGRO)
 	fromFile(&c.io.NoBatch, set["no-batch"], f.IO.NoBatch)
+	fromFile(&c.io.SendBuffer, set["send-buffer"], f.IO.SendBuffer)
 }
 
 // visited returns the names of the flags given on the command line.
@@ -227,6 +228,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.io.NoGSO, "no-gso", false, "never send with UDP segmentation offload")
 	fs.BoolVar(&c.io.NoGRO, "no-gro", false, "never receive with UDP generic receive offload")
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
+	fs.IntVar(&c.io.SendBuffer, "send-buffer", udpio.DefaultBuffer, "bytes a path socket may hold unsent; past it packets are dropped and counted (queue_full), never waited for")
 	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
 	fs.DurationVar(&c.reorder, "reorder", 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
@@ -262,6 +264,9 @@ func (c *common) setup(env Env) ([]handshake.Key, aead.Cipher, *slog.Logger, err
 	ciph, err := aead.Parse(c.cipher)
 	if err != nil {
 		return nil, ciph, nil, usagef("bad --cipher: %w", err)
+	}
+	if c.io.SendBuffer < 4096 || c.io.SendBuffer > 1<<30 {
+		return nil, ciph, nil, usagef("bad --send-buffer %d: want 4096 to 1073741824 bytes", c.io.SendBuffer)
 	}
 	keys, err := c.keys(env)
 	if err != nil {

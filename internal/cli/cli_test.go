@@ -69,6 +69,7 @@ func TestErrors(t *testing.T) {
 		{"missing config", withKey, "mpclient", []string{"/nonexistent/mpclient.conf"}, 2, "/nonexistent/mpclient.conf"},
 		{"bad flag", withKey, "mpclient", []string{"--no-such-flag", good}, 2, "no-such-flag"},
 		{"bad log level", withKey, "mpclient", []string{"--log-level", "loud", good}, 2, "log-level"},
+		{"send buffer too small", withKey, "mpclient", []string{"--send-buffer", "100", good}, 2, "bad --send-buffer 100"},
 		{"rekey too often", withKey, "mpclient", []string{"--rekey-after", "1s", good}, 2, "bad --rekey-after 1s"},
 		{"rekey too few packets", withKey, "mpclient", []string{"--rekey-packets", "10", good}, 2, "bad --rekey-packets 10"},
 		{"port zero", withKey, "mpserver", []string{"0", "127.0.0.1", "7"}, 2, "bad port"},

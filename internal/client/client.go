@@ -503,7 +503,12 @@ func (c *Client) writePath(p *path, msgs []udpio.Msg) {
 	p.CountTxBatch(sent, bytes)
 	c.cnt.TxPackets.Add(uint64(sent))
 	c.cnt.TxBytes.Add(uint64(bytes))
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, udpio.ErrQueueFull):
+		c.cnt.QueueFull.Add(uint64(len(msgs) - sent))
+		c.warn.Warn("queue-full", "path send buffer full: packets dropped (more is sent than the path's link takes)", "path", p.cfg.Remote)
+	default:
 		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
 	}
 }
@@ -789,7 +794,12 @@ func (c *Client) writeLocal(msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(c.local, msgs)
 	c.cnt.Delivered.Add(uint64(sent))
 	c.cnt.DeliveredBy.Add(uint64(bytes))
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, udpio.ErrQueueFull):
+		c.cnt.QueueFull.Add(uint64(len(msgs) - sent))
+		c.warn.Warn("queue-full", "local send buffer full: datagrams for applications dropped")
+	default:
 		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
 	}
 }

@@ -72,6 +72,8 @@ type IO struct {
 	NoGSO   bool `toml:"no_gso"`
 	NoGRO   bool `toml:"no_gro"`
 	NoBatch bool `toml:"no_batch"`
+	// SendBuffer is the bytes a path socket may hold unsent.
+	SendBuffer int `toml:"send_buffer"`
 }
 
 // Client is a client's file.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/server"
 )
@@ -118,19 +119,36 @@ func TestAdaptiveMode(t *testing.T) {
 	}) {
 		t.Fatalf("losses not measured: %+v", cl.PathStates())
 	}
-	drain(app)
-	before := relayed(relays)
-	pingPong(t, app, "adaptive", 200)
-	after := relayed(relays)
-	// The clean path carries the data; a datagram or two may go elsewhere
-	// when a loaded machine delays the probe replies its loss is measured by.
-	if d := after[0] - before[0]; d < 190 {
-		t.Fatalf("the clean path carried %d packets, want the 200 datagrams", d)
-	}
-	// Probes (4 a second) on the lossy ones, and no copies of data to speak
-	// of (redundant would put all 200 on each).
-	if d1, d2 := after[1]-before[1], after[2]-before[2]; d1 > 60 || d2 > 60 {
-		t.Fatalf("the lossy paths carried %d and %d packets; adaptive should leave them out", d1, d2)
+	// Adaptive follows the paths' health: on a machine so loaded that the
+	// clean path's probes are answered late, it may leave "up" for a moment
+	// and adaptive rightly spreads copies. Such a round proves nothing
+	// either way and is run again; the clean path must stay up in one of
+	// five rounds.
+	for round := 1; ; round++ {
+		drain(app)
+		since := cl.PathStates()[0].Since
+		before := relayed(relays)
+		pingPong(t, app, "adaptive", 200)
+		after := relayed(relays)
+		if st := cl.PathStates()[0]; st.State != path.Up || !st.Since.Equal(since) {
+			if round == 5 {
+				t.Fatalf("the clean path did not stay up through any of 5 rounds of 200 datagrams: %+v", st)
+			}
+			t.Logf("round %d: the clean path changed state (%v since %v); again", round, st.State, st.Since.Format(time.StampMilli))
+			continue
+		}
+		// The clean path carries the data; a datagram or two may go
+		// elsewhere when a loaded machine delays the probe replies its
+		// loss is measured by.
+		if d := after[0] - before[0]; d < 190 {
+			t.Fatalf("the clean path carried %d packets, want the 200 datagrams", d)
+		}
+		// Probes (4 a second) on the lossy ones, and no copies of data to
+		// speak of (redundant would put all 200 on each).
+		if d1, d2 := after[1]-before[1], after[2]-before[2]; d1 > 60 || d2 > 60 {
+			t.Fatalf("the lossy paths carried %d and %d packets; adaptive should leave them out; %+v", d1, d2, cl.PathStates())
+		}
+		return
 	}
 }
 

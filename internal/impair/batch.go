@@ -97,9 +97,9 @@ func (r *Relay) write(d *direction, conn udpio.Conn, msgs []udpio.Msg) {
 		if len(msgs) == 0 {
 			return
 		}
-		if err == nil || errors.Is(err, net.ErrClosed) {
-			// A closed socket, or a short write the Conn did not
-			// explain: the rest cannot be sent.
+		if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, udpio.ErrQueueFull) {
+			// A closed socket, a full send buffer, or a short write the
+			// Conn did not explain: the rest cannot be sent.
 			d.stats.sendErrors.Add(uint64(len(msgs)))
 			return
 		}

@@ -225,24 +225,36 @@ func TestPathLossMeasured(t *testing.T) {
 	t.Logf("stream through three 10%%-lossy paths: sent %d, lost %d (%.2f%%)", r.Sent, r.LostCount, 100*float64(r.LostCount)/float64(r.Sent))
 }
 
+// twoLinks builds a client namespace with two links to a server namespace
+// (subnets 10.77.N1.0/24 and 10.77.N2.0/24), the server reached at one
+// address on its loopback routed over both, and a client file with one path
+// bound to each link; the server's echo target runs. It returns the
+// topology and the client's two interfaces.
+func twoLinks(t *testing.T, n int) (tp *topology, if1, if2 string) {
+	netlab.Require(t)
+	lab := netlab.New(t)
+	bins := netlab.BuildBinaries(t, "./cmd/mpclient", "./cmd/mpserver", "./cmd/mptunnel")
+	cns, sns := lab.Namespace("client"), lab.Namespace("server")
+	net := func(k int) string { return fmt.Sprintf("10.77.%d%d", n, k) }
+	if1, _ = lab.Link(cns, net(1)+".1/24", sns, net(1)+".2/24")
+	if2, _ = lab.Link(cns, net(2)+".1/24", sns, net(2)+".2/24")
+	srv := fmt.Sprintf("10.77.4%d.1", n)
+	sns.AddAddr(t, "lo", srv+"/32")
+	cns.Run(t, "ip", "route", "add", srv+"/32", "via", net(1)+".2", "dev", if1, "metric", "10")
+	cns.Run(t, "ip", "route", "add", srv+"/32", "via", net(2)+".2", "dev", if2, "metric", "20")
+	tp = &topology{lab: lab, client: cns, server: sns, bins: bins, dir: t.TempDir()}
+	tp.keyFile, tp.conf = tp.writeKeyAndConf(t, srv+" 2000 dev "+if1+"\n"+srv+" 2000 dev "+if2+"\n")
+	sns.StartEcho(t, "127.0.0.1:7")
+	return tp, if1, if2
+}
+
 // TestMultiHomedClient: a client with two interfaces to the server, each path
 // bound to one with `dev`, uses both; taking one interface down loses
 // nothing. The server is reached at one address on its loopback, routed over
 // both links, so only the binding decides which link a path takes.
 func TestMultiHomedClient(t *testing.T) {
-	netlab.Require(t)
-	lab := netlab.New(t)
-	bins := netlab.BuildBinaries(t, "./cmd/mpclient", "./cmd/mpserver", "./cmd/mptunnel")
-	cns, sns := lab.Namespace("client"), lab.Namespace("server")
-	if1, _ := lab.Link(cns, "10.77.21.1/24", sns, "10.77.21.2/24")
-	if2, _ := lab.Link(cns, "10.77.22.1/24", sns, "10.77.22.2/24")
-	sns.AddAddr(t, "lo", "10.77.40.1/32")
-	cns.Run(t, "ip", "route", "add", "10.77.40.1/32", "via", "10.77.21.2", "dev", if1, "metric", "10")
-	cns.Run(t, "ip", "route", "add", "10.77.40.1/32", "via", "10.77.22.2", "dev", if2, "metric", "20")
-
-	tp := &topology{lab: lab, client: cns, server: sns, bins: bins, dir: t.TempDir()}
-	tp.keyFile, tp.conf = tp.writeKeyAndConf(t, "10.77.40.1 2000 dev "+if1+"\n10.77.40.1 2000 dev "+if2+"\n")
-	sns.StartEcho(t, "127.0.0.1:7")
+	tp, if1, _ := twoLinks(t, 2)
+	cns := tp.client
 	tp.startServer(t)
 	tp.startClient(t)
 	cns.WaitEcho(t, appAddr, 10*time.Second)
@@ -276,4 +288,40 @@ func TestMultiHomedClient(t *testing.T) {
 		t.Fatalf("lost %d datagrams when one of two interfaces went down", r.LostCount)
 	}
 	waitFor(t, 5*time.Second, "path 0 down", func() bool { return tp.pathState(t, 0) == "down" })
+}
+
+// TestJammedPath: one of two paths leaves by an interface that takes a
+// trickle (tbf at 8 kbit/s with a deep queue), so its socket's small send
+// buffer fills at once. A write that finds it full drops and counts the
+// packets instead of waiting, so the other path keeps carrying a 500
+// packets/s stream without a loss; a client that waited for room would stall
+// both paths behind the jammed one.
+func TestJammedPath(t *testing.T) {
+	tp, if1, _ := twoLinks(t, 3)
+	cns := tp.client
+	tp.startServer(t)
+	cl := cns.Start(t, tp.bins["mpclient"], "--key-file", tp.keyFile, "--control", tp.ctl("client"), "--send-buffer", "32768", tp.conf)
+	cl.WaitOutput(t, "session up", 10*time.Second)
+	cns.WaitEcho(t, appAddr, 10*time.Second)
+	waitFor(t, 5*time.Second, "both paths up", func() bool { return tp.pathState(t, 0) == "up" && tp.pathState(t, 1) == "up" })
+
+	// From now on path 0's packets queue in the qdisc faster than it sends
+	// them, holding its socket's send buffer.
+	cns.Run(t, "tc", "qdisc", "add", "dev", if1, "root", "tbf", "rate", "8kbit", "burst", "1600", "limit", "50000000")
+	r := cns.StartStream(t, netlab.StreamConfig{Addr: appAddr, Rate: 500, Duration: 4 * time.Second}).Wait(t)
+	st, err := tp.status(t, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := st.Counters["queue_full"]
+	t.Logf("stream beside a jammed path: sent %d, lost %d; %d packets dropped at the jammed path's full send buffer", r.Sent, r.LostCount, full)
+	if r.LostCount != 0 {
+		t.Fatalf("lost %d of %d datagrams: the jammed path held up the other", r.LostCount, r.Sent)
+	}
+	if full == 0 {
+		t.Fatal("no packet counted as dropped at a full send buffer: the path was not jammed, so this test proves nothing")
+	}
+	if !strings.Contains(cl.Output(), "path send buffer full") {
+		t.Fatalf("the client did not log the full send buffer:\n%s", cl.Output())
+	}
 }

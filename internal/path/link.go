@@ -57,10 +57,11 @@ func (l *Link) ProbeDue(now time.Time) bool {
 // Probe records a probe sent now and returns its body. The counts include the
 // probe itself, which the caller must send (and count with CountTx).
 func (l *Link) Probe(now time.Time) wire.Probe {
+	tx := l.TxPackets.Load() + 1
 	l.mu.Lock()
-	seq := l.health.NextProbe(now)
+	seq := l.health.NextProbeTx(now, tx)
 	l.mu.Unlock()
-	return wire.Probe{Path: l.ID, Seq: seq, Sent: now.UnixNano(), Tx: l.TxPackets.Load() + 1, Rx: l.RxPackets.Load()}
+	return wire.Probe{Path: l.ID, Seq: seq, Sent: now.UnixNano(), Tx: tx, Rx: l.RxPackets.Load()}
 }
 
 // OnProbe takes the peer's probe (already counted with CountRx) and returns
@@ -69,7 +70,7 @@ func (l *Link) OnProbe(pr wire.Probe, now time.Time) wire.Probe {
 	tx, rx := l.TxPackets.Load(), l.RxPackets.Load()
 	l.mu.Lock()
 	l.health.OnHeard(now)
-	l.health.OnPeerCounts(pr.Tx, pr.Rx, tx, rx, now)
+	l.health.OnProbeCounts(pr.Tx, rx, now)
 	l.mu.Unlock()
 	pr.Tx, pr.Rx = tx+1, rx
 	return pr
@@ -77,10 +78,9 @@ func (l *Link) OnProbe(pr wire.Probe, now time.Time) wire.Probe {
 
 // OnProbeReply takes the peer's answer to one of our probes.
 func (l *Link) OnProbeReply(pr wire.Probe, now time.Time) {
-	tx, rx := l.TxPackets.Load(), l.RxPackets.Load()
+	rx := l.RxPackets.Load()
 	l.mu.Lock()
-	l.health.OnReply(pr.Seq, time.Unix(0, pr.Sent), now)
-	l.health.OnPeerCounts(pr.Tx, pr.Rx, tx, rx, now)
+	l.health.OnReplyCounts(pr.Seq, time.Unix(0, pr.Sent), pr.Tx, pr.Rx, rx, now)
 	l.mu.Unlock()
 }
 

@@ -151,6 +151,7 @@ const (
 type probeSlot struct {
 	seq         uint32
 	sentAt      time.Time
+	tx          uint64 // this end's packets sent on the path, the probe included, as it left
 	outstanding bool
 	lost        bool
 }
@@ -194,15 +195,17 @@ type Path struct {
 	weight   float64
 
 	// Loss accounting.
-	origin       time.Time
-	haveBase     bool
-	basePeerTx   uint64
-	basePeerRx   uint64
-	baseMyTx     uint64
-	baseMyRx     uint64
-	buckets      []bucket
-	curInterval  int64
-	windowString string // the window length, for reasons
+	origin time.Time
+	// Each direction has its own baseline: loss out is measured only
+	// from replies, against this end's count as the probe left.
+	haveIn, haveOut bool
+	basePeerTx      uint64
+	basePeerRx      uint64
+	baseMyTx        uint64
+	baseMyRx        uint64
+	buckets         []bucket
+	curInterval     int64
+	windowString    string // the window length, for reasons
 
 	// Precomputed reasons for transitions whose wording is fixed.
 	reasonDown string
@@ -273,13 +276,19 @@ func (p *Path) ProbeDue(now time.Time) bool {
 // NextProbe records a probe sent at now and returns its sequence number. If the
 // ring slot it takes still held an unanswered probe, that probe counts as lost.
 func (p *Path) NextProbe(now time.Time) (seq uint32) {
+	return p.NextProbeTx(now, 0)
+}
+
+// NextProbeTx is NextProbe for a probe that reports tx packets sent on the
+// path, itself included: OnReplyCounts measures loss out against it.
+func (p *Path) NextProbeTx(now time.Time, tx uint64) (seq uint32) {
 	seq = p.nextSeq
 	p.nextSeq++
 	s := &p.ring[seq%ringSize]
 	if s.outstanding {
 		p.lose(s)
 	}
-	*s = probeSlot{seq: seq, sentAt: now, outstanding: true}
+	*s = probeSlot{seq: seq, sentAt: now, tx: tx, outstanding: true}
 	p.lastProbe = now
 	p.probed = true
 	return seq
@@ -291,16 +300,38 @@ func (p *Path) NextProbe(now time.Time) (seq uint32) {
 // the send time recorded for it; otherwise it yields one round-trip sample,
 // counts towards the run of consecutive replies and proves the path alive.
 func (p *Path) OnReply(seq uint32, sentAt time.Time, now time.Time) {
+	p.onReply(seq, sentAt, now)
+}
+
+// OnReplyCounts is OnReply for a reply that also carries the peer's counters
+// (peerTx sent, peerRx received on the path) as it answered; myRx is this
+// end's received count as the reply arrived. Loss in is measured as with
+// OnPeerCounts. Loss out pairs peerRx with the count the answered probe
+// carried (NextProbeTx), so packets sent since the probe left, still on
+// their way, are not taken for lost: the measure is exact on a path that
+// keeps order, however busy. A reply too late to pair gives no loss-out
+// sample.
+func (p *Path) OnReplyCounts(seq uint32, sentAt time.Time, peerTx, peerRx, myRx uint64, now time.Time) {
+	p.advance(now)
+	p.countsIn(peerTx, myRx)
+	if tx, ok := p.onReply(seq, sentAt, now); ok && tx > 0 {
+		p.countsOut(tx, peerRx)
+	}
+}
+
+// onReply is OnReply; it returns the count the answered probe carried and
+// whether the reply matched an outstanding probe.
+func (p *Path) onReply(seq uint32, sentAt time.Time, now time.Time) (tx uint64, ok bool) {
 	s := &p.ring[seq%ringSize]
 	if !s.outstanding || s.seq != seq {
-		return
+		return 0, false
 	}
 	if d := sentAt.Sub(s.sentAt); d > echoTolerance || d < -echoTolerance {
-		return
+		return 0, false
 	}
 	rtt := now.Sub(s.sentAt)
 	if rtt < 0 {
-		return
+		return 0, false
 	}
 	s.outstanding = false
 	p.sample(rtt)
@@ -310,6 +341,7 @@ func (p *Path) OnReply(seq uint32, sentAt time.Time, now time.Time) {
 	}
 	p.streak++
 	p.OnHeard(now)
+	return s.tx, true
 }
 
 // sample feeds one round-trip time into the estimators: smoothed RTT and RTT
@@ -354,21 +386,51 @@ func (p *Path) OnHeard(now time.Time) {
 // baseline restarts and the window is cleared.
 func (p *Path) OnPeerCounts(peerTx, peerRx uint64, myTx, myRx uint64, now time.Time) {
 	p.advance(now)
-	if p.haveBase && (peerTx < p.basePeerTx || peerRx < p.basePeerRx ||
-		myTx < p.baseMyTx || myRx < p.baseMyRx) {
-		p.clearWindow()
-		p.haveBase = false
+	p.countsIn(peerTx, myRx)
+	p.countsOut(myTx, peerRx)
+}
+
+// OnProbeCounts takes the counters of the peer's probe: the peer's packets
+// sent on the path (peerTx, the probe included) against ours received as it
+// arrived (myRx) give loss in. Its received count is not used: it misses
+// what we sent that was still on its way, and loss out comes from the
+// replies to our probes (OnReplyCounts).
+func (p *Path) OnProbeCounts(peerTx, myRx uint64, now time.Time) {
+	p.advance(now)
+	p.countsIn(peerTx, myRx)
+}
+
+// countsIn adds the traffic towards us since the last report to the current
+// interval. A counter that goes backwards (an end restarted) restarts the
+// baselines and clears the window.
+func (p *Path) countsIn(peerTx, myRx uint64) {
+	if p.haveIn && (peerTx < p.basePeerTx || myRx < p.baseMyRx) {
+		p.restartCounts()
 	}
-	if p.haveBase {
+	if p.haveIn {
 		b := &p.buckets[p.curInterval%int64(len(p.buckets))]
 		b.peerTx += peerTx - p.basePeerTx
-		b.peerRx += peerRx - p.basePeerRx
-		b.myTx += myTx - p.baseMyTx
 		b.myRx += myRx - p.baseMyRx
 	}
-	p.basePeerTx, p.basePeerRx = peerTx, peerRx
-	p.baseMyTx, p.baseMyRx = myTx, myRx
-	p.haveBase = true
+	p.basePeerTx, p.baseMyRx, p.haveIn = peerTx, myRx, true
+}
+
+// countsOut is countsIn for the traffic away from us.
+func (p *Path) countsOut(myTx, peerRx uint64) {
+	if p.haveOut && (myTx < p.baseMyTx || peerRx < p.basePeerRx) {
+		p.restartCounts()
+	}
+	if p.haveOut {
+		b := &p.buckets[p.curInterval%int64(len(p.buckets))]
+		b.myTx += myTx - p.baseMyTx
+		b.peerRx += peerRx - p.basePeerRx
+	}
+	p.baseMyTx, p.basePeerRx, p.haveOut = myTx, peerRx, true
+}
+
+func (p *Path) restartCounts() {
+	p.clearWindow()
+	p.haveIn, p.haveOut = false, false
 }
 
 // advance moves the loss window forward to the probe interval containing now,
@@ -482,7 +544,7 @@ func (p *Path) Tick(now time.Time) (changed bool, from, to State, reason string)
 		// path once it answers again; nor does a run of replies.
 		p.streak = 0
 		p.clearWindow()
-		p.haveBase = false
+		p.haveIn, p.haveOut = false, false
 	}
 	return true, from, to, reason
 }

@@ -933,3 +933,47 @@ func TestWeight(t *testing.T) {
 		t.Fatalf("weight %v under a standing queue, want the floor %v", got, minWeight)
 	}
 }
+
+// TestLossOutInFlight: a busy sender whose packets are still on their way
+// when each reply arrives. Pairing the peer's received count with the count
+// the answered probe carried measures no loss on a lossless path and the
+// true loss on a lossy one; pairing it with the sender's count at the
+// reply's arrival, as OnPeerCounts does, takes the packets in flight for
+// lost.
+func TestLossOutInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep int // of every 100 packets, how many arrive
+		want float64
+	}{{"lossless", 100, 0}, {"5% lost", 95, 0.05}} {
+		t.Run(tc.name, func(t *testing.T) {
+			exact, naive := New(Params{}, t0), New(Params{}, t0)
+			now := t0
+			var tx, peerRx uint64
+			for i := range 19 {
+				// 100 packets, then a probe (counted in tx), then, while
+				// it travels, a burst of 0 to 60 more that are in flight
+				// when the reply comes back.
+				tx += 100
+				peerRx += uint64(tc.keep)
+				tx++
+				peerRx++
+				seqE, seqN := exact.NextProbeTx(now, tx), naive.NextProbeTx(now, tx)
+				rx := now.Add(2 * time.Millisecond)
+				burst := uint64(i * 37 % 61)
+				exact.OnReplyCounts(seqE, now, 0, peerRx, 0, rx)
+				naive.OnReply(seqN, now, rx)
+				naive.OnPeerCounts(0, peerRx, tx+burst, 0, rx)
+				tx += burst
+				peerRx += burst * uint64(tc.keep) / 100
+				now = now.Add(ival)
+			}
+			if got := exact.Stats().LossOut; math.Abs(got-tc.want) > 0.005 {
+				t.Fatalf("loss out %.4f measured against the probes' counts, want %.3f", got, tc.want)
+			}
+			if got := naive.Stats().LossOut; math.Abs(got-tc.want) <= 0.005 {
+				t.Fatalf("loss out %.4f measured against the counts at the replies' arrival: the test no longer shows packets in flight", got)
+			}
+		})
+	}
+}

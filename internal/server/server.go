@@ -684,7 +684,12 @@ func (s *Server) write(msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(s.conn, msgs)
 	s.cnt.TxPackets.Add(uint64(sent))
 	s.cnt.TxBytes.Add(uint64(bytes))
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, udpio.ErrQueueFull):
+		s.cnt.QueueFull.Add(uint64(len(msgs) - sent))
+		s.warn.Warn("queue-full", "path socket send buffer full: packets dropped")
+	default:
 		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
 	}
 }
@@ -733,7 +738,10 @@ func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(f.conn, msgs)
 	s.cnt.Delivered.Add(uint64(sent))
 	s.cnt.DeliveredBy.Add(uint64(bytes))
-	if err != nil {
+	if errors.Is(err, udpio.ErrQueueFull) {
+		s.cnt.QueueFull.Add(uint64(len(msgs) - sent))
+		s.warn.Warn("queue-full", "flow send buffer full: datagrams for the target dropped (the target is slower than its traffic)", "target", s.target.String())
+	} else if err != nil {
 		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
 		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
 	}

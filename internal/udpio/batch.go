@@ -1,6 +1,7 @@
 package udpio
 
 import (
+	"errors"
 	"net/netip"
 )
 
@@ -42,7 +43,17 @@ type Options struct {
 	NoBatch   bool // one datagram per system call (recvmsg/sendmsg), for comparison
 	BatchSize int  // most datagrams per system call (64)
 	PktInfo   bool // report each read's local address and honour Msg.Local on writes
+	// SendBuffer is the most bytes a socket Listen opens holds unsent
+	// (SO_SNDBUF; DefaultBuffer when 0). A write that finds it full drops
+	// the rest of its batch with ErrQueueFull instead of waiting.
+	SendBuffer int
 }
+
+// ErrQueueFull reports datagrams not sent because the socket's send buffer
+// was full: the path or peer is slower than what is sent to it. Writes never
+// wait for room, so one slow socket does not hold up the others; where the
+// platform cannot tell (not Linux), writes wait as usual.
+var ErrQueueFull = errors.New("send buffer full")
 
 // Write sends msgs on c and returns how many went out, their total size, and
 // the error that stopped the rest.

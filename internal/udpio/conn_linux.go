@@ -502,7 +502,9 @@ func (w *batchWriter) write(fd uintptr) bool {
 			w.done += int(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
-			return false
+			// The send buffer is full: drop, do not wait (ErrQueueFull).
+			w.errno = e
+			return true
 		default:
 			w.errno = e
 			return true
@@ -622,6 +624,10 @@ func (c *batchConn) WriteBatch(msgs []Msg) (int, error) {
 				// segment size (EINVAL): send datagram by datagram from now on.
 				c.gso.Store(false)
 				continue
+			}
+			if w.errno == unix.EAGAIN {
+				w.release()
+				return sent, c.opError("write", ErrQueueFull)
 			}
 			op := "sendmmsg"
 			if !c.batch {

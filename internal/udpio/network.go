@@ -49,6 +49,9 @@ func (o OS) Listen(laddr netip.AddrPort, dev string) (Conn, error) {
 	}
 	uc := pc.(*net.UDPConn)
 	_ = SetBuffers(uc, DefaultBuffer) // best effort: the kernel may cap it
+	if o.Options.SendBuffer > 0 {
+		_ = setSendBuffer(uc, o.Options.SendBuffer)
+	}
 	c, err := NewConn(uc, o.Options)
 	if err != nil {
 		uc.Close()

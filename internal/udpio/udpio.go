@@ -15,6 +15,15 @@ const DefaultBuffer = 16 << 20
 // FlowBuffer is the socket buffer size of a socket that carries one flow.
 const FlowBuffer = 4 << 20
 
+// setSendBuffer sets conn's send buffer alone, past the system's limit
+// where the process may.
+func setSendBuffer(conn *net.UDPConn, size int) error {
+	if err := forceSendBuffer(conn, size); err == nil {
+		return nil
+	}
+	return conn.SetWriteBuffer(size)
+}
+
 // SetBuffers asks for receive and send buffers of size bytes on conn. Where
 // the process may (root on Linux) it goes past the system's limit; elsewhere
 // the kernel caps it silently. It returns the first error.

@@ -10,3 +10,7 @@ import (
 func forceBuffers(*net.UDPConn, int) error {
 	return errors.New("not supported")
 }
+
+func forceSendBuffer(*net.UDPConn, int) error {
+	return errors.New("not supported")
+}
