@@ -210,6 +210,8 @@ func parseHost(w string) (string, string) {
 		}
 		if a, err := netip.ParseAddr(h); err != nil || !a.Is6() {
 			return "", fmt.Sprintf("host %q: brackets are only for IPv6 addresses", clip(w))
+		} else if !validZone(a.Zone()) {
+			return "", fmt.Sprintf("host %q: bad zone (interface name)", clip(w))
 		}
 		return h, ""
 	}
@@ -219,6 +221,8 @@ func parseHost(w string) (string, string) {
 	if strings.Contains(w, ":") {
 		if a, err := netip.ParseAddr(w); err != nil || !a.Is6() {
 			return "", fmt.Sprintf("host %q is not a valid IPv6 address; give the port as a separate word: HOST PORT", clip(w))
+		} else if !validZone(a.Zone()) {
+			return "", fmt.Sprintf("host %q: bad zone (interface name)", clip(w))
 		}
 		return w, ""
 	}
@@ -229,6 +233,17 @@ func parseHost(w string) (string, string) {
 		return "", fmt.Sprintf("host %q is not a valid host name or IP address", clip(w))
 	}
 	return w, ""
+}
+
+// validZone reports whether an IPv6 zone is empty or looks like an
+// interface name or index: letters, digits, '-', '_', '.' and '@'.
+func validZone(z string) bool {
+	for _, r := range z {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.@", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostName reports whether s is a syntactically valid DNS host name:

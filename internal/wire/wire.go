@@ -143,14 +143,65 @@ func ParseResponse(pkt []byte) (receiver uint32, noiseMsg []byte, err error) {
 
 // Inner message kinds: the first byte of a sealed plaintext.
 const (
-	MsgData       = 1 // a whole datagram of one flow
-	MsgFragment   = 2 // one piece of a datagram too large for one packet
-	MsgProbe      = 3 // proof of life and measurement on one path
-	MsgClose      = 4 // the sender ends the session; no body
-	MsgProbeReply = 5 // the answer to a probe, on the same path
-	MsgFEC        = 6 // a forward error correction shard (fec mode): internal/fec's wire format
-	MsgRekey      = 7 // a new handshake initiation (its Noise message) for a session that succeeds this one
+	MsgData       = 1  // a whole datagram of one flow
+	MsgFragment   = 2  // one piece of a datagram too large for one packet
+	MsgProbe      = 3  // proof of life and measurement on one path
+	MsgClose      = 4  // the sender ends the session; no body
+	MsgProbeReply = 5  // the answer to a probe, on the same path
+	MsgFEC        = 6  // a forward error correction shard (fec mode): internal/fec's wire format
+	MsgRekey      = 7  // a new handshake initiation (its Noise message) for a session that succeeds this one
+	MsgDataTo     = 8  // a whole datagram of a flow, with the flow's target: until the server confirms the flow
+	MsgOpen       = 9  // a flow's target alone, ahead of a datagram cut into fragments
+	MsgFlow       = 10 // server to client: a flow's fate (FlowOK or why it was refused)
 )
+
+// Flow fates in a MsgFlow.
+const (
+	FlowOK         = 0 // the flow is open toward its target
+	FlowNotAllowed = 1 // the server's rules do not allow the target
+	FlowNoName     = 2 // the target's name does not resolve on the server
+	FlowLimit      = 3 // the session has all the flows it may have
+	FlowFailed     = 4 // the server cannot open a socket to the target
+	FlowNoTarget   = 5 // the flow names no target and the server has no default one
+)
+
+// FlowFate describes a MsgFlow status.
+func FlowFate(status byte) string {
+	switch status {
+	case FlowOK:
+		return "open"
+	case FlowNotAllowed:
+		return "target not allowed by the server's rules"
+	case FlowNoName:
+		return "target name does not resolve on the server"
+	case FlowLimit:
+		return "the server's flow limit is reached"
+	case FlowFailed:
+		return "the server cannot open a socket to the target"
+	case FlowNoTarget:
+		return "the server has no default target"
+	}
+	return "unknown status"
+}
+
+// FlowMsgLen is the length of a MsgFlow.
+const FlowMsgLen = 6
+
+// PutFlow writes a MsgFlow into b[:FlowMsgLen].
+func PutFlow(b []byte, flow uint32, status byte) {
+	_ = b[FlowMsgLen-1]
+	b[0] = MsgFlow
+	binary.BigEndian.PutUint32(b[1:5], flow)
+	b[5] = status
+}
+
+// AppendDataTo appends the header of a MsgDataTo (or, with kind MsgOpen,
+// a whole MsgOpen) for flow to t; the datagram follows it.
+func AppendDataTo(b []byte, kind byte, flow uint32, t Target) []byte {
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint32(b, flow)
+	return AppendTarget(b, t)
+}
 
 // fecShardHeaderLen is the length of internal/fec's shard header, the least
 // an MsgFEC body holds.
@@ -212,6 +263,8 @@ type Message struct {
 	Flow     uint32
 	Fragment Fragment // valid when Kind == MsgFragment
 	Probe    Probe    // valid when Kind is MsgProbe or MsgProbeReply
+	Target   Target   // valid when Kind is MsgDataTo or MsgOpen
+	Status   byte     // valid when Kind is MsgFlow
 	Body     []byte
 }
 
@@ -277,6 +330,24 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgFEC, Body: p[1:]}, nil
+	case MsgDataTo, MsgOpen:
+		if len(p) < DataHeaderLen {
+			return Message{}, ErrMalformed
+		}
+		t, n, err := ParseTarget(p[DataHeaderLen:])
+		if err != nil {
+			return Message{}, err
+		}
+		m := Message{Kind: p[0], Flow: binary.BigEndian.Uint32(p[1:5]), Target: t, Body: p[DataHeaderLen+n:]}
+		if m.Kind == MsgOpen && len(m.Body) != 0 {
+			return Message{}, ErrMalformed
+		}
+		return m, nil
+	case MsgFlow:
+		if len(p) != FlowMsgLen {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgFlow, Flow: binary.BigEndian.Uint32(p[1:5]), Status: p[5]}, nil
 	case MsgRekey:
 		// The handshake checks the initiation's length and everything else.
 		if len(p) < 2 {
