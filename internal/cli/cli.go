@@ -317,6 +317,8 @@ func runServer(name string, args []string, env Env) error {
 	var c common
 	c.register(fs)
 	maxSessions := fs.Int("max-sessions", 1024, "concurrent sessions")
+	var allowRules listFlag
+	fs.Var(&allowRules, "allow", "a target clients may name besides the default one, HOST:PORTS (10.0.0.53:53, 10.0.0.0/8:1000-2000, dns.example:53, [2001:db8::/32]:*); repeat for more")
 	sessTO := fs.Duration("session-timeout", 60*time.Second, "free a session silent this long")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -333,6 +335,9 @@ func runServer(name string, args []string, env Env) error {
 		c.applyFile(set, f.Common)
 		fromFile(maxSessions, set["max-sessions"], f.MaxSessions)
 		fromFile(sessTO, set["session-timeout"], f.SessionTimeout.D())
+		if !set["allow"] {
+			allowRules = f.Allow
+		}
 		listen, target = f.Listen, f.Target
 	}
 	switch {
@@ -348,8 +353,8 @@ func runServer(name string, args []string, env Env) error {
 		listen = net.JoinHostPort("", strconv.Itoa(port))
 		target = net.JoinHostPort(fs.Arg(1), strconv.Itoa(tport))
 	case fs.NArg() == 0 && c.file != "":
-		if listen == "" || target == "" {
-			return usagef("%s: the file needs listen and target (or give PORT TARGET_HOST TARGET_PORT)", c.file)
+		if listen == "" || (target == "" && len(allowRules) == 0) {
+			return usagef("%s: the file needs listen, and target or allow (or give PORT TARGET_HOST TARGET_PORT)", c.file)
 		}
 	default:
 		fs.Usage()
@@ -362,6 +367,7 @@ func runServer(name string, args []string, env Env) error {
 	srv, err := server.Listen(server.Config{
 		Listen:         listen,
 		Target:         target,
+		Allow:          allowRules,
 		Key:            keys[0],
 		OldKeys:        keys[1:],
 		Cipher:         ciph,
@@ -445,6 +451,8 @@ func runClient(name string, args []string, env Env) error {
 	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
 	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
+	var forwards listFlag
+	fs.Var(&forwards, "L", "a port forward, LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; repeat for more")
 	rekeyAfter := fs.Duration("rekey-after", client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
 	rekeyPackets := fs.Uint64("rekey-packets", client.DefaultRekeyPackets, "replace the session's keys once either end has sealed this many packets under them")
 	if err := parse(fs, args); err != nil {
@@ -467,6 +475,11 @@ func runClient(name string, args []string, env Env) error {
 		fromFile(fecFlush, set["fec-flush"], f.FEC.Flush.D())
 		fromFile(targetLoss, set["target-loss"], f.TargetLoss)
 		fromFile(rekeyAfter, set["rekey-after"], f.Rekey.After.D())
+		if !set["L"] {
+			for _, fw := range f.Forwards {
+				forwards = append(forwards, fw.Listen+"="+fw.Target)
+			}
+		}
 		fromFile(rekeyPackets, set["rekey-packets"], f.Rekey.Packets)
 		paths = filePaths(f.Paths)
 	}
@@ -509,6 +522,14 @@ func runClient(name string, args []string, env Env) error {
 		fs.Usage()
 		return usagef("expected one CONFIG file of HOST PORT lines, got %d arguments", fs.NArg())
 	}
+	var fwds []client.Forward
+	for _, s := range forwards {
+		l, t, ok := strings.Cut(s, "=")
+		if !ok || l == "" || t == "" {
+			return usagef("bad -L %q: want LISTEN=TARGET, such as 127.0.0.1:5353=10.0.0.53:53", s)
+		}
+		fwds = append(fwds, client.Forward{Listen: l, Target: t})
+	}
 	keys, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
@@ -516,6 +537,7 @@ func runClient(name string, args []string, env Env) error {
 	key := keys[0]
 	cfg := client.Config{
 		Listen:       *listen,
+		Forwards:     fwds,
 		Paths:        paths,
 		Key:          key,
 		Cipher:       ciph,
@@ -919,4 +941,14 @@ func runDemo(args []string, env Env) error {
 		return enc.Encode(rep)
 	}
 	return rep.WriteText(env.Stdout)
+}
+
+// listFlag is a flag that may be given several times.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }

@@ -214,7 +214,7 @@ func TestConfigFile(t *testing.T) {
 	if r := run("client", "-c", bad); r.code != 2 || !strings.Contains(r.stderr, "bad.toml:3: log.level") {
 		t.Fatalf("bad file: exit %d: %s", r.code, r.stderr)
 	}
-	if r := run("server", "-c", writeFile(t, "s.toml", "listen = \":0\"\n")); r.code != 2 || !strings.Contains(r.stderr, "listen and target") {
+	if r := run("server", "-c", writeFile(t, "s.toml", "listen = \":0\"\n")); r.code != 2 || !strings.Contains(r.stderr, "listen, and target or allow") {
 		t.Fatalf("server file without target: exit %d: %s", r.code, r.stderr)
 	}
 	for _, c := range []struct {

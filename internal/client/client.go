@@ -39,14 +39,24 @@ type PathConfig struct {
 	Priority int
 }
 
+// Forward is a port forward: datagrams sent to Listen go to Target, which
+// the server resolves and must allow.
+type Forward struct {
+	Listen string // local address, such as 127.0.0.1:5353
+	Target string // host:port on the server's side, such as 10.0.0.53:53
+}
+
 // Config configures a Client. Zero fields take the defaults given.
 type Config struct {
-	Listen string // address local applications send to (127.0.0.1:3000)
-	Paths  []PathConfig
-	Key    handshake.Key
-	Mode   sched.Mode  // how datagrams are spread over the paths (redundant)
-	Cipher aead.Cipher // the transport cipher to insist on, or aead.Auto
-	FEC    fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
+	// Listen is the address local applications send to for the server's
+	// default target (127.0.0.1:3000); "none" for no such address.
+	Listen   string
+	Forwards []Forward
+	Paths    []PathConfig
+	Key      handshake.Key
+	Mode     sched.Mode  // how datagrams are spread over the paths (redundant)
+	Cipher   aead.Cipher // the transport cipher to insist on, or aead.Auto
+	FEC      fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
 	// FECDepth is how many fec groups are open at once, datagrams going to
 	// each in turn, in both directions (1 to 15; 0 or 1: one).
 	FECDepth int
@@ -133,10 +143,10 @@ const prevGrace = 10 * time.Second
 
 // Client is a running mpclient. Create one with Listen, run it with Serve.
 type Client struct {
-	cfg   Config
-	log   *slog.Logger
-	warn  ratelog.Logger
-	local udpio.Conn
+	cfg    Config
+	log    *slog.Logger
+	warn   ratelog.Logger
+	fronts []*front // the default front first, if any, then the forwards
 	// paths is the path list, replaced whole by SetPaths; readers take a
 	// snapshot with pathList.
 	paths    atomic.Pointer[[]*path]
@@ -167,7 +177,7 @@ type Client struct {
 	early   []earlyDatagram // datagrams that arrived before the first session
 
 	flowMu  sync.RWMutex
-	byPeer  map[netip.AddrPort]*flow
+	byPeer  map[flowKey]*flow
 	byID    map[uint32]*flow
 	nextID  uint32
 	closing atomic.Bool
@@ -195,11 +205,35 @@ type path struct {
 	conn   udpio.Conn
 }
 
+// front is a local socket applications send to: the default one, or a
+// port forward's.
+type front struct {
+	conn   udpio.Conn
+	target wire.Target // where its flows go; the zero Target for the server's default
+	name   string      // for logs and status: "listen" or "listen=target"
+}
+
 type flow struct {
 	id         uint32
+	fr         *front
 	peer       netip.AddrPort
 	lastActive atomic.Int64
+	// A flow with a target names it in what it sends until the server says
+	// it has the flow (acked); a refused one is dropped here until
+	// refusedUntil (unix ns), then asked for again.
+	acked        atomic.Bool
+	refusedUntil atomic.Int64
 }
+
+// flowKey is a flow's identity on the client: the front it came by and the
+// local peer.
+type flowKey struct {
+	fr   *front
+	peer netip.AddrPort
+}
+
+// needsTarget reports whether f's datagrams must carry its target.
+func (f *flow) needsTarget() bool { return f.fr.target.Valid() && !f.acked.Load() }
 
 // Listen checks cfg, resolves the paths and binds the local socket and one
 // socket per path.
@@ -216,7 +250,7 @@ func Listen(cfg Config) (*Client, error) {
 		log:     cfg.Logger,
 		up:      make(chan struct{}),
 		pending: make(map[uint32]*pendingHS),
-		byPeer:  make(map[netip.AddrPort]*flow),
+		byPeer:  make(map[flowKey]*flow),
 		byID:    make(map[uint32]*flow),
 	}
 	c.warn.Log = cfg.Logger
@@ -248,21 +282,46 @@ func Listen(cfg Config) (*Client, error) {
 		list = append(list, p)
 	}
 	c.setList(list)
-	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
-	if err != nil {
+	if cfg.Listen != "none" {
+		if err := c.addFront(cfg.Listen, wire.Target{}, cfg.Listen); err != nil {
+			c.closeSockets()
+			return nil, err
+		}
+	}
+	for _, fw := range cfg.Forwards {
+		tg, err := wire.ParseTargetString(fw.Target)
+		if err != nil {
+			c.closeSockets()
+			return nil, fmt.Errorf("forward %s: bad target %q: %w", fw.Listen, fw.Target, err)
+		}
+		if err := c.addFront(fw.Listen, tg, fw.Listen+"="+fw.Target); err != nil {
+			c.closeSockets()
+			return nil, err
+		}
+	}
+	if len(c.fronts) == 0 {
 		c.closeSockets()
-		return nil, fmt.Errorf("bad listen address %s: %w", cfg.Listen, err)
+		return nil, errors.New("client: no listen address and no forwards: applications could send nothing")
+	}
+	return c, nil
+}
+
+// addFront binds a local socket at listen whose flows go to tg.
+func (c *Client) addFront(listen string, tg wire.Target, name string) error {
+	laddr, err := net.ResolveUDPAddr("udp", listen)
+	if err != nil {
+		return fmt.Errorf("bad listen address %s: %w", listen, err)
 	}
 	lap := laddr.AddrPort()
 	if laddr.IP == nil {
 		lap = netip.AddrPortFrom(netip.Addr{}, uint16(laddr.Port))
 	}
-	c.local, err = cfg.Net.Listen(lap, "")
+	conn, err := c.cfg.Net.Listen(lap, "")
 	if err != nil {
-		c.closeSockets()
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("cannot listen on %s: %w", listen, err)
 	}
-	return c, nil
+	c.fronts = append(c.fronts, &front{conn: conn, target: tg, name: name})
+	return nil
 }
 
 func openPath(nw udpio.Network, r *net.Resolver, pc PathConfig) (*path, error) {
@@ -410,14 +469,27 @@ func (c *Client) closeSockets() {
 	for _, p := range c.pathList() {
 		p.conn.Close()
 	}
-	if c.local != nil {
-		c.local.Close()
+	for _, fr := range c.fronts {
+		fr.conn.Close()
 	}
 }
 
-// Addr returns the address local applications send to.
+// Addr returns the address local applications send to: the default one,
+// or the first forward's when there is none.
 func (c *Client) Addr() netip.AddrPort {
-	return c.local.LocalAddr()
+	return c.fronts[0].conn.LocalAddr()
+}
+
+// ForwardAddrs returns the local address of each forward, in the order of
+// Config.Forwards.
+func (c *Client) ForwardAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, fr := range c.fronts {
+		if fr.target.Valid() {
+			out = append(out, fr.conn.LocalAddr())
+		}
+	}
+	return out
 }
 
 // Counters returns the client's counters.
@@ -439,11 +511,13 @@ func (c *Client) Serve(ctx context.Context) error {
 		c.startPath(p)
 	}
 	c.reloadMu.Unlock()
-	c.wg.Add(3)
-	go func() {
-		defer c.wg.Done()
-		c.localLoop()
-	}()
+	c.wg.Add(2 + len(c.fronts))
+	for _, fr := range c.fronts {
+		go func() {
+			defer c.wg.Done()
+			c.localLoop(fr)
+		}()
+	}
 	go func() {
 		defer c.wg.Done()
 		c.resolver(ctx)
@@ -550,15 +624,16 @@ func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg 
 // localLoop carries local applications' datagrams into the tunnel, a batch
 // at a time: each datagram is sealed where it was read, and the batch goes
 // out on every live path in one write per path.
-func (c *Client) localLoop() {
+func (c *Client) localLoop(fr *front) {
 	b := session.NewBatch(batchSize)
+	sl := session.NewSealer() // for datagrams that carry their flow's target
 	in := make([]udpio.Msg, b.Size())
 	out := make([]udpio.Msg, 0, 2*batchSize)
 	for {
 		for i := range in {
 			in[i].Buf = b.Buf(i)
 		}
-		n, err := c.local.ReadBatch(in)
+		n, err := fr.conn.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -567,7 +642,7 @@ func (c *Client) localLoop() {
 		}
 		st := c.sess.Load()
 		if st == nil {
-			if st = c.holdEarly(in[:n]); st == nil {
+			if st = c.holdEarly(fr, in[:n]); st == nil {
 				continue
 			}
 		}
@@ -582,11 +657,33 @@ func (c *Client) localLoop() {
 			tx.Lock()
 		}
 		for i := range in[:n] {
-			f := c.flowFor(in[i].Addr)
+			f := c.flowFor(fr, in[i].Addr)
 			if f == nil {
 				continue
 			}
 			f.lastActive.Store(now)
+			if now < f.refusedUntil.Load() {
+				c.cnt.TargetRefused.Add(1)
+				continue
+			}
+			if f.needsTarget() {
+				// Sent at once, after what the batch holds, on every path.
+				if len(b.Pkts) > 0 {
+					out = c.sendLive(b.Pkts, out, tx != nil)
+					b.Reset()
+				}
+				k := copy(sl.Payload(), in[i].Buf[:min(in[i].N, len(in[i].Buf))])
+				pkts, err := sl.SealTo(st, f.id, fr.target, k, maxPlain)
+				if err != nil {
+					if errors.Is(err, session.ErrOversize) {
+						c.cnt.Oversize.Add(1)
+					}
+					continue
+				}
+				out = c.sendLive(pkts, out, true)
+				c.cnt.Forwarded.Add(1)
+				continue
+			}
 			if tx != nil && session.FECFits(in[i].N, maxPlain) {
 				if err := tx.Add(st, f.id, in[i].Buf[:in[i].N], nowT); err != nil {
 					c.log.Error("fec", "err", err)
@@ -628,7 +725,7 @@ func (c *Client) deliverFlow(id uint32, d []byte) {
 	c.flowMu.RUnlock()
 	if f != nil {
 		f.lastActive.Store(time.Now().UnixNano())
-		c.writeLocal([]udpio.Msg{{Buf: d, Addr: f.peer}})
+		c.writeLocal(f.fr, []udpio.Msg{{Buf: d, Addr: f.peer}})
 	}
 }
 
@@ -652,16 +749,17 @@ func (c *Client) newFEC(st *session.State) error {
 		func(err error) { c.log.Error("fec", "err", err) })
 }
 
-func (c *Client) flowFor(peer netip.AddrPort) *flow {
+func (c *Client) flowFor(fr *front, peer netip.AddrPort) *flow {
+	key := flowKey{fr, peer}
 	c.flowMu.RLock()
-	f := c.byPeer[peer]
+	f := c.byPeer[key]
 	c.flowMu.RUnlock()
 	if f != nil {
 		return f
 	}
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()
-	if f = c.byPeer[peer]; f != nil {
+	if f = c.byPeer[key]; f != nil {
 		return f
 	}
 	if len(c.byPeer) >= c.cfg.MaxFlows {
@@ -670,10 +768,10 @@ func (c *Client) flowFor(peer netip.AddrPort) *flow {
 		return nil
 	}
 	c.nextID++
-	f = &flow{id: c.nextID, peer: peer}
-	c.byPeer[peer] = f
+	f = &flow{id: c.nextID, fr: fr, peer: peer}
+	c.byPeer[key] = f
 	c.byID[f.id] = f
-	c.log.Debug("flow open", "flow", f.id, "peer", peer.String())
+	c.log.Debug("flow open", "flow", f.id, "peer", peer.String(), "front", fr.name)
 	return f
 }
 
@@ -695,9 +793,11 @@ func (c *Client) pathLoop(p *path) {
 	deliverNow := func(id uint32, d []byte) {
 		if f := lookup(id); f != nil {
 			f.lastActive.Store(time.Now().UnixNano())
-			c.writeLocal([]udpio.Msg{{Buf: d, Addr: f.peer}})
+			f.acked.Store(true)
+			c.writeLocal(f.fr, []udpio.Msg{{Buf: d, Addr: f.peer}})
 		}
 	}
+	var outFr []*front // the front of each datagram in out
 	for {
 		n, err := p.conn.ReadBatch(in)
 		if err != nil {
@@ -707,7 +807,7 @@ func (c *Client) pathLoop(p *path) {
 			continue
 		}
 		now := time.Now()
-		out = out[:0]
+		out, outFr = out[:0], outFr[:0]
 		remote := *p.remote.Load()
 		for i := range in[:n] {
 			if in[i].Addr != remote {
@@ -766,11 +866,18 @@ func (c *Client) pathLoop(p *path) {
 					}
 				case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
 					p.OnProbeReply(m.Probe, now)
+				case m.Kind == wire.MsgFlow:
+					if f := lookup(m.Flow); f != nil {
+						c.flowFate(f, m.Status, now)
+					}
+					p.OnHeard(now)
 				default:
 					if m.Kind == wire.MsgData {
 						if f := lookup(m.Flow); f != nil {
 							f.lastActive.Store(now.UnixNano())
+							f.acked.Store(true) // a reply: the server has the flow
 							out = append(out, udpio.Msg{Buf: m.Body, Addr: f.peer})
+							outFr = append(outFr, f.fr)
 						}
 					}
 					p.OnHeard(now)
@@ -783,15 +890,39 @@ func (c *Client) pathLoop(p *path) {
 				c.cnt.Malformed.Add(1)
 			}
 		}
-		if len(out) > 0 {
-			c.writeLocal(out)
+		// One write per run of datagrams for the same front.
+		for i := 0; i < len(out); {
+			j := i + 1
+			for j < len(out) && outFr[j] == outFr[i] {
+				j++
+			}
+			c.writeLocal(outFr[i], out[i:j])
+			i = j
 		}
 	}
 }
 
-// writeLocal hands datagrams to local peers and counts them.
-func (c *Client) writeLocal(msgs []udpio.Msg) {
-	sent, bytes, err := udpio.Write(c.local, msgs)
+// flowFate takes the server's word on flow f: open, or refused and why.
+func (c *Client) flowFate(f *flow, status byte, now time.Time) {
+	if status == wire.FlowOK {
+		f.acked.Store(true)
+		f.refusedUntil.Store(0)
+		return
+	}
+	if now.UnixNano() < f.refusedUntil.Load() {
+		return // heard already
+	}
+	f.refusedUntil.Store(now.Add(refusedFor).UnixNano())
+	c.warn.Warn("refused", "the server refused a flow; its datagrams are dropped, and it is asked for again in a while", "front", f.fr.name, "peer", f.peer.String(), "why", wire.FlowFate(status))
+}
+
+// refusedFor is how long the datagrams of a flow the server refused are
+// dropped here before the flow is asked for again.
+const refusedFor = 2 * time.Second
+
+// writeLocal hands datagrams to local peers of front fr and counts them.
+func (c *Client) writeLocal(fr *front, msgs []udpio.Msg) {
+	sent, bytes, err := udpio.Write(fr.conn, msgs)
 	c.cnt.Delivered.Add(uint64(sent))
 	c.cnt.DeliveredBy.Add(uint64(bytes))
 	switch {
@@ -1077,6 +1208,7 @@ const (
 )
 
 type earlyDatagram struct {
+	fr   *front
 	peer netip.AddrPort
 	data []byte
 	at   time.Time
@@ -1085,7 +1217,7 @@ type earlyDatagram struct {
 // holdEarly keeps datagrams read before the first session is up (bounded in
 // count, bytes and age), so an application's first packets are not lost to
 // the handshake. It returns the session instead if one came up meanwhile.
-func (c *Client) holdEarly(msgs []udpio.Msg) *session.State {
+func (c *Client) holdEarly(fr *front, msgs []udpio.Msg) *session.State {
 	c.earlyMu.Lock()
 	defer c.earlyMu.Unlock()
 	if st := c.sess.Load(); st != nil {
@@ -1103,7 +1235,7 @@ func (c *Client) holdEarly(msgs []udpio.Msg) *session.State {
 			c.warn.Warn("nosession", "datagram dropped: no session with the server yet, and the wait queue is full")
 			continue
 		}
-		c.early = append(c.early, earlyDatagram{peer: msgs[i].Addr, data: append([]byte(nil), msgs[i].Buf[:n]...), at: now})
+		c.early = append(c.early, earlyDatagram{fr: fr, peer: msgs[i].Addr, data: append([]byte(nil), msgs[i].Buf[:n]...), at: now})
 		held += n
 	}
 	return nil
@@ -1118,13 +1250,19 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 			c.cnt.NoSession.Add(1)
 			continue
 		}
-		f := c.flowFor(e.peer)
+		f := c.flowFor(e.fr, e.peer)
 		if f == nil {
 			continue
 		}
 		f.lastActive.Store(time.Now().UnixNano())
 		n := copy(sl.Payload(), e.data)
-		pkts, err := sl.Seal(st, f.id, n, maxPlain)
+		var pkts [][]byte
+		var err error
+		if f.needsTarget() {
+			pkts, err = sl.SealTo(st, f.id, f.fr.target, n, maxPlain)
+		} else {
+			pkts, err = sl.Seal(st, f.id, n, maxPlain)
+		}
 		if err != nil {
 			if errors.Is(err, session.ErrOversize) {
 				c.cnt.Oversize.Add(1)
@@ -1132,6 +1270,6 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 			continue
 		}
 		c.cnt.Forwarded.Add(1)
-		out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC)
+		out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC || f.needsTarget())
 	}
 }

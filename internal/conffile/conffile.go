@@ -79,12 +79,19 @@ type IO struct {
 // Client is a client's file.
 type Client struct {
 	Common
-	Listen     string  `toml:"listen"`
-	Mode       string  `toml:"mode"`
-	TargetLoss float64 `toml:"target_loss"`
-	FEC        FEC     `toml:"fec"`
-	Rekey      Rekey   `toml:"rekey"`
-	Paths      []Path  `toml:"path"`
+	Listen     string    `toml:"listen"`
+	Mode       string    `toml:"mode"`
+	TargetLoss float64   `toml:"target_loss"`
+	FEC        FEC       `toml:"fec"`
+	Rekey      Rekey     `toml:"rekey"`
+	Forwards   []Forward `toml:"forward"`
+	Paths      []Path    `toml:"path"`
+}
+
+// Forward is one [[forward]] of a client.
+type Forward struct {
+	Listen string `toml:"listen"` // local address
+	Target string `toml:"target"` // host:port on the server's side
 }
 
 // Rekey is the client's [rekey] table.
@@ -113,6 +120,7 @@ type Server struct {
 	Common
 	Listen         string   `toml:"listen"`
 	Target         string   `toml:"target"`
+	Allow          []string `toml:"allow"`
 	MaxSessions    int      `toml:"max_sessions"`
 	SessionTimeout Duration `toml:"session_timeout"`
 }

@@ -27,6 +27,7 @@ type Counters struct {
 	NoSession     atomic.Uint64 // datagrams dropped because no session was up
 	SendErrors    atomic.Uint64 // failed writes to a path, target or application
 	QueueFull     atomic.Uint64 // datagrams dropped because a socket's send buffer was full
+	TargetRefused atomic.Uint64 // datagrams dropped for a flow whose target was refused (or not yet open and too many waiting)
 	HandshakeOK   atomic.Uint64 // handshakes completed
 	Rekeys        atomic.Uint64 // sessions replaced by a rekey that kept their flows (server: when the new one is confirmed)
 	HandshakeBad  atomic.Uint64 // handshake messages that did not authenticate
@@ -64,6 +65,7 @@ type Snapshot struct {
 	NoSession       uint64 `json:"no_session"`
 	SendErrors      uint64 `json:"send_errors"`
 	QueueFull       uint64 `json:"queue_full"`
+	TargetRefused   uint64 `json:"target_refused"`
 	HandshakeOK     uint64 `json:"handshakes"`
 	Rekeys          uint64 `json:"rekeys"`
 	HandshakeBad    uint64 `json:"handshake_bad"`
@@ -91,7 +93,7 @@ func (c *Counters) Snapshot() Snapshot {
 		AuthFailed: c.AuthFailed.Load(), Malformed: c.Malformed.Load(),
 		UnknownSession: c.UnknownSess.Load(), Oversize: c.Oversize.Load(),
 		FragEvicted: c.FragEvicted.Load(), NoSession: c.NoSession.Load(),
-		SendErrors: c.SendErrors.Load(), QueueFull: c.QueueFull.Load(), HandshakeOK: c.HandshakeOK.Load(), Rekeys: c.Rekeys.Load(),
+		SendErrors: c.SendErrors.Load(), QueueFull: c.QueueFull.Load(), TargetRefused: c.TargetRefused.Load(), HandshakeOK: c.HandshakeOK.Load(), Rekeys: c.Rekeys.Load(),
 		HandshakeBad: c.HandshakeBad.Load(), HandshakeReplay: c.HandshakeRply.Load(),
 		HandshakeStale: c.HandshakeOld.Load(), SessionLimit: c.SessionLimit.Load(),
 		Cookies: c.Cookies.Load(), HandshakeRate: c.HandshakeRate.Load(),

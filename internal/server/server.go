@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/allow"
 	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/fec"
@@ -39,9 +40,14 @@ import (
 
 // Config configures a Server. Zero fields take the defaults given.
 type Config struct {
-	Listen string        // address for paths, e.g. ":2000"
-	Target string        // host:port of the target
-	Key    handshake.Key // the shared key
+	Listen string // address for paths, e.g. ":2000"
+	Target string // host:port of the default target: where flows that name none go ("" for none)
+	// Allow lists the targets, besides the default one, that clients may
+	// name for their flows (internal/allow rules, such as "10.0.0.0/8:53").
+	// Names are resolved here, with Resolver (net.DefaultResolver).
+	Allow    []string
+	Resolver *net.Resolver
+	Key      handshake.Key // the shared key
 	// OldKeys are further keys clients may still use while they move to Key
 	// (key rotation); new sessions under them are accepted too.
 	OldKeys []handshake.Key
@@ -104,6 +110,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
 }
 
 // Server is a running mpserver. Create one with Listen, run it with Serve.
@@ -112,7 +121,10 @@ type Server struct {
 	log       *slog.Logger
 	warn      ratelog.Logger
 	conn      udpio.Conn
-	target    netip.AddrPort
+	target    netip.AddrPort // the default target; invalid when there is none
+	rules     allow.Rules
+	ctx       context.Context // Serve's, for what flows start
+	resolving chan struct{}   // a token per name being resolved
 	resp      *handshake.Responder
 	cookies   *cookie.Checker
 	cookieBuf []byte
@@ -181,9 +193,20 @@ type path struct {
 type flow struct {
 	id         uint32
 	s          atomic.Pointer[sess] // the session that carries the flow; a rekey moves it
-	conn       udpio.Conn
+	name       string               // the target as the client named it, for logs and status
 	lastActive atomic.Int64
-	pending    []udpio.Msg // datagrams for the target queued by the read goroutine
+	pending    []udpio.Msg  // datagrams for the target queued by the read goroutine
+	statusAt   atomic.Int64 // unix ns the client was last told the flow's fate
+
+	// conn is the flow's socket to its target, set once it is open (ready);
+	// until then datagrams wait, a few, while the target's name resolves.
+	// A refused flow never gets one: status says why.
+	conn   udpio.Conn
+	ready  atomic.Bool
+	status atomic.Uint32 // wire.FlowOK or the reason it was refused
+	waitMu sync.Mutex
+	wait   [][]byte
+	closed bool // waitMu guards it
 }
 
 // Listen checks cfg, resolves the target and binds the path socket.
@@ -192,9 +215,21 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.MTU < wire.MinMTU || cfg.MTU > wire.MaxPacket {
 		return nil, fmt.Errorf("server: mtu %d outside %d..%d", cfg.MTU, wire.MinMTU, wire.MaxPacket)
 	}
-	target, err := net.ResolveUDPAddr("udp", cfg.Target)
+	var tap netip.AddrPort
+	if cfg.Target != "" {
+		target, err := net.ResolveUDPAddr("udp", cfg.Target)
+		if err != nil {
+			return nil, fmt.Errorf("cannot resolve target %s: %w", cfg.Target, err)
+		}
+		tap = target.AddrPort()
+		tap = netip.AddrPortFrom(tap.Addr().Unmap(), tap.Port())
+	}
+	rules, err := allow.ParseAll(cfg.Allow)
 	if err != nil {
-		return nil, fmt.Errorf("cannot resolve target %s: %w", cfg.Target, err)
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if !tap.IsValid() && len(rules) == 0 {
+		return nil, errors.New("server: no target and no allow rules: clients could reach nothing")
 	}
 	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 	if err != nil {
@@ -208,14 +243,15 @@ func Listen(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
-	tap := target.AddrPort()
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		conn:     conn,
-		target:   netip.AddrPortFrom(tap.Addr().Unmap(), tap.Port()),
-		resp:     newResponder(cfg),
-		sessions: make(map[uint32]*sess),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		conn:      conn,
+		target:    tap,
+		rules:     rules,
+		resolving: make(chan struct{}, maxResolving),
+		resp:      newResponder(cfg),
+		sessions:  make(map[uint32]*sess),
 	}
 	s.warn.Log = cfg.Logger
 	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
@@ -259,10 +295,11 @@ func (s *Server) Flows() int {
 // Serve forwards until ctx ends, then frees every socket and goroutine.
 func (s *Server) Serve(ctx context.Context) error {
 	f := udpio.FeaturesOf(s.conn)
-	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String(),
+	s.log.Info("server listening", "addr", s.Addr().String(), "target", s.target.String(), "allow", len(s.rules),
 		"batch", f.Batch, "gso", f.GSO, "gro", f.GRO, "pktinfo", f.PktInfo)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.ctx = ctx
 	done := make(chan struct{})
 	s.wg.Add(3)
 	go func() {
@@ -400,6 +437,23 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			}
 			s.setLocal(p, local)
 			p.OnProbeReply(m.Probe, now)
+		case wire.MsgDataTo, wire.MsgOpen:
+			// A flow the client names the target of, until we tell it we
+			// have it.
+			tg := m.Target
+			var f *flow
+			if m.Kind == wire.MsgDataTo {
+				f = s.queueTo(ss, m.Flow, &tg, m.Body)
+			} else {
+				f = s.flowFor(ss, m.Flow, &tg, now)
+			}
+			if f != nil {
+				s.ackFlow(f, now)
+			}
+			if p != nil {
+				ss.lastData.Store(p)
+				p.OnHeard(now)
+			}
 		case wire.MsgRekey:
 			s.handleRekey(ss, m.Body, p, now)
 		case wire.MsgClose:
@@ -698,14 +752,21 @@ func (s *Server) write(msgs []udpio.Msg) {
 // goroutine's next batch, on its flow's batch toward the target; flush sends
 // the batches. Both run on the read goroutine only.
 func (s *Server) queue(ss *sess, id uint32, d []byte) {
-	f := s.flowFor(ss, id, time.Now())
-	if f == nil {
-		return
+	s.queueTo(ss, id, nil, d)
+}
+
+// queueTo is queue for a datagram that names its flow's target (nil: the
+// flow's, or the default target for a new flow).
+func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte) *flow {
+	f := s.flowFor(ss, id, tg, time.Now())
+	if f == nil || !s.usable(f, d) {
+		return f
 	}
 	if len(f.pending) == 0 {
 		s.dirty = append(s.dirty, f)
 	}
-	f.pending = append(f.pending, udpio.Msg{Buf: d, Addr: s.target})
+	f.pending = append(f.pending, udpio.Msg{Buf: d})
+	return f
 }
 
 // flush sends every flow's queued datagrams to the target, one write per flow.
@@ -725,12 +786,12 @@ func (s *Server) flush() {
 // together from fragments, whose buffer is reused after the call.
 func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 	now := time.Now()
-	f := s.flowFor(ss, id, now)
-	if f == nil {
+	f := s.flowFor(ss, id, nil, now)
+	if f == nil || !s.usable(f, d) {
 		return
 	}
 	f.lastActive.Store(now.UnixNano())
-	s.writeTarget(f, []udpio.Msg{{Buf: d, Addr: s.target}})
+	s.writeTarget(f, []udpio.Msg{{Buf: d}})
 }
 
 // writeTarget writes msgs on flow f's socket toward the target.
@@ -740,14 +801,16 @@ func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
 	s.cnt.DeliveredBy.Add(uint64(bytes))
 	if errors.Is(err, udpio.ErrQueueFull) {
 		s.cnt.QueueFull.Add(uint64(len(msgs) - sent))
-		s.warn.Warn("queue-full", "flow send buffer full: datagrams for the target dropped (the target is slower than its traffic)", "target", s.target.String())
+		s.warn.Warn("queue-full", "flow send buffer full: datagrams for the target dropped (the target is slower than its traffic)", "target", f.name)
 	} else if err != nil {
 		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
-		s.warn.Warn("target-write", "cannot send to target", "target", s.target.String(), "err", err)
+		s.warn.Warn("target-write", "cannot send to target", "target", f.name, "err", err)
 	}
 }
 
-func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
+// flowFor returns ss's flow id, opening it toward tg (nil: the default
+// target) if it is new. The flow may not be ready yet, or refused.
+func (s *Server) flowFor(ss *sess, id uint32, tg *wire.Target, now time.Time) *flow {
 	// A session succeeded by a rekey hands its late packets to its
 	// successor's flows; the chain is as long as the rekeys within one
 	// RekeyGrace, so a few steps are plenty.
@@ -762,14 +825,14 @@ func (s *Server) flowFor(ss *sess, id uint32, now time.Time) *flow {
 			continue
 		}
 		defer ss.flowMu.Unlock()
-		return s.flowLocked(ss, id, now)
+		return s.flowLocked(ss, id, tg, now)
 	}
 	return nil
 }
 
 // flowLocked returns ss's flow id, opening it if it is new; the caller holds
 // ss.flowMu.
-func (s *Server) flowLocked(ss *sess, id uint32, now time.Time) *flow {
+func (s *Server) flowLocked(ss *sess, id uint32, tg *wire.Target, now time.Time) *flow {
 	if f := ss.flows[id]; f != nil {
 		return f
 	}
@@ -779,24 +842,16 @@ func (s *Server) flowLocked(ss *sess, id uint32, now time.Time) *flow {
 	if len(ss.flows) >= s.cfg.MaxFlows {
 		s.cnt.FlowLimit.Add(1)
 		s.warn.Warn("flows", "flow refused: flow limit reached", "session", ss.index, "limit", s.cfg.MaxFlows)
+		if tg != nil {
+			s.tellFlow(ss, id, wire.FlowLimit)
+		}
 		return nil
 	}
-	conn, err := s.cfg.Net.Dial(s.target)
-	if err != nil {
-		s.cnt.SendErrors.Add(1)
-		s.warn.Warn("target-dial", "cannot open a socket to the target", "target", s.target.String(), "err", err)
-		return nil
-	}
-	f := &flow{id: id, conn: conn}
+	f := &flow{id: id}
 	f.s.Store(ss)
 	f.lastActive.Store(now.UnixNano())
 	ss.flows[id] = f
-	s.log.Debug("flow open", "session", ss.index, "flow", id, "local", conn.LocalAddr().String())
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.flowLoop(f)
-	}()
+	s.openFlow(ss, f, tg)
 	return f
 }
 
@@ -814,7 +869,7 @@ func (s *Server) flowLoop(f *flow) {
 			}
 			// ICMP errors (target down) surface here; the flow stays.
 			s.cnt.SendErrors.Add(1)
-			s.warn.Warn("target-down", "the target does not answer (ICMP unreachable); the flow stays and works again when it returns", "target", s.target.String(), "err", err)
+			s.warn.Warn("target-down", "the target does not answer (ICMP unreachable); the flow stays and works again when it returns", "target", f.name, "err", err)
 			continue
 		}
 		now := time.Now()
@@ -906,7 +961,7 @@ func (s *Server) expire(now time.Time) {
 		ss.flowMu.Lock()
 		for fid, f := range ss.flows {
 			if now.Sub(time.Unix(0, f.lastActive.Load())) > s.cfg.FlowTimeout {
-				f.conn.Close()
+				f.close()
 				delete(ss.flows, fid)
 				s.cnt.FlowsGone.Add(1)
 			}
@@ -926,7 +981,7 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 	ss.flowMu.Lock()
 	ss.closed = true
 	for fid, f := range ss.flows {
-		f.conn.Close()
+		f.close()
 		delete(ss.flows, fid)
 		s.cnt.FlowsGone.Add(1)
 	}

@@ -23,6 +23,7 @@ const payloadOff = wire.HeaderLen + wire.DataHeaderLen
 type Sealer struct {
 	in    []byte
 	out   []byte
+	to    []byte // a datagram with its target, made on first need
 	pkts  [][]byte
 	nonce Nonce
 }
@@ -79,6 +80,42 @@ func (s *Sealer) Seal(st *State, flow uint32, n, maxPlain int) ([][]byte, error)
 		}
 		s.pkts = append(s.pkts, pkt)
 	}
+	return s.pkts, nil
+}
+
+// SealTo is Seal for a flow whose target the server does not know yet:
+// the datagram held in Payload goes in one MsgDataTo with the target when
+// that fits maxPlain, or else after an MsgOpen, cut into fragments. The
+// packets go on every path and stay valid until the next call.
+func (s *Sealer) SealTo(st *State, flow uint32, t wire.Target, n, maxPlain int) ([][]byte, error) {
+	if n > wire.MaxDatagram {
+		return nil, ErrOversize
+	}
+	if s.to == nil {
+		s.to = make([]byte, wire.HeaderLen+wire.MaxPacket+wire.TagLen)
+	}
+	hdr := wire.AppendDataTo(s.to[wire.HeaderLen:wire.HeaderLen], wire.MsgDataTo, flow, t)
+	if len(hdr)+n <= maxPlain {
+		copy(s.to[wire.HeaderLen+len(hdr):], s.in[payloadOff:payloadOff+n])
+		pkt, err := st.Seal(s.to, len(hdr)+n, &s.nonce)
+		if err != nil {
+			return nil, err
+		}
+		s.pkts = append(s.pkts[:0], pkt)
+		return s.pkts, nil
+	}
+	hdr[0] = wire.MsgOpen
+	open, err := st.Seal(s.to, len(hdr), &s.nonce)
+	if err != nil {
+		return nil, err
+	}
+	pkts, err := s.Seal(st, flow, n, maxPlain)
+	if err != nil {
+		return nil, err
+	}
+	s.pkts = append(pkts, nil)
+	copy(s.pkts[1:], s.pkts)
+	s.pkts[0] = open
 	return s.pkts, nil
 }
 
