@@ -451,6 +451,8 @@ func runClient(name string, args []string, env Env) error {
 	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
 	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
+	socksAddr := fs.String("socks", "", "serve a SOCKS5 front here (UDP ASSOCIATE; loopback when no host is given, such as :1080): each datagram goes to the destination it names, which the server must allow")
+	socksAuth := fs.String("socks-auth-file", "", "file holding USER:PASSWORD that SOCKS5 clients must give (RFC 1929)")
 	var forwards listFlag
 	fs.Var(&forwards, "L", "a port forward, LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; repeat for more")
 	rekeyAfter := fs.Duration("rekey-after", client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
@@ -475,6 +477,8 @@ func runClient(name string, args []string, env Env) error {
 		fromFile(fecFlush, set["fec-flush"], f.FEC.Flush.D())
 		fromFile(targetLoss, set["target-loss"], f.TargetLoss)
 		fromFile(rekeyAfter, set["rekey-after"], f.Rekey.After.D())
+		fromFile(socksAddr, set["socks"], f.Socks.Listen)
+		fromFile(socksAuth, set["socks-auth-file"], f.Socks.AuthFile)
 		if !set["L"] {
 			for _, fw := range f.Forwards {
 				forwards = append(forwards, fw.Listen+"="+fw.Target)
@@ -522,6 +526,18 @@ func runClient(name string, args []string, env Env) error {
 		fs.Usage()
 		return usagef("expected one CONFIG file of HOST PORT lines, got %d arguments", fs.NArg())
 	}
+	var socksUser, socksPass string
+	if *socksAuth != "" {
+		b, err := os.ReadFile(*socksAuth)
+		if err != nil {
+			return usagef("cannot read socks auth file: %w", err)
+		}
+		u, p, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
+		if !ok || u == "" || p == "" || len(u) > 255 || len(p) > 255 {
+			return usagef("%s: want one line USER:PASSWORD, each 1 to 255 bytes", *socksAuth)
+		}
+		socksUser, socksPass = u, p
+	}
 	var fwds []client.Forward
 	for _, s := range forwards {
 		l, t, ok := strings.Cut(s, "=")
@@ -538,6 +554,9 @@ func runClient(name string, args []string, env Env) error {
 	cfg := client.Config{
 		Listen:       *listen,
 		Forwards:     fwds,
+		Socks:        *socksAddr,
+		SocksUser:    socksUser,
+		SocksPass:    socksPass,
 		Paths:        paths,
 		Key:          key,
 		Cipher:       ciph,

@@ -25,6 +25,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/socks"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -52,11 +53,18 @@ type Config struct {
 	// default target (127.0.0.1:3000); "none" for no such address.
 	Listen   string
 	Forwards []Forward
-	Paths    []PathConfig
-	Key      handshake.Key
-	Mode     sched.Mode  // how datagrams are spread over the paths (redundant)
-	Cipher   aead.Cipher // the transport cipher to insist on, or aead.Auto
-	FEC      fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
+	// Socks, when set, is where a SOCKS5 front listens (TCP; loopback when
+	// no host is given): each UDP association's datagrams are flows to the
+	// destinations their headers name, which the server must allow.
+	// SocksUser and SocksPass, when set, are required of its clients
+	// (RFC 1929).
+	Socks                string
+	SocksUser, SocksPass string
+	Paths                []PathConfig
+	Key                  handshake.Key
+	Mode                 sched.Mode  // how datagrams are spread over the paths (redundant)
+	Cipher               aead.Cipher // the transport cipher to insist on, or aead.Auto
+	FEC                  fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
 	// FECDepth is how many fec groups are open at once, datagrams going to
 	// each in turn, in both directions (1 to 15; 0 or 1: one).
 	FECDepth int
@@ -146,7 +154,8 @@ type Client struct {
 	cfg    Config
 	log    *slog.Logger
 	warn   ratelog.Logger
-	fronts []*front // the default front first, if any, then the forwards
+	fronts []*front    // the default front first, if any, then the forwards
+	socks  *socksFront // the SOCKS5 front, if any
 	// paths is the path list, replaced whole by SetPaths; readers take a
 	// snapshot with pathList.
 	paths    atomic.Pointer[[]*path]
@@ -211,11 +220,17 @@ type front struct {
 	conn   udpio.Conn
 	target wire.Target // where its flows go; the zero Target for the server's default
 	name   string      // for logs and status: "listen" or "listen=target"
+	// A SOCKS5 UDP association's relay socket takes datagrams from its
+	// client only (peer: an address, and a port unless 0), each with a
+	// header naming its destination.
+	socks bool
+	peer  netip.AddrPort
 }
 
 type flow struct {
 	id         uint32
 	fr         *front
+	target     wire.Target // the front's, or a SOCKS5 datagram's destination
 	peer       netip.AddrPort
 	lastActive atomic.Int64
 	// A flow with a target names it in what it sends until the server says
@@ -230,10 +245,11 @@ type flow struct {
 type flowKey struct {
 	fr   *front
 	peer netip.AddrPort
+	dst  wire.Target // a SOCKS5 datagram's destination; zero otherwise
 }
 
 // needsTarget reports whether f's datagrams must carry its target.
-func (f *flow) needsTarget() bool { return f.fr.target.Valid() && !f.acked.Load() }
+func (f *flow) needsTarget() bool { return f.target.Valid() && !f.acked.Load() }
 
 // Listen checks cfg, resolves the paths and binds the local socket and one
 // socket per path.
@@ -299,9 +315,15 @@ func Listen(cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
-	if len(c.fronts) == 0 {
+	if cfg.Socks != "" {
+		if err := c.listenSocks(cfg.Socks); err != nil {
+			c.closeSockets()
+			return nil, fmt.Errorf("cannot listen for socks on %s: %w", cfg.Socks, err)
+		}
+	}
+	if len(c.fronts) == 0 && c.socks == nil {
 		c.closeSockets()
-		return nil, errors.New("client: no listen address and no forwards: applications could send nothing")
+		return nil, errors.New("client: no listen address, forward or socks front: applications could send nothing")
 	}
 	return c, nil
 }
@@ -472,11 +494,17 @@ func (c *Client) closeSockets() {
 	for _, fr := range c.fronts {
 		fr.conn.Close()
 	}
+	if c.socks != nil {
+		c.socks.ln.Close()
+	}
 }
 
 // Addr returns the address local applications send to: the default one,
 // or the first forward's when there is none.
 func (c *Client) Addr() netip.AddrPort {
+	if len(c.fronts) == 0 {
+		return netip.AddrPort{}
+	}
 	return c.fronts[0].conn.LocalAddr()
 }
 
@@ -511,6 +539,13 @@ func (c *Client) Serve(ctx context.Context) error {
 		c.startPath(p)
 	}
 	c.reloadMu.Unlock()
+	if c.socks != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.serveSocks(ctx)
+		}()
+	}
 	c.wg.Add(2 + len(c.fronts))
 	for _, fr := range c.fronts {
 		go func() {
@@ -641,10 +676,18 @@ func (c *Client) localLoop(fr *front) {
 			continue
 		}
 		st := c.sess.Load()
+		if st == nil && fr.socks {
+			c.cnt.NoSession.Add(uint64(n))
+			continue
+		}
 		if st == nil {
 			if st = c.holdEarly(fr, in[:n]); st == nil {
 				continue
 			}
+		}
+		if fr.socks {
+			out = c.socksBatch(fr, st, in[:n], sl, out)
+			continue
 		}
 		nowT := time.Now()
 		now := nowT.UnixNano()
@@ -673,7 +716,7 @@ func (c *Client) localLoop(fr *front) {
 					b.Reset()
 				}
 				k := copy(sl.Payload(), in[i].Buf[:min(in[i].N, len(in[i].Buf))])
-				pkts, err := sl.SealTo(st, f.id, fr.target, k, maxPlain)
+				pkts, err := sl.SealTo(st, f.id, f.target, k, maxPlain)
 				if err != nil {
 					if errors.Is(err, session.ErrOversize) {
 						c.cnt.Oversize.Add(1)
@@ -725,8 +768,17 @@ func (c *Client) deliverFlow(id uint32, d []byte) {
 	c.flowMu.RUnlock()
 	if f != nil {
 		f.lastActive.Store(time.Now().UnixNano())
-		c.writeLocal(f.fr, []udpio.Msg{{Buf: d, Addr: f.peer}})
+		c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d)})
 	}
+}
+
+// localMsg addresses datagram d of flow f to its local peer: as it is, or
+// for a SOCKS5 association after a header naming where it came from.
+func (f *flow) localMsg(d []byte) udpio.Msg {
+	if f.fr.socks {
+		d = socks.AppendUDP(make([]byte, 0, 22+len(d)), f.target, d)
+	}
+	return udpio.Msg{Buf: d, Addr: f.peer}
 }
 
 // sendFEC sends the shards tx has sealed, one path each, and resets it. The
@@ -750,7 +802,16 @@ func (c *Client) newFEC(st *session.State) error {
 }
 
 func (c *Client) flowFor(fr *front, peer netip.AddrPort) *flow {
-	key := flowKey{fr, peer}
+	return c.flowTo(fr, peer, fr.target)
+}
+
+// flowTo returns the flow from peer by front fr to target tg (the front's
+// own, or a SOCKS5 datagram's destination), making it if it is new.
+func (c *Client) flowTo(fr *front, peer netip.AddrPort, tg wire.Target) *flow {
+	key := flowKey{fr, peer, wire.Target{}}
+	if fr.socks {
+		key.dst = tg
+	}
 	c.flowMu.RLock()
 	f := c.byPeer[key]
 	c.flowMu.RUnlock()
@@ -768,7 +829,7 @@ func (c *Client) flowFor(fr *front, peer netip.AddrPort) *flow {
 		return nil
 	}
 	c.nextID++
-	f = &flow{id: c.nextID, fr: fr, peer: peer}
+	f = &flow{id: c.nextID, fr: fr, peer: peer, target: tg}
 	c.byPeer[key] = f
 	c.byID[f.id] = f
 	c.log.Debug("flow open", "flow", f.id, "peer", peer.String(), "front", fr.name)
@@ -794,7 +855,7 @@ func (c *Client) pathLoop(p *path) {
 		if f := lookup(id); f != nil {
 			f.lastActive.Store(time.Now().UnixNano())
 			f.acked.Store(true)
-			c.writeLocal(f.fr, []udpio.Msg{{Buf: d, Addr: f.peer}})
+			c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d)})
 		}
 	}
 	var outFr []*front // the front of each datagram in out
@@ -876,7 +937,7 @@ func (c *Client) pathLoop(p *path) {
 						if f := lookup(m.Flow); f != nil {
 							f.lastActive.Store(now.UnixNano())
 							f.acked.Store(true) // a reply: the server has the flow
-							out = append(out, udpio.Msg{Buf: m.Body, Addr: f.peer})
+							out = append(out, f.localMsg(m.Body))
 							outFr = append(outFr, f.fr)
 						}
 					}
@@ -1259,7 +1320,7 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 		var pkts [][]byte
 		var err error
 		if f.needsTarget() {
-			pkts, err = sl.SealTo(st, f.id, f.fr.target, n, maxPlain)
+			pkts, err = sl.SealTo(st, f.id, f.target, n, maxPlain)
 		} else {
 			pkts, err = sl.Seal(st, f.id, n, maxPlain)
 		}

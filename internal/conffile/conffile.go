@@ -85,7 +85,14 @@ type Client struct {
 	FEC        FEC       `toml:"fec"`
 	Rekey      Rekey     `toml:"rekey"`
 	Forwards   []Forward `toml:"forward"`
+	Socks      Socks     `toml:"socks"`
 	Paths      []Path    `toml:"path"`
+}
+
+// Socks is the client's [socks] table.
+type Socks struct {
+	Listen   string `toml:"listen"`    // where the SOCKS5 front listens
+	AuthFile string `toml:"auth_file"` // file holding USER:PASSWORD
 }
 
 // Forward is one [[forward]] of a client.

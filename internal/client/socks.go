@@ -1,0 +1,274 @@
+package client
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/socks"
+	"github.com/mptunnel/mptunnel/internal/udpio"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// Bounds of the SOCKS5 front.
+const (
+	maxAssociations = 64               // UDP associations at once
+	socksHandshake  = 10 * time.Second // the most a client may take to ask
+)
+
+// socksFront is the SOCKS5 listener and its live connections.
+type socksFront struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	assoc int
+}
+
+// listenSocks binds the SOCKS5 front: on loopback when addr names no host.
+func (c *Client) listenSocks(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.Join(errors.New("bad socks address "+addr), err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return err
+	}
+	c.socks = &socksFront{ln: ln, conns: make(map[net.Conn]struct{})}
+	return nil
+}
+
+// SocksAddr returns the SOCKS5 front's address, if it has one.
+func (c *Client) SocksAddr() netip.AddrPort {
+	if c.socks == nil {
+		return netip.AddrPort{}
+	}
+	return c.socks.ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// serveSocks accepts SOCKS5 clients until ctx ends, then closes every
+// connection and waits for their handlers.
+func (c *Client) serveSocks(ctx context.Context) {
+	sf := c.socks
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() {
+		sf.ln.Close()
+		sf.mu.Lock()
+		for conn := range sf.conns {
+			conn.Close()
+		}
+		sf.mu.Unlock()
+	})
+	defer stop()
+	for {
+		conn, err := sf.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			continue
+		}
+		sf.mu.Lock()
+		if ctx.Err() != nil {
+			sf.mu.Unlock()
+			conn.Close()
+			break
+		}
+		sf.conns[conn] = struct{}{}
+		sf.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.socksConn(conn)
+			sf.mu.Lock()
+			delete(sf.conns, conn)
+			sf.mu.Unlock()
+			conn.Close()
+		}()
+	}
+	sf.ln.Close()
+	wg.Wait()
+}
+
+// socksConn serves one SOCKS5 control connection: the method, the
+// credentials when required, and one request. CONNECT and BIND are refused
+// (command not supported); a UDP association lives until the connection
+// closes.
+func (c *Client) socksConn(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(socksHandshake))
+	methods, err := socks.ReadMethods(conn)
+	if err != nil {
+		return
+	}
+	want := byte(socks.MethodNoAuth)
+	if c.cfg.SocksUser != "" {
+		want = socks.MethodUserPass
+	}
+	if !contains(methods, want) {
+		conn.Write([]byte{socks.Version, socks.MethodNone})
+		c.warn.Warn("socks-method", "socks client refused: it offers no acceptable authentication method", "from", conn.RemoteAddr().String())
+		return
+	}
+	if _, err := conn.Write([]byte{socks.Version, want}); err != nil {
+		return
+	}
+	if want == socks.MethodUserPass {
+		u, p, err := socks.ReadUserPass(conn)
+		if err != nil {
+			return
+		}
+		ok := subtle.ConstantTimeCompare([]byte(u), []byte(c.cfg.SocksUser))&subtle.ConstantTimeCompare([]byte(p), []byte(c.cfg.SocksPass)) == 1
+		status := byte(0)
+		if !ok {
+			status = 1
+		}
+		conn.Write([]byte{1, status})
+		if !ok {
+			c.warn.Warn("socks-auth", "socks client refused: wrong username or password", "from", conn.RemoteAddr().String())
+			return
+		}
+	}
+	req, err := socks.ReadRequest(conn)
+	switch {
+	case errors.Is(err, socks.ErrAddressType):
+		conn.Write(socks.Reply(socks.RepAddressUnsupported, netip.AddrPort{}))
+		return
+	case err != nil:
+		return
+	}
+	if req.Cmd != socks.CmdUDPAssociate {
+		// Reliable streams are not carried (yet): CONNECT and BIND.
+		conn.Write(socks.Reply(socks.RepCommandUnsupported, netip.AddrPort{}))
+		return
+	}
+	fr, err := c.associate(conn, req)
+	if err != nil {
+		conn.Write(socks.Reply(socks.RepFailure, netip.AddrPort{}))
+		c.warn.Warn("socks-assoc", "socks UDP association refused", "from", conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	defer c.dissociate(fr)
+	if _, err := conn.Write(socks.Reply(socks.RepSucceeded, fr.conn.LocalAddr())); err != nil {
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	// The association lasts as long as the connection.
+	io.Copy(io.Discard, conn)
+}
+
+func contains(b []byte, x byte) bool {
+	for _, v := range b {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// associate opens the relay socket of a UDP association for the client at
+// the far end of conn, beside the control connection's local address.
+func (c *Client) associate(conn net.Conn, req socks.Request) (*front, error) {
+	sf := c.socks
+	sf.mu.Lock()
+	if sf.assoc >= maxAssociations {
+		sf.mu.Unlock()
+		return nil, errors.New("too many UDP associations")
+	}
+	sf.assoc++
+	sf.mu.Unlock()
+	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
+	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	uc, err := c.cfg.Net.Listen(netip.AddrPortFrom(local.Addr().Unmap(), 0), "")
+	if err != nil {
+		sf.mu.Lock()
+		sf.assoc--
+		sf.mu.Unlock()
+		return nil, err
+	}
+	// The client may say which port it will send from; an address of all
+	// zeroes, or a port of 0, means it does not know yet.
+	peer := netip.AddrPortFrom(remote.Addr().Unmap(), 0)
+	if req.Dst.Addr.IsValid() && !req.Dst.Addr.IsUnspecified() && req.Dst.Addr.Unmap() == peer.Addr() {
+		peer = netip.AddrPortFrom(peer.Addr(), req.Dst.Port)
+	}
+	fr := &front{conn: uc, socks: true, peer: peer, name: "socks " + remote.String()}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.localLoop(fr)
+	}()
+	c.log.Debug("socks UDP association", "client", remote.String(), "relay", uc.LocalAddr().String())
+	return fr, nil
+}
+
+// dissociate ends a UDP association: its socket and its flows.
+func (c *Client) dissociate(fr *front) {
+	fr.conn.Close()
+	c.flowMu.Lock()
+	for k, f := range c.byPeer {
+		if k.fr == fr {
+			delete(c.byPeer, k)
+			delete(c.byID, f.id)
+			c.cnt.FlowsGone.Add(1)
+		}
+	}
+	c.flowMu.Unlock()
+	c.socks.mu.Lock()
+	c.socks.assoc--
+	c.socks.mu.Unlock()
+}
+
+// socksBatch seals the datagrams an association's client sent, each to the
+// destination its header names, and sends them on every path. Datagrams
+// from anyone else, fragmented ones (unsupported, as RFC 1928 allows) and
+// malformed ones are dropped and counted.
+func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *session.Sealer, out []udpio.Msg) []udpio.Msg {
+	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
+	now := time.Now()
+	for i := range in {
+		from := netip.AddrPortFrom(in[i].Addr.Addr().Unmap(), in[i].Addr.Port())
+		if from.Addr() != fr.peer.Addr() || (fr.peer.Port() != 0 && from.Port() != fr.peer.Port()) {
+			c.cnt.Malformed.Add(1)
+			continue
+		}
+		h, data, err := socks.ParseUDP(in[i].Buf[:min(in[i].N, len(in[i].Buf))])
+		if err != nil || h.Frag != 0 {
+			c.cnt.Malformed.Add(1)
+			continue
+		}
+		f := c.flowTo(fr, from, h.Dst)
+		if f == nil {
+			continue
+		}
+		f.lastActive.Store(now.UnixNano())
+		if now.UnixNano() < f.refusedUntil.Load() {
+			c.cnt.TargetRefused.Add(1)
+			continue
+		}
+		n := copy(sl.Payload(), data)
+		var pkts [][]byte
+		if f.needsTarget() {
+			pkts, err = sl.SealTo(st, f.id, f.target, n, maxPlain)
+		} else {
+			pkts, err = sl.Seal(st, f.id, n, maxPlain)
+		}
+		if err != nil {
+			if errors.Is(err, session.ErrOversize) {
+				c.cnt.Oversize.Add(1)
+			}
+			continue
+		}
+		c.cnt.Forwarded.Add(1)
+		out = c.sendLive(pkts, out, true)
+	}
+	return out
+}
