@@ -225,6 +225,12 @@ type front struct {
 	// header naming its destination.
 	socks bool
 	peer  netip.AddrPort
+	stats *frontStats // a SOCKS5 association shares its front's
+}
+
+// frontStats counts a front's datagrams for status.
+type frontStats struct {
+	tx, rx, refused atomic.Uint64
 }
 
 type flow struct {
@@ -342,7 +348,7 @@ func (c *Client) addFront(listen string, tg wire.Target, name string) error {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", listen, err)
 	}
-	c.fronts = append(c.fronts, &front{conn: conn, target: tg, name: name})
+	c.fronts = append(c.fronts, &front{conn: conn, target: tg, name: name, stats: new(frontStats)})
 	return nil
 }
 
@@ -707,6 +713,7 @@ func (c *Client) localLoop(fr *front) {
 			f.lastActive.Store(now)
 			if now < f.refusedUntil.Load() {
 				c.cnt.TargetRefused.Add(1)
+				fr.stats.refused.Add(1)
 				continue
 			}
 			if f.needsTarget() {
@@ -725,6 +732,7 @@ func (c *Client) localLoop(fr *front) {
 				}
 				out = c.sendLive(pkts, out, true)
 				c.cnt.Forwarded.Add(1)
+				fr.stats.tx.Add(1)
 				continue
 			}
 			if tx != nil && session.FECFits(in[i].N, maxPlain) {
@@ -733,6 +741,7 @@ func (c *Client) localLoop(fr *front) {
 					continue
 				}
 				c.cnt.Forwarded.Add(1)
+				fr.stats.tx.Add(1)
 				continue
 			}
 			err := b.Add(st, i, f.id, in[i].N, maxPlain)
@@ -749,6 +758,7 @@ func (c *Client) localLoop(fr *front) {
 				continue
 			}
 			c.cnt.Forwarded.Add(1)
+			fr.stats.tx.Add(1)
 		}
 		if len(b.Pkts) > 0 {
 			out = c.sendLive(b.Pkts, out, tx != nil)
@@ -984,6 +994,7 @@ const refusedFor = 2 * time.Second
 // writeLocal hands datagrams to local peers of front fr and counts them.
 func (c *Client) writeLocal(fr *front, msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(fr.conn, msgs)
+	fr.stats.rx.Add(uint64(sent))
 	c.cnt.Delivered.Add(uint64(sent))
 	c.cnt.DeliveredBy.Add(uint64(bytes))
 	switch {
@@ -1331,6 +1342,7 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 			continue
 		}
 		c.cnt.Forwarded.Add(1)
+		f.fr.stats.tx.Add(1)
 		out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC || f.needsTarget())
 	}
 }

@@ -28,6 +28,7 @@ type socksFront struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	assoc int
+	stats frontStats // of all its associations
 }
 
 // listenSocks binds the SOCKS5 front: on loopback when addr names no host.
@@ -200,7 +201,7 @@ func (c *Client) associate(conn net.Conn, req socks.Request) (*front, error) {
 	if req.Dst.Addr.IsValid() && !req.Dst.Addr.IsUnspecified() && req.Dst.Addr.Unmap() == peer.Addr() {
 		peer = netip.AddrPortFrom(peer.Addr(), req.Dst.Port)
 	}
-	fr := &front{conn: uc, socks: true, peer: peer, name: "socks " + remote.String()}
+	fr := &front{conn: uc, socks: true, peer: peer, name: "socks " + remote.String(), stats: &sf.stats}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -252,6 +253,7 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 		f.lastActive.Store(now.UnixNano())
 		if now.UnixNano() < f.refusedUntil.Load() {
 			c.cnt.TargetRefused.Add(1)
+			fr.stats.refused.Add(1)
 			continue
 		}
 		n := copy(sl.Payload(), data)
@@ -268,6 +270,7 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 			continue
 		}
 		c.cnt.Forwarded.Add(1)
+		fr.stats.tx.Add(1)
 		out = c.sendLive(pkts, out, true)
 	}
 	return out

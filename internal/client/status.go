@@ -6,9 +6,36 @@ import (
 	"github.com/mptunnel/mptunnel/internal/control"
 )
 
+// targets returns each front's flows and traffic; the SOCKS5 front's
+// associations count as one.
+func (c *Client) targets() []control.Target {
+	flows := make(map[*frontStats]int)
+	c.flowMu.RLock()
+	for k := range c.byPeer {
+		flows[k.fr.stats]++
+	}
+	c.flowMu.RUnlock()
+	entry := func(name, target string, s *frontStats) control.Target {
+		return control.Target{Name: name, Target: target, Flows: flows[s], TxDatagrams: s.tx.Load(), RxDatagrams: s.rx.Load(), Refused: s.refused.Load()}
+	}
+	out := []control.Target{}
+	for _, fr := range c.fronts {
+		to := ""
+		if fr.target.Valid() {
+			to = fr.target.String()
+		}
+		out = append(out, entry(fr.conn.LocalAddr().String(), to, fr.stats))
+	}
+	if c.socks != nil {
+		out = append(out, entry("socks "+c.socks.ln.Addr().String(), "*", &c.socks.stats))
+	}
+	return out
+}
+
 // Status returns the client's state for the status socket.
 func (c *Client) Status(version string, started time.Time) control.Status {
 	st := control.NewStatus("client", version, started, c.cnt.Snapshot().Map())
+	st.Targets = c.targets()
 	s := c.sess.Load()
 	if s == nil {
 		return st

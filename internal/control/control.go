@@ -36,6 +36,29 @@ type Status struct {
 	// Counters holds daemon-wide counters (drops by reason and the like)
 	// by name.
 	Counters map[string]uint64 `json:"counters,omitempty"`
+	// Targets lists where flows go and their traffic: on a client, each
+	// local address (the default one, each forward, the SOCKS5 front); on
+	// a server, each target flows have reached. Never null on the wire.
+	Targets []Target `json:"targets"`
+}
+
+// Target is one destination of flows and its traffic.
+type Target struct {
+	// Name is what the flows came by: on a client the local address (or
+	// "socks ADDR"), on a server the target as clients named it.
+	Name string `json:"name"`
+	// Target is where they go: host:port, "" for the server's default
+	// target, "*" for a SOCKS5 front (each datagram names its own).
+	Target string `json:"target"`
+	// Flows is the number of live flows.
+	Flows int `json:"flows"`
+	// TxDatagrams counts datagrams sent toward the target: into the tunnel
+	// on a client, to the target on a server.
+	TxDatagrams uint64 `json:"tx_datagrams"`
+	// RxDatagrams counts the datagrams that came back.
+	RxDatagrams uint64 `json:"rx_datagrams"`
+	// Refused counts datagrams dropped because the server refused the flow.
+	Refused uint64 `json:"refused"`
 }
 
 // Session is one tunnel session and its paths.
@@ -199,6 +222,9 @@ func normalize(s Status) Status {
 		sessions[i] = se
 	}
 	s.Sessions = sessions
+	if s.Targets == nil {
+		s.Targets = []Target{}
+	}
 	return s
 }
 
@@ -217,6 +243,7 @@ func NewStatus(role, version string, started time.Time, counters map[string]uint
 		Version:  version,
 		Uptime:   time.Since(started).Seconds(),
 		Sessions: []Session{},
+		Targets:  []Target{},
 		Counters: counters,
 	}
 }

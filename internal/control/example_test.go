@@ -133,6 +133,7 @@ func ExampleWriteJSON() {
 	//   "counters": {
 	//     "too_old": 3,
 	//     "unknown_session": 1
-	//   }
+	//   },
+	//   "targets": []
 	// }
 }

@@ -40,6 +40,7 @@ func sampleStatus() Status {
 			},
 		}},
 		Counters: map[string]uint64{"too_old": 3, "unknown_session": 1},
+		Targets:  []Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 1, TxDatagrams: 10, RxDatagrams: 9, Refused: 2}},
 	}
 }
 
@@ -515,7 +516,8 @@ func TestJSONFieldNames(t *testing.T) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		t.Fatal(err)
 	}
-	wantKeys(t, "status", top, "role", "version", "uptime_s", "sessions", "counters")
+	wantKeys(t, "status", top, "role", "version", "uptime_s", "sessions", "counters", "targets")
+	wantKeys(t, "target", top["targets"].([]any)[0].(map[string]any), "name", "target", "flows", "tx_datagrams", "rx_datagrams", "refused")
 	session := top["sessions"].([]any)[0].(map[string]any)
 	wantKeys(t, "session", session, "id", "mode", "flows", "paths")
 	p := session["paths"].([]any)[0].(map[string]any)
@@ -536,7 +538,10 @@ func TestJSONEmpty(t *testing.T) {
 	if err := json.Unmarshal(rawReply(t, path), &top); err != nil {
 		t.Fatal(err)
 	}
-	wantKeys(t, "status", top, "role", "version", "uptime_s", "sessions")
+	wantKeys(t, "status", top, "role", "version", "uptime_s", "sessions", "targets")
+	if tg, ok := top["targets"].([]any); !ok || len(tg) != 0 {
+		t.Errorf("targets = %#v, want []", top["targets"])
+	}
 	paths, ok := top["sessions"].([]any)[0].(map[string]any)["paths"].([]any)
 	if !ok || len(paths) != 0 {
 		t.Errorf("paths = %#v, want []", paths)

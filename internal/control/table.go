@@ -92,6 +92,19 @@ func WriteTable(w io.Writer, s Status, now time.Time) error {
 			})
 		}
 	}
+	for _, t := range s.Targets {
+		to := t.Target
+		if to == "" {
+			to = "default target"
+		}
+		line := fmt.Sprintf("%s -> %s  %s  tx %s  rx %s", shortenMiddle(clean(t.Name), 24), shortenMiddle(clean(to), 24),
+			plural(t.Flows, "flow"), fmtCount(t.TxDatagrams), fmtCount(t.RxDatagrams))
+		if t.Refused > 0 {
+			line += "  refused " + fmtCount(t.Refused)
+		}
+		b.WriteString(shortenEnd(line, tableWidth))
+		b.WriteByte('\n')
+	}
 	writeCounters(&b, s.Counters)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("writing status table: %w", err)

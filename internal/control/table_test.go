@@ -50,6 +50,7 @@ func TestTableSample(t *testing.T) {
 		"[2001:db8::7]:4000", "never",
 		"25%/100%", "250ms", "1m ago",
 		"counters:", "too_old=3 unknown_session=1",
+		"127.0.0.1:5353 -> 10.0.0.53:53  1 flow  tx 10  rx 9  refused 2",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -76,6 +76,25 @@ func TestForwards(t *testing.T) {
 	if n := srv.Flows(); n != 3 {
 		t.Fatalf("%d flows on the server, want 3", n)
 	}
+	// Status has each front and each target, with its flow and traffic.
+	cs := cl.Status("test", time.Now()).Targets
+	if len(cs) != 3 || cs[0].Target != "" || cs[1].Target != b.addr() || cs[2].Target != c.addr() {
+		t.Fatalf("client targets: %+v", cs)
+	}
+	for _, tg := range cs {
+		if tg.Flows != 1 || tg.TxDatagrams != 50 || tg.RxDatagrams != 50 {
+			t.Fatalf("client target %+v: want 1 flow, 50 datagrams each way", tg)
+		}
+	}
+	ss := srv.Status("test", time.Now()).Targets
+	if len(ss) != 3 {
+		t.Fatalf("server targets: %+v", ss)
+	}
+	for _, tg := range ss {
+		if tg.Flows != 1 || tg.TxDatagrams < 50 || tg.RxDatagrams < 50 || (tg.Name == def.addr()) != (tg.Target == "") {
+			t.Fatalf("server target %+v: want 1 flow and 50 datagrams or more each way", tg)
+		}
+	}
 }
 
 // TestForwardRefused: a forward to a target the server does not allow gets
@@ -106,6 +125,20 @@ func TestForwardRefused(t *testing.T) {
 		t.Fatal("no datagram for the refused target was counted")
 	}
 	silent(t, app, 300*time.Millisecond, "the refused forward's application")
+	var refused uint64
+	for _, tg := range srv.Status("test", time.Now()).Targets {
+		if tg.Name == denied.addr() {
+			refused = tg.Refused
+		}
+	}
+	for _, tg := range cl.Status("test", time.Now()).Targets {
+		if tg.Target == denied.addr() {
+			refused += tg.Refused
+		}
+	}
+	if refused == 0 {
+		t.Fatal("status shows no refused datagram for the refused target")
+	}
 }
 
 // TestForwardDNS: a DNS query through a forward whose target the server

@@ -34,6 +34,7 @@ type Collector struct {
 	info, uptime, sessions, flows                      *prometheus.Desc
 	rtt, jitter, loss, state                           *prometheus.Desc
 	txPackets, rxPackets, txBytes, rxBytes, duplicates *prometheus.Desc
+	tFlows, tTx, tRx, tRefused                         *prometheus.Desc
 	counters                                           map[string]*prometheus.Desc
 	names                                              []string
 }
@@ -57,6 +58,10 @@ func NewCollector(status func() control.Status) *Collector {
 		rxBytes:    prometheus.NewDesc(ns+"_path_received_bytes_total", "UDP payload bytes received on a path.", path, nil),
 		duplicates: prometheus.NewDesc(ns+"_path_duplicates_total", "Packets received on a path that had already arrived and were dropped.", path, nil),
 		counters:   make(map[string]*prometheus.Desc),
+		tFlows:     prometheus.NewDesc(ns+"_target_flows", "Live flows by where they came and where they go.", []string{"name", "target"}, nil),
+		tTx:        prometheus.NewDesc(ns+"_target_sent_datagrams_total", "Datagrams sent toward a target (client: into the tunnel; server: to the target).", []string{"name", "target"}, nil),
+		tRx:        prometheus.NewDesc(ns+"_target_received_datagrams_total", "Datagrams that came back from a target.", []string{"name", "target"}, nil),
+		tRefused:   prometheus.NewDesc(ns+"_target_refused_datagrams_total", "Datagrams dropped because the server refused the flow.", []string{"name", "target"}, nil),
 	}
 	for name := range (metrics.Snapshot{}).Map() {
 		c.names = append(c.names, name)
@@ -73,7 +78,7 @@ func counterHelp(name string) string {
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.info, c.uptime, c.sessions, c.flows, c.rtt, c.jitter, c.loss, c.state,
-		c.txPackets, c.rxPackets, c.txBytes, c.rxBytes, c.duplicates} {
+		c.txPackets, c.rxPackets, c.txBytes, c.rxBytes, c.duplicates, c.tFlows, c.tTx, c.tRx, c.tRefused} {
 		ch <- d
 	}
 	for _, name := range c.names {
@@ -117,6 +122,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.rxBytes, p.RxBytes, l...)
 			counter(c.duplicates, p.Duplicates, l...)
 		}
+	}
+	for _, t := range st.Targets {
+		gauge(c.tFlows, float64(t.Flows), t.Name, t.Target)
+		counter(c.tTx, t.TxDatagrams, t.Name, t.Target)
+		counter(c.tRx, t.RxDatagrams, t.Name, t.Target)
+		counter(c.tRefused, t.Refused, t.Name, t.Target)
 	}
 }
 

@@ -124,7 +124,9 @@ type Server struct {
 	target    netip.AddrPort // the default target; invalid when there is none
 	rules     allow.Rules
 	ctx       context.Context // Serve's, for what flows start
-	resolving chan struct{}   // a token per name being resolved
+	statsMu   sync.Mutex
+	byTarget  map[string]*targetStats // traffic by target, for status
+	resolving chan struct{}           // a token per name being resolved
 	resp      *handshake.Responder
 	cookies   *cookie.Checker
 	cookieBuf []byte
@@ -194,6 +196,7 @@ type flow struct {
 	id         uint32
 	s          atomic.Pointer[sess] // the session that carries the flow; a rekey moves it
 	name       string               // the target as the client named it, for logs and status
+	ts         *targetStats         // its target's traffic
 	lastActive atomic.Int64
 	pending    []udpio.Msg  // datagrams for the target queued by the read goroutine
 	statusAt   atomic.Int64 // unix ns the client was last told the flow's fate
@@ -797,6 +800,7 @@ func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 // writeTarget writes msgs on flow f's socket toward the target.
 func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(f.conn, msgs)
+	f.ts.tx.Add(uint64(sent))
 	s.cnt.Delivered.Add(uint64(sent))
 	s.cnt.DeliveredBy.Add(uint64(bytes))
 	if errors.Is(err, udpio.ErrQueueFull) {
@@ -874,6 +878,7 @@ func (s *Server) flowLoop(f *flow) {
 		}
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
+		f.ts.rx.Add(1)
 		ss := f.s.Load()
 		maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
 		if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {

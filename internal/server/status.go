@@ -12,10 +12,14 @@ import (
 func (s *Server) Status(version string, started time.Time) control.Status {
 	st := control.NewStatus("server", version, started, s.cnt.Snapshot().Map())
 	local := s.Addr().String()
+	byName := make(map[string]int)
 	s.mu.RLock()
 	for _, ss := range s.sessions {
 		ss.flowMu.Lock()
 		flows := len(ss.flows)
+		for _, f := range ss.flows {
+			byName[f.name]++
+		}
 		ss.flowMu.Unlock()
 		cs := control.Session{ID: control.SessionID(ss.index), Mode: ss.sched.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []control.Path{}}
 		for _, p := range *ss.paths.Load() {
@@ -31,5 +35,16 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 	}
 	s.mu.RUnlock()
 	sort.Slice(st.Sessions, func(i, j int) bool { return st.Sessions[i].ID < st.Sessions[j].ID })
+	s.statsMu.Lock()
+	for name, ts := range s.byTarget {
+		to := name
+		if name == s.target.String() {
+			to = ""
+		}
+		st.Targets = append(st.Targets, control.Target{Name: name, Target: to, Flows: byName[name],
+			TxDatagrams: ts.tx.Load(), RxDatagrams: ts.rx.Load(), Refused: ts.refused.Load()})
+	}
+	s.statsMu.Unlock()
+	sort.Slice(st.Targets, func(i, j int) bool { return st.Targets[i].Name < st.Targets[j].Name })
 	return st
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/control"
@@ -29,15 +30,22 @@ const statusPending = 0xff
 func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 	f.status.Store(statusPending)
 	switch {
-	case tg == nil:
+	case tg == nil && s.target.IsValid():
 		f.name = s.target.String()
+	case tg == nil:
+		f.name = "(no default target)"
+	default:
+		f.name = tg.String()
+	}
+	f.ts = s.targetStats(f.name)
+	switch {
+	case tg == nil:
 		if !s.target.IsValid() {
 			s.refuse(f, wire.FlowNoTarget)
 			return
 		}
 		s.dial(f, s.target, false)
 	case tg.Name != "":
-		f.name = tg.String()
 		if !s.portAllowed(tg.Port) {
 			s.refuse(f, wire.FlowNotAllowed)
 			return
@@ -56,7 +64,6 @@ func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 			s.resolveFlow(f, *tg)
 		}()
 	default:
-		f.name = tg.String()
 		dst := netip.AddrPortFrom(tg.Addr, tg.Port)
 		if !s.allowed("", dst) {
 			s.refuse(f, wire.FlowNotAllowed)
@@ -176,6 +183,7 @@ func (s *Server) usable(f *flow, d []byte) bool {
 	}
 	if f.status.Load() != statusPending {
 		s.cnt.TargetRefused.Add(1)
+		f.ts.refused.Add(1)
 		s.ackFlow(f, time.Now()) // in case the client missed it
 		return false
 	}
@@ -233,6 +241,36 @@ func (f *flow) close() {
 	if f.conn != nil {
 		f.conn.Close()
 	}
+}
+
+// targetStats counts one target's datagrams for status.
+type targetStats struct {
+	tx, rx, refused atomic.Uint64
+}
+
+// maxTargetStats bounds the targets counted apart; the others share one
+// entry.
+const maxTargetStats = 1024
+
+// targetStats returns the counters of target name.
+func (s *Server) targetStats(name string) *targetStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if s.byTarget == nil {
+		s.byTarget = make(map[string]*targetStats)
+	}
+	if ts := s.byTarget[name]; ts != nil {
+		return ts
+	}
+	if len(s.byTarget) >= maxTargetStats {
+		name = "other"
+		if ts := s.byTarget[name]; ts != nil {
+			return ts
+		}
+	}
+	ts := new(targetStats)
+	s.byTarget[name] = ts
+	return ts
 }
 
 // cmpBool orders false before true.
