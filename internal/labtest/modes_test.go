@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/netlab"
 )
 
@@ -167,5 +168,60 @@ func TestReloadPaths(t *testing.T) {
 	cl.WaitOutput(t, "reload refused", 5*time.Second)
 	if st, _ := tp.status(t, "client"); len(st.Sessions) != 1 || len(st.Sessions[0].Paths) != 2 {
 		t.Fatalf("a refused reload changed the paths: %+v", st)
+	}
+}
+
+// TestThreeTargets: one client, one session over three socat bridges each
+// losing 10% each way, reaching three echo targets in the server's
+// namespace at once: the server's default target by the client's default
+// address, one target allowed by address through a forward, and one
+// allowed by a CIDR rule and named by host name (resolved by the server).
+// Each stream of 300 datagrams/s loses at most 2%, and the server's status
+// shows each target's flows and datagrams.
+func TestThreeTargets(t *testing.T) {
+	tp := newTopology(t)
+	tp.server.StartEcho(t, "127.0.0.1:7")
+	tp.server.StartEcho(t, "127.0.0.1:8")
+	tp.server.StartEcho(t, "127.0.0.1:9")
+	tp.startServer(t, "--allow", "127.0.0.1:8", "--allow", "127.0.0.0/8:9")
+	for i := range tp.bridges {
+		tp.startSocat(t, i)
+		tp.bridges[i].WaitListening(t, "udp", 4000, 10*time.Second)
+	}
+	tp.startClientArgs(t, "-L", "127.0.0.1:3001=127.0.0.1:8", "-L", "127.0.0.1:3002=localhost:9")
+	for _, a := range []string{appAddr, "127.0.0.1:3001", "127.0.0.1:3002"} {
+		tp.client.WaitEcho(t, a, 10*time.Second)
+	}
+	for i, b := range tp.bridges {
+		b.SetLoss(t, tp.bridgeUp[i], 10)
+		b.SetLoss(t, tp.bridgeDown[i], 10)
+	}
+	var streams []*netlab.Stream
+	addrs := []string{appAddr, "127.0.0.1:3001", "127.0.0.1:3002"}
+	for _, a := range addrs {
+		streams = append(streams, tp.client.StartStream(t, netlab.StreamConfig{Addr: a, Rate: 300, Size: 500, Duration: 4 * time.Second}))
+	}
+	for i, s := range streams {
+		r := s.Wait(t)
+		lost := float64(r.LostCount) / float64(r.Sent)
+		t.Logf("%s over three 10%%-lossy bridges: sent %d, lost %d (%.2f%%), corrupt %d", addrs[i], r.Sent, r.LostCount, 100*lost, r.Corrupt)
+		if r.Sent < 1000 || lost > 0.02 || r.Corrupt > 0 {
+			t.Fatalf("%s: sent %d, lost %.2f%%, corrupt %d; want at most 2%% lost", addrs[i], r.Sent, 100*lost, r.Corrupt)
+		}
+	}
+	st, err := tp.status(t, "server")
+	if err != nil || len(st.Sessions) != 1 {
+		t.Fatalf("server status: %+v %v; want one session", st, err)
+	}
+	// Each target had the stream's flow and the first echo's, and its
+	// datagrams.
+	seen := map[string]control.Target{}
+	for _, tg := range st.Targets {
+		seen[tg.Name] = tg
+	}
+	for _, name := range []string{"127.0.0.1:7", "127.0.0.1:8", "localhost:9"} {
+		if tg := seen[name]; tg.Flows != 2 || tg.TxDatagrams < 1176 || tg.RxDatagrams < 1176 {
+			t.Fatalf("server target %s: %+v; want 2 flows and 1,176 datagrams or more each way (targets %+v)", name, tg, st.Targets)
+		}
 	}
 }
