@@ -19,8 +19,10 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/allow"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/sched"
+	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
 // MaxSize is the largest configuration file read.
@@ -332,6 +334,22 @@ func (c *Client) check(file string, lines map[string]int) error {
 	if len(c.Paths) > 64 {
 		k.fail("path", "%d paths: at most 64", len(c.Paths))
 	}
+	for i, f := range c.Forwards {
+		key := fmt.Sprintf("forward.%d", i)
+		if _, port, ok := cutPort(f.Listen); !ok || port == "" {
+			k.fail(key+".listen", "%q: want a local address such as \"127.0.0.1:5353\"", f.Listen)
+		}
+		if f.Target == "" {
+			k.fail(key, "a [[forward]] needs target = \"host:port\"")
+		} else if _, err := wire.ParseTargetString(f.Target); err != nil {
+			k.fail(key+".target", "%q: want host:port on the server's side, such as \"10.0.0.53:53\"", f.Target)
+		}
+	}
+	if c.Socks.Listen != "" {
+		if _, port, ok := cutPort(c.Socks.Listen); !ok || port == "" {
+			k.fail("socks.listen", "%q: want an address such as \"127.0.0.1:1080\" or \":1080\"", c.Socks.Listen)
+		}
+	}
 	for i, p := range c.Paths {
 		key := fmt.Sprintf("path.%d", i)
 		if p.Remote == "" {
@@ -356,6 +374,11 @@ func (s *Server) check(file string, lines map[string]int) error {
 	if s.Target != "" {
 		if _, port, ok := cutPort(s.Target); !ok || port == "" {
 			k.fail("target", "%q: want host:port (IPv6 in brackets)", s.Target)
+		}
+	}
+	for i, r := range s.Allow {
+		if _, err := allow.Parse(r); err != nil {
+			k.fail("allow", "rule %d: %v", i+1, err)
 		}
 	}
 	if s.MaxSessions < 0 || s.MaxSessions > 1<<20 {

@@ -63,6 +63,10 @@ func TestBadFiles(t *testing.T) {
 		{"server target", "target = \"nowhere\"\n", ":1: target: ", true},
 		{"server client key", "mode = \"fec\"\n", ":1: mode: unknown key", true},
 		{"server bad metrics", "\n\nmetrics = \"localhost\"\n", ":3: metrics: ", true},
+		{"forward without target", "[[forward]]\nlisten = \"127.0.0.1:5353\"\n", ":1: forward.0: a [[forward]] needs target", false},
+		{"forward bad listen", "[[forward]]\nlisten = \"here\"\ntarget = \"10.0.0.53:53\"\n", ":2: forward.0.listen: ", false},
+		{"bad socks", "[socks]\nlisten = \"1080\"\n", ":2: socks.listen: ", false},
+		{"bad allow rule", "allow = [\"10.0.0.0/8:53\", \"10.0.0.0/8\"]\n", ":1: allow: rule 2: ", true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ func sample() control.Status {
 		{ID: 0, Remote: "192.0.2.1:4000", State: control.PathUp, RTTms: 12.5, JitterMs: 1, LossOut: 0.1, LossIn: 0.2, TxPackets: 10, RxPackets: 9, TxBytes: 1000, RxBytes: 900, Duplicates: 4},
 		{ID: 1, Remote: "[2001:db8::1]:4000", State: control.PathDown},
 	}}}
+	st.Targets = []control.Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 3, TxDatagrams: 70, RxDatagrams: 60, Refused: 5}}
 	return st
 }
 
@@ -83,6 +84,7 @@ func TestScrape(t *testing.T) {
 		return 0, false
 	}
 	p0 := map[string]string{"session": "0000002a", "path": "0", "remote": "192.0.2.1:4000"}
+	fw := map[string]string{"name": "127.0.0.1:5353", "target": "10.0.0.53:53"}
 	checks := []struct {
 		name   string
 		labels map[string]string
@@ -106,6 +108,10 @@ func TestScrape(t *testing.T) {
 		{"mptunnel_path_sent_bytes_total", p0, 1000},
 		{"mptunnel_path_received_bytes_total", p0, 900},
 		{"mptunnel_path_duplicates_total", p0, 4},
+		{"mptunnel_target_flows", fw, 3},
+		{"mptunnel_target_sent_datagrams_total", fw, 70},
+		{"mptunnel_target_received_datagrams_total", fw, 60},
+		{"mptunnel_target_refused_datagrams_total", fw, 5},
 	}
 	for _, c := range checks {
 		got, ok := value(c.name, c.labels)
