@@ -1050,6 +1050,16 @@ func (c *Client) handleResponse(pkt []byte) {
 	clear(c.pending)
 	now := time.Now()
 	c.lastAuth.Store(now.UnixNano())
+	if !ph.rekey {
+		// A new session from scratch (the server restarted): it knows no
+		// flow, so every flow names its target again.
+		c.flowMu.RLock()
+		for _, f := range c.byID {
+			f.acked.Store(false)
+			f.refusedUntil.Store(0)
+		}
+		c.flowMu.RUnlock()
+	}
 	c.earlyMu.Lock()
 	c.sessAt.Store(now.UnixNano())
 	old := c.sess.Swap(st)

@@ -199,3 +199,36 @@ func TestNoDefaultTarget(t *testing.T) {
 		t.Fatal("a server with no target and no rules started")
 	}
 }
+
+// TestForwardServerRestart: after the server restarts and the client makes
+// a new session, a forward's flow names its target again, so its datagrams
+// reach that target and not the new server's default one.
+func TestForwardServerRestart(t *testing.T) {
+	key := testKey(t)
+	def, b := newEchoTarget(t), newEchoTarget(t)
+	cfg := server.Config{Listen: "127.0.0.1:0", Target: def.addr(), Allow: []string{b.addr()}, Key: key, Logger: quietLogger()}
+	srv1, err := server.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- srv1.Serve(ctx1) }()
+	addr := srv1.Addr().String()
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: addr}}, Key: key,
+		Forwards: []client.Forward{{Listen: "127.0.0.1:0", Target: b.addr()}}})
+	app := dialAddr(t, cl.ForwardAddrs()[0])
+	pingPong(t, app, "first server", 5)
+	stop1()
+	<-done1
+	cfg.Listen = addr
+	startServer(t, cfg)
+	if !eventually(10*time.Second, func() bool { return cl.Counters().HandshakeOK.Load() == 2 }) {
+		t.Fatal("no new session with the restarted server")
+	}
+	drain(app)
+	pingPong(t, app, "second server", 20)
+	if _, got := def.stats(); got != 0 {
+		t.Fatalf("the default target received %d datagrams meant for the forward's target", got)
+	}
+}
