@@ -57,7 +57,17 @@ type Buffer struct {
 	held   int       // slots in use
 	bytes  int       // datagram bytes held
 	oldest time.Time // arrival of the earliest held datagram (zero: none)
-	stats  Stats
+	// arrivals is a min-heap of held packets by arrival, with entries left
+	// behind by packets since handed on (recomputeOldest drops them when
+	// they surface), so finding the oldest costs no scan of the slots.
+	arrivals []arrival
+	stats    Stats
+}
+
+// arrival is when the packet seq arrived.
+type arrival struct {
+	at  time.Time
+	seq uint64
 }
 
 // New returns a Buffer that holds a datagram at most wait, spanning size
@@ -66,7 +76,7 @@ func New(wait time.Duration, size int) *Buffer {
 	if size <= 0 {
 		size = DefaultSize
 	}
-	return &Buffer{wait: wait, slots: make([]slot, size)}
+	return &Buffer{wait: wait, slots: make([]slot, size), arrivals: make([]arrival, 0, 2*size)}
 }
 
 // Stats returns the counts so far.
@@ -117,6 +127,7 @@ func (b *Buffer) Push(seq uint64, flow uint32, data []byte, now time.Time, deliv
 	*s = slot{seq: seq, used: true, data: data != nil, flow: flow, at: now, buf: append(s.buf[:0], data...)}
 	b.bytes += len(data)
 	b.held++
+	b.pushArrival(arrival{at: now, seq: seq})
 	if b.oldest.IsZero() || now.Before(b.oldest) {
 		b.oldest = now
 	}
@@ -206,17 +217,82 @@ func (b *Buffer) release(s *slot, deliver func(flow uint32, d []byte)) {
 	b.held--
 }
 
-// recomputeOldest finds the earliest arrival among held packets.
+// recomputeOldest finds the earliest arrival among held packets: the top
+// of the arrivals heap once the entries of packets handed on are dropped.
 func (b *Buffer) recomputeOldest() {
 	b.oldest = time.Time{}
 	if b.held == 0 {
+		b.arrivals = b.arrivals[:0]
 		return
 	}
-	for i := range b.slots {
-		s := &b.slots[i]
-		if s.used && (b.oldest.IsZero() || s.at.Before(b.oldest)) {
-			b.oldest = s.at
+	for len(b.arrivals) > 0 && !b.holds(b.arrivals[0]) {
+		b.popArrival()
+	}
+	if len(b.arrivals) > 0 {
+		b.oldest = b.arrivals[0].at
+	}
+}
+
+// holds reports whether the packet an arrival entry stands for is still
+// held.
+func (b *Buffer) holds(a arrival) bool {
+	s := &b.slots[a.seq%uint64(len(b.slots))]
+	return s.used && s.seq == a.seq && s.at.Equal(a.at)
+}
+
+// pushArrival adds a to the heap. When entries of packets handed on have
+// piled up, the heap is rebuilt from the held slots first, so it stays
+// within twice the span.
+func (b *Buffer) pushArrival(a arrival) {
+	if len(b.arrivals) == cap(b.arrivals) {
+		b.arrivals = b.arrivals[:0]
+		for i := range b.slots {
+			if s := &b.slots[i]; s.used && s.seq != a.seq {
+				b.arrivals = append(b.arrivals, arrival{at: s.at, seq: s.seq})
+			}
 		}
+		for i := len(b.arrivals)/2 - 1; i >= 0; i-- {
+			b.down(i)
+		}
+	}
+	b.arrivals = append(b.arrivals, a)
+	// Up from the new leaf.
+	h := b.arrivals
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].at.Before(h[p].at) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+// popArrival removes the heap's top.
+func (b *Buffer) popArrival() {
+	n := len(b.arrivals) - 1
+	b.arrivals[0] = b.arrivals[n]
+	b.arrivals = b.arrivals[:n]
+	b.down(0)
+}
+
+// down restores the heap below i.
+func (b *Buffer) down(i int) {
+	h := b.arrivals
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		m := l
+		if r := l + 1; r < len(h) && h[r].at.Before(h[l].at) {
+			m = r
+		}
+		if !h[m].at.Before(h[i].at) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
 	}
 }
 

@@ -159,6 +159,30 @@ func BenchmarkSwapped(b *testing.B) {
 	}
 }
 
+// BenchmarkBehind: even sequence numbers come by a path 32 ahead of the odd
+// ones' path, so 16 datagrams are always held and each late one releases
+// one of them.
+func BenchmarkBehind(b *testing.B) {
+	buf := New(time.Second, 0)
+	now := time.Unix(100, 0)
+	d := make([]byte, 1200)
+	deliver := func(uint32, []byte) {}
+	for seq := uint64(0); seq < 32; seq += 2 {
+		buf.Push(seq, 1, d, now, deliver)
+	}
+	b.ReportAllocs()
+	k := uint64(0)
+	for b.Loop() {
+		now = now.Add(time.Microsecond)
+		buf.Push(2*k+32, 1, d, now, deliver)
+		buf.Push(2*k+1, 1, d, now, deliver)
+		k++
+	}
+	if st := buf.Stats(); st.Skipped != 0 || st.Waited < uint64(b.N) {
+		b.Fatalf("the pattern did not hold: %+v", st)
+	}
+}
+
 // TestTimed: a datagram held for a gap that never fills is handed on by the
 // timer once its wait is over.
 func TestTimed(t *testing.T) {
