@@ -100,6 +100,8 @@ func FuzzParseUDP(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 3, 255})
 	f.Add([]byte{0, 0, 0, 9})
 	f.Add([]byte{1, 0, 0, 1, 1, 2, 3, 4, 0, 53})
+	f.Add(append([]byte{0, 0, 0, 3, 255}, make([]byte, 257)...)) // the longest name, oversized payload after
+	f.Add([]byte{0, 0, 0, 4, 1})                                 // a truncated IPv6 address
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, body, err := ParseUDP(b)
 		if err != nil {
