@@ -179,6 +179,27 @@ func TestSearchNothingPasses(t *testing.T) {
 	}
 }
 
+// TestSearchStall: a step that gets nothing through (the machine stalled)
+// does not end the search; it goes on at a quarter of the rate.
+func TestSearchStall(t *testing.T) {
+	calls := 0
+	fake := fakeMeasure(30000, math.Inf(1), &calls)
+	steps, best, err := searchRate(context.Background(), searchParams{Start: 96000, MinRate: 100, MaxSteps: 4},
+		func(ctx context.Context, rate float64) (Step, error) {
+			if calls == 1 { // the second step stalls
+				calls++
+				return Step{TargetPPS: rate, OfferedPPS: rate, Loss: 1}, nil
+			}
+			return fake(ctx, rate)
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best < 0 {
+		t.Fatalf("no passing rate after a stall: %+v", steps)
+	}
+}
+
 func TestSearchGeneratorLimited(t *testing.T) {
 	calls := 0
 	steps, best, err := searchRate(context.Background(), searchParams{Start: 1000, MinRate: 1, MaxSteps: 20},

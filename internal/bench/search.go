@@ -82,8 +82,14 @@ func searchRate(ctx context.Context, p searchParams, measure func(ctx context.Co
 			rate *= 2
 		case lo == 0:
 			// Overloaded: what got through is a fair guess at the
-			// capacity when it is below half the rate.
-			rate = min(rate/2, 0.9*s.DeliveredPPS)
+			// capacity when it is below half the rate. A step that got
+			// nothing through (the machine stalled) says nothing of it:
+			// try a quarter of the rate.
+			if s.DeliveredPPS > 0 {
+				rate = min(rate/2, 0.9*s.DeliveredPPS)
+			} else {
+				rate /= 4
+			}
 			if rate < p.MinRate {
 				return steps, best, nil
 			}
