@@ -722,17 +722,9 @@ func (c *Client) localLoop(fr *front) {
 					out = c.sendLive(b.Pkts, out, tx != nil)
 					b.Reset()
 				}
-				k := copy(sl.Payload(), in[i].Buf[:min(in[i].N, len(in[i].Buf))])
-				pkts, err := sl.SealTo(st, f.id, f.target, k, maxPlain)
-				if err != nil {
-					if errors.Is(err, session.ErrOversize) {
-						c.cnt.Oversize.Add(1)
-					}
-					continue
+				if pkts, _, ok := c.sealFlow(sl, st, f, in[i].Buf[:min(in[i].N, len(in[i].Buf))], maxPlain); ok {
+					out = c.sendLive(pkts, out, true)
 				}
-				out = c.sendLive(pkts, out, true)
-				c.cnt.Forwarded.Add(1)
-				fr.stats.tx.Add(1)
 				continue
 			}
 			if tx != nil && session.FECFits(in[i].N, maxPlain) {
@@ -946,7 +938,9 @@ func (c *Client) pathLoop(p *path) {
 					if m.Kind == wire.MsgData {
 						if f := lookup(m.Flow); f != nil {
 							f.lastActive.Store(now.UnixNano())
-							f.acked.Store(true) // a reply: the server has the flow
+							if !f.acked.Load() {
+								f.acked.Store(true) // a reply: the server has the flow
+							}
 							out = append(out, f.localMsg(m.Body))
 							outFr = append(outFr, f.fr)
 						}
@@ -1337,22 +1331,31 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 			continue
 		}
 		f.lastActive.Store(time.Now().UnixNano())
-		n := copy(sl.Payload(), e.data)
-		var pkts [][]byte
-		var err error
-		if f.needsTarget() {
-			pkts, err = sl.SealTo(st, f.id, f.target, n, maxPlain)
-		} else {
-			pkts, err = sl.Seal(st, f.id, n, maxPlain)
+		if pkts, withTarget, ok := c.sealFlow(sl, st, f, e.data, maxPlain); ok {
+			out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC || withTarget)
 		}
-		if err != nil {
-			if errors.Is(err, session.ErrOversize) {
-				c.cnt.Oversize.Add(1)
-			}
-			continue
-		}
-		c.cnt.Forwarded.Add(1)
-		f.fr.stats.tx.Add(1)
-		out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC || f.needsTarget())
 	}
+}
+
+// sealFlow seals datagram d of flow f with sl, one at a time: with its
+// target while the server does not know the flow (withTarget: such packets
+// go on every path), and counts it. The packets stay valid until sl's next
+// call; ok is false when d cannot go (too large, counted).
+func (c *Client) sealFlow(sl *session.Sealer, st *session.State, f *flow, d []byte, maxPlain int) (pkts [][]byte, withTarget, ok bool) {
+	n := copy(sl.Payload(), d)
+	var err error
+	if withTarget = f.needsTarget(); withTarget {
+		pkts, err = sl.SealTo(st, f.id, f.target, n, maxPlain)
+	} else {
+		pkts, err = sl.Seal(st, f.id, n, maxPlain)
+	}
+	if err != nil {
+		if errors.Is(err, session.ErrOversize) {
+			c.cnt.Oversize.Add(1)
+		}
+		return nil, withTarget, false
+	}
+	c.cnt.Forwarded.Add(1)
+	f.fr.stats.tx.Add(1)
+	return pkts, withTarget, true
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -114,7 +115,7 @@ func (c *Client) socksConn(conn net.Conn) {
 	if c.cfg.SocksUser != "" {
 		want = socks.MethodUserPass
 	}
-	if !contains(methods, want) {
+	if !slices.Contains(methods, want) {
 		conn.Write([]byte{socks.Version, socks.MethodNone})
 		c.warn.Warn("socks-method", "socks client refused: it offers no acceptable authentication method", "from", conn.RemoteAddr().String())
 		return
@@ -164,15 +165,6 @@ func (c *Client) socksConn(conn net.Conn) {
 	conn.SetDeadline(time.Time{})
 	// The association lasts as long as the connection.
 	io.Copy(io.Discard, conn)
-}
-
-func contains(b []byte, x byte) bool {
-	for _, v := range b {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // associate opens the relay socket of a UDP association for the client at
@@ -256,22 +248,9 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 			fr.stats.refused.Add(1)
 			continue
 		}
-		n := copy(sl.Payload(), data)
-		var pkts [][]byte
-		if f.needsTarget() {
-			pkts, err = sl.SealTo(st, f.id, f.target, n, maxPlain)
-		} else {
-			pkts, err = sl.Seal(st, f.id, n, maxPlain)
+		if pkts, _, ok := c.sealFlow(sl, st, f, data, maxPlain); ok {
+			out = c.sendLive(pkts, out, true)
 		}
-		if err != nil {
-			if errors.Is(err, session.ErrOversize) {
-				c.cnt.Oversize.Add(1)
-			}
-			continue
-		}
-		c.cnt.Forwarded.Add(1)
-		fr.stats.tx.Add(1)
-		out = c.sendLive(pkts, out, true)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -100,6 +101,32 @@ func TestWrongKey(t *testing.T) {
 	}
 }
 
+// tappedClient starts a client whose one path goes through a relay that
+// keeps a copy of every packet the client sends (the first limit, or all
+// when limit is 0); captured returns those kept so far.
+func tappedClient(t *testing.T, srv *server.Server, key handshake.Key, limit int) (cl *client.Client, captured func() [][]byte) {
+	t.Helper()
+	var mu sync.Mutex
+	var pkts [][]byte
+	tap, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String(), Tap: func(up bool, pkt []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if up && (limit == 0 || len(pkts) < limit) {
+			pkts = append(pkts, append([]byte(nil), pkt...))
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tap.Close() })
+	cl = startClient(t, client.Config{Paths: []client.PathConfig{{Remote: tap.Addr().String()}}, Key: key})
+	return cl, func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return pkts
+	}
+}
+
 // TestReplayAndGarbage: packets captured on a path and replayed from another
 // address deliver nothing twice and get no answer; neither do garbage,
 // truncated or forged packets. The real session keeps working throughout.
@@ -108,20 +135,7 @@ func TestReplayAndGarbage(t *testing.T) {
 	echo := newEchoTarget(t)
 	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
 
-	var mu sync.Mutex
-	var captured [][]byte
-	tap, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String(), Tap: func(up bool, pkt []byte) {
-		if up {
-			mu.Lock()
-			captured = append(captured, append([]byte(nil), pkt...))
-			mu.Unlock()
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tap.Close() })
-	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: tap.Addr().String()}}, Key: key})
+	cl, captured := tappedClient(t, srv, key, 0)
 	app := dial(t, cl)
 	pingPong(t, app, "before", 200)
 	_, before := echo.stats()
@@ -132,9 +146,7 @@ func TestReplayAndGarbage(t *testing.T) {
 	}
 	defer attacker.Close()
 	dst := net.UDPAddrFromAddrPort(srv.Addr())
-	mu.Lock()
-	replays := captured
-	mu.Unlock()
+	replays := captured()
 	var inits int
 	for _, p := range replays {
 		if wire.Type(p) == wire.TypeInit {

@@ -13,7 +13,6 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/handshake"
-	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -38,25 +37,10 @@ func TestFlood(t *testing.T) {
 	key := testKey(t)
 	echo := newEchoTarget(t)
 	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
-	var mu sync.Mutex
-	var captured [][]byte
-	tap, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String(), Tap: func(up bool, pkt []byte) {
-		mu.Lock()
-		if up && len(captured) < 5000 {
-			captured = append(captured, append([]byte(nil), pkt...))
-		}
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tap.Close() })
-	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: tap.Addr().String()}}, Key: key})
+	cl, captured := tappedClient(t, srv, key, 5000)
 	app := dial(t, cl)
 	pingPong(t, app, "warm", 500)
-	mu.Lock()
-	replays := captured
-	mu.Unlock()
+	replays := captured()
 	var index uint32
 	for _, p := range replays {
 		if h, err := wire.ParseHeader(p); err == nil {

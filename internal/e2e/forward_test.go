@@ -207,20 +207,13 @@ func TestForwardServerRestart(t *testing.T) {
 	key := testKey(t)
 	def, b := newEchoTarget(t), newEchoTarget(t)
 	cfg := server.Config{Listen: "127.0.0.1:0", Target: def.addr(), Allow: []string{b.addr()}, Key: key, Logger: quietLogger()}
-	srv1, err := server.Listen(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx1, stop1 := context.WithCancel(context.Background())
-	done1 := make(chan error, 1)
-	go func() { done1 <- srv1.Serve(ctx1) }()
+	srv1, stop1 := startStoppable(t, cfg)
 	addr := srv1.Addr().String()
 	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: addr}}, Key: key,
 		Forwards: []client.Forward{{Listen: "127.0.0.1:0", Target: b.addr()}}})
 	app := dialAddr(t, cl.ForwardAddrs()[0])
 	pingPong(t, app, "first server", 5)
 	stop1()
-	<-done1
 	cfg.Listen = addr
 	startServer(t, cfg)
 	if !eventually(10*time.Second, func() bool { return cl.Counters().HandshakeOK.Load() == 2 }) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,26 +11,36 @@ import (
 	"github.com/mptunnel/mptunnel/internal/server"
 )
 
+// startStoppable starts a server that the test stops with stop before its
+// end (stop is safe to call again, and runs at cleanup otherwise).
+func startStoppable(t *testing.T, cfg server.Config) (srv *server.Server, stop func()) {
+	t.Helper()
+	srv, err := server.Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return srv, stop
+}
+
 // TestServerRestart: the server goes away and comes back on the same port
 // knowing no session; the client notices on its own and handshakes again.
 func TestServerRestart(t *testing.T) {
 	key := testKey(t)
 	echo := newEchoTarget(t)
 	cfg := server.Config{Listen: "127.0.0.1:0", Target: echo.addr(), Key: key, Logger: quietLogger()}
-	srv1, err := server.Listen(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx1, stop1 := context.WithCancel(context.Background())
-	done1 := make(chan error, 1)
-	go func() { done1 <- srv1.Serve(ctx1) }()
+	srv1, stop1 := startStoppable(t, cfg)
 	addr := srv1.Addr().String()
 	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: addr}, {Remote: addr}}, Key: key})
 	app := dial(t, cl)
 	pingPong(t, app, "first server", 5)
 
 	stop1()
-	<-done1
 	time.Sleep(time.Second) // the server is down for a second, as an operator's restart would be
 	cfg.Listen = addr
 	srv2 := startServer(t, cfg)

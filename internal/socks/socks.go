@@ -6,9 +6,7 @@
 package socks
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net/netip"
 
@@ -36,7 +34,6 @@ const (
 const (
 	RepSucceeded          = 0x00
 	RepFailure            = 0x01
-	RepNotAllowed         = 0x02
 	RepCommandUnsupported = 0x07
 	RepAddressUnsupported = 0x08
 )
@@ -149,51 +146,22 @@ func parseAddr(req *Request, b []byte) error {
 	return nil
 }
 
-// parseTarget reads a SOCKS address and port, which is wire's target
-// encoding with port 0 allowed (a UDP ASSOCIATE may not know its port yet).
+// parseTarget reads a SOCKS address and port: wire's target encoding with
+// any port (a UDP ASSOCIATE may not know its port yet), an IPv4 address
+// sent as IPv6 taken as IPv4.
 func parseTarget(b []byte) (wire.Target, int, error) {
-	if len(b) < 3 {
+	t, n, err := wire.ParseAddr(b)
+	if err != nil {
 		return wire.Target{}, 0, ErrMalformed
 	}
-	var t wire.Target
-	var n int
-	switch b[0] {
-	case 1:
-		if len(b) < 7 {
-			return t, 0, ErrMalformed
-		}
-		t.Addr, n = netip.AddrFrom4([4]byte(b[1:5])), 5
-	case 4:
-		if len(b) < 19 {
-			return t, 0, ErrMalformed
-		}
-		t.Addr, n = netip.AddrFrom16([16]byte(b[1:17])).Unmap(), 17
-	case 3:
-		if int(b[1]) == 0 || len(b) < 2+int(b[1])+2 {
-			return t, 0, ErrMalformed
-		}
-		t.Name, n = string(b[2:2+int(b[1])]), 2+int(b[1])
-	default:
-		return t, 0, ErrAddressType
-	}
-	t.Port = binary.BigEndian.Uint16(b[n:])
-	return t, n + 2, nil
+	t.Addr = t.Addr.Unmap()
+	return t, n, nil
 }
 
 // appendAddr appends t as a SOCKS address and port.
 func appendAddr(b []byte, t wire.Target) []byte {
-	switch {
-	case t.Name != "":
-		b = append(b, 3, byte(len(t.Name)))
-		b = append(b, t.Name...)
-	case t.Addr.Unmap().Is4():
-		a := t.Addr.Unmap().As4()
-		b = append(append(b, 1), a[:]...)
-	default:
-		a := t.Addr.As16()
-		b = append(append(b, 4), a[:]...)
-	}
-	return binary.BigEndian.AppendUint16(b, t.Port)
+	t.Addr = t.Addr.Unmap()
+	return wire.AppendTarget(b, t)
 }
 
 // Reply returns a reply with code rep and the bound address bnd (the zero
@@ -232,21 +200,4 @@ func ParseUDP(b []byte) (UDPHeader, []byte, error) {
 func AppendUDP(b []byte, src wire.Target, data []byte) []byte {
 	b = appendAddr(append(b, 0, 0, 0), src)
 	return append(b, data...)
-}
-
-// ReplyName describes a reply code, for logs.
-func ReplyName(rep byte) string {
-	switch rep {
-	case RepSucceeded:
-		return "succeeded"
-	case RepFailure:
-		return "general failure"
-	case RepNotAllowed:
-		return "not allowed"
-	case RepCommandUnsupported:
-		return "command not supported"
-	case RepAddressUnsupported:
-		return "address type not supported"
-	}
-	return fmt.Sprintf("reply %#x", rep)
 }

@@ -23,9 +23,6 @@ const (
 	atypIPv6 = 4
 )
 
-// MaxTargetLen is the longest encoded target: a 255-byte name.
-const MaxTargetLen = 1 + 1 + 255 + 2
-
 // ParseTargetString reads "host:port", the host an IP address (IPv6 in
 // brackets) or a name.
 func ParseTargetString(s string) (Target, error) {
@@ -84,8 +81,23 @@ func AppendTarget(b []byte, t Target) []byte {
 }
 
 // ParseTarget decodes a target at the start of b and returns it with its
-// encoded length.
+// encoded length. Port 0 and an IPv4 address given as IPv6 are refused: a
+// target has one encoding.
 func ParseTarget(b []byte) (Target, int, error) {
+	t, n, err := ParseAddr(b)
+	if err != nil {
+		return Target{}, 0, err
+	}
+	if t.Port == 0 || t.Addr.Is4In6() {
+		return Target{}, 0, ErrMalformed
+	}
+	return t, n, nil
+}
+
+// ParseAddr decodes an address and port in the target encoding, which is
+// SOCKS5's (RFC 1928), as SOCKS5 allows them: any port, 0 included, and an
+// IPv6 address as it is.
+func ParseAddr(b []byte) (Target, int, error) {
 	if len(b) < 1 {
 		return Target{}, 0, ErrMalformed
 	}
@@ -103,9 +115,6 @@ func ParseTarget(b []byte) (Target, int, error) {
 			return Target{}, 0, ErrMalformed
 		}
 		t.Addr = netip.AddrFrom16([16]byte(b[n : n+16]))
-		if t.Addr.Is4In6() {
-			return Target{}, 0, ErrMalformed // an IPv4 address has its own type
-		}
 		n += 16
 	case atypName:
 		if len(b) < n+1 || b[n] == 0 || len(b) < n+1+int(b[n]) {
@@ -120,9 +129,5 @@ func ParseTarget(b []byte) (Target, int, error) {
 		return Target{}, 0, ErrMalformed
 	}
 	t.Port = binary.BigEndian.Uint16(b[n:])
-	n += 2
-	if t.Port == 0 {
-		return Target{}, 0, ErrMalformed
-	}
-	return t, n, nil
+	return t, n + 2, nil
 }
