@@ -67,6 +67,10 @@ type Config struct {
 	// buffer through the kernel, as most applications send.
 	NoOffload bool
 	MaxSteps  int // throughput: search steps after the first probe (7; 4 with Short)
+	// Samples, when set, receives every latency round trip as a line
+	// "SETUP SENT_US RTT_US": the setup's name, when the request was sent
+	// (microseconds since the run began) and its round-trip time.
+	Samples io.Writer
 
 	// Memory scenario, skipped when Sessions is 0: that many in-process
 	// clients with Flows local flows each, every flow sending FlowRate

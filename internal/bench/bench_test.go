@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,11 +48,41 @@ func checkLatency(t *testing.T, l Latency) {
 	}
 }
 
+// checkSamples: the samples hold one line per echo of each setup, and
+// their round trips lie within that setup's minimum and maximum.
+func checkSamples(t *testing.T, text string, lats []Latency) {
+	t.Helper()
+	count := make(map[string]uint64)
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			t.Fatalf("sample line %q: want SETUP SENT_US RTT_US", line)
+		}
+		var l *Latency
+		for i := range lats {
+			if strings.ReplaceAll(lats[i].Name, " ", "_") == f[0] {
+				l = &lats[i]
+			}
+		}
+		sent, err1 := strconv.ParseFloat(f[1], 64)
+		rtt, err2 := strconv.ParseFloat(f[2], 64)
+		if l == nil || err1 != nil || err2 != nil || sent <= 0 || rtt < l.MinUs-0.1 || rtt > l.MaxUs+0.1 {
+			t.Fatalf("sample line %q does not match the report", line)
+		}
+		count[f[0]]++
+	}
+	for _, l := range lats {
+		if n := count[strings.ReplaceAll(l.Name, " ", "_")]; n != l.Received {
+			t.Errorf("%s: %d samples for %d echoes", l.Name, n, l.Received)
+		}
+	}
+}
+
 func TestRunShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var progress bytes.Buffer
-	rep, err := Run(ctx, Config{Short: true, Paths: 2, Rate: 2000, Progress: &progress})
+	var progress, samples bytes.Buffer
+	rep, err := Run(ctx, Config{Short: true, Paths: 2, Rate: 2000, Progress: &progress, Samples: &samples})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +100,7 @@ func TestRunShort(t *testing.T) {
 	if tun := rep.Throughput[2]; tun.Client["forwarded"] == 0 || tun.Server["delivered"] == 0 {
 		t.Errorf("tunnel counters did not move: client %v server %v", tun.Client, tun.Server)
 	}
+	checkSamples(t, samples.String(), rep.Latency)
 	if rep.Throughput[0].VsBaseline != 1 {
 		t.Errorf("baseline vs itself %v", rep.Throughput[0].VsBaseline)
 	}

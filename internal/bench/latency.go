@@ -1,13 +1,16 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +29,7 @@ type echoReader struct {
 	step    uint32
 	seen    seqSet
 	samples []time.Duration // preallocated; appended by the reader only
+	sentAt  []int64         // each sample's send time, when kept
 
 	received   atomic.Uint64
 	duplicates atomic.Uint64
@@ -57,6 +61,9 @@ func (r *echoReader) loop(bufSize int) {
 			case isNew:
 				if len(r.samples) < cap(r.samples) {
 					r.samples = append(r.samples, time.Duration(now-h.sent))
+					if r.sentAt != nil {
+						r.sentAt = append(r.sentAt, h.sent)
+					}
 				}
 				r.received.Add(1)
 			default:
@@ -82,6 +89,9 @@ func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, 
 		step:    b.nextStep(),
 		seen:    newSeqSet(limit),
 		samples: make([]time.Duration, 0, limit),
+	}
+	if b.cfg.Samples != nil {
+		r.sentAt = make([]int64, 0, limit)
 	}
 	// What an earlier throughput search left queued in sockets must not
 	// delay the echoes.
@@ -115,12 +125,32 @@ func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, 
 	if res.elapsed > 0 {
 		l.RatePPS = float64(res.sent) / res.elapsed.Seconds()
 	}
+	if err := r.writeSamples(b.cfg.Samples, name); err != nil {
+		return l, fmt.Errorf("%s latency: %w", name, err)
+	}
 	st := summarize(r.samples)
 	l.MinUs, l.MeanUs, l.P50Us, l.P99Us, l.P999Us, l.MaxUs = st.min, st.mean, st.p50, st.p99, st.p999, st.max
 	if len(r.samples) == 0 {
 		return l, fmt.Errorf("%s latency: no echo came back of %d sent", name, l.Sent)
 	}
 	return l, ctx.Err()
+}
+
+// writeSamples writes each round trip as "SETUP SENT_US RTT_US" to w, in
+// the order the echoes came back; nothing when w is nil.
+func (r *echoReader) writeSamples(w io.Writer, name string) error {
+	if w == nil {
+		return nil
+	}
+	bw := bufio.NewWriter(w)
+	setup := strings.ReplaceAll(name, " ", "_")
+	for i, rtt := range r.samples {
+		fmt.Fprintf(bw, "%s %.1f %.1f\n", setup, float64(r.sentAt[i])/1e3, float64(rtt)/1e3)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("samples: %w", err)
+	}
+	return nil
 }
 
 // stats are a sample's summary, in microseconds.

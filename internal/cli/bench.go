@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +43,8 @@ func runBench(args []string, env Env) error {
 	flows := fs.Int("flows", 1, "memory scenario: flows per session")
 	flowRate := fs.Int("flow-rate", 10, "memory scenario: datagrams per second per flow")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	samplesFile := fs.String("samples", "", "latency: write every round trip to this file, a line each: SETUP SENT_US RTT_US")
+	traceFile := fs.String("trace", "", "write an execution trace of the whole run to this file (go tool trace)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -90,16 +94,30 @@ func runBench(args []string, env Env) error {
 	if err := bench.CheckConfig(cfg); err != nil {
 		return usageError{err}
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	// Files the run writes to: each is created, started before the run
+	// and stopped after it.
+	outputs := []struct {
+		name  string
+		start func(io.Writer) error
+		stop  func()
+	}{
+		{*cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{*traceFile, trace.Start, trace.Stop},
+		{*samplesFile, func(w io.Writer) error { cfg.Samples = w; return nil }, func() {}},
+	}
+	for _, out := range outputs {
+		if out.name == "" {
+			continue
+		}
+		f, err := os.Create(out.name)
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := out.start(f); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
-		defer pprof.StopCPUProfile()
+		defer out.stop()
 	}
 	rep, err := bench.Run(env.Context, cfg)
 	if err != nil {
