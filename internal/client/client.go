@@ -705,12 +705,20 @@ func (c *Client) localLoop(fr *front) {
 		if tx != nil {
 			tx.Lock()
 		}
+		// Datagrams of a batch mostly come from one peer: its flow is
+		// looked up and stamped once, and the counters move once a batch.
+		var lastF *flow
+		var lastPeer netip.AddrPort
+		var forwarded uint64
 		for i := range in[:n] {
-			f := c.flowFor(fr, in[i].Addr)
-			if f == nil {
-				continue
+			f := lastF
+			if f == nil || in[i].Addr != lastPeer {
+				if f = c.flowFor(fr, in[i].Addr); f == nil {
+					continue
+				}
+				f.lastActive.Store(now)
+				lastF, lastPeer = f, in[i].Addr
 			}
-			f.lastActive.Store(now)
 			if now < f.refusedUntil.Load() {
 				c.cnt.TargetRefused.Add(1)
 				fr.stats.refused.Add(1)
@@ -732,8 +740,7 @@ func (c *Client) localLoop(fr *front) {
 					c.log.Error("fec", "err", err)
 					continue
 				}
-				c.cnt.Forwarded.Add(1)
-				fr.stats.tx.Add(1)
+				forwarded++
 				continue
 			}
 			err := b.Add(st, i, f.id, in[i].N, maxPlain)
@@ -749,8 +756,11 @@ func (c *Client) localLoop(fr *front) {
 				}
 				continue
 			}
-			c.cnt.Forwarded.Add(1)
-			fr.stats.tx.Add(1)
+			forwarded++
+		}
+		if forwarded > 0 {
+			c.cnt.Forwarded.Add(forwarded)
+			fr.stats.tx.Add(forwarded)
 		}
 		if len(b.Pkts) > 0 {
 			out = c.sendLive(b.Pkts, out, tx != nil)

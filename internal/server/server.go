@@ -353,21 +353,26 @@ func (s *Server) readLoop() {
 			}
 			continue
 		}
+		// One clock reading for the batch: it arrived at once.
+		now := time.Now()
+		var bytes uint64
+		for i := range in[:n] {
+			bytes += uint64(in[i].N)
+		}
+		s.cnt.RxPackets.Add(uint64(n))
+		s.cnt.RxBytes.Add(bytes)
 		for i := range in[:n] {
 			m := &in[i]
-			s.cnt.RxPackets.Add(1)
-			s.cnt.RxBytes.Add(uint64(m.N))
 			from := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
-			s.handle(m.Buf[:m.N], from, m.Local, &o, sl)
+			s.handle(m.Buf[:m.N], from, m.Local, now, &o, sl)
 		}
-		s.flush()
+		s.flush(now)
 	}
 }
 
 // handle acts on one packet from the address from, which it reached on our
-// local address local (invalid when unknown).
-func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *session.Opener, sl *session.Sealer) {
-	now := time.Now()
+// local address local (invalid when unknown), read at now.
+func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time, o *session.Opener, sl *session.Sealer) {
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
 		h, err := wire.ParseHeader(pkt)
@@ -446,7 +451,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			tg := m.Target
 			var f *flow
 			if m.Kind == wire.MsgDataTo {
-				f = s.queueTo(ss, m.Flow, &tg, m.Body)
+				f = s.queueTo(ss, m.Flow, &tg, m.Body, now)
 			} else {
 				f = s.flowFor(ss, m.Flow, &tg, now)
 			}
@@ -466,7 +471,7 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, o *se
 			s.mu.Unlock()
 		default:
 			if m.Kind == wire.MsgData {
-				s.queue(ss, m.Flow, m.Body)
+				s.queue(ss, m.Flow, m.Body, now)
 				if p != nil {
 					ss.lastData.Store(p)
 				}
@@ -754,14 +759,14 @@ func (s *Server) write(msgs []udpio.Msg) {
 // queue puts one of ss's datagrams, which stays valid until the read
 // goroutine's next batch, on its flow's batch toward the target; flush sends
 // the batches. Both run on the read goroutine only.
-func (s *Server) queue(ss *sess, id uint32, d []byte) {
-	s.queueTo(ss, id, nil, d)
+func (s *Server) queue(ss *sess, id uint32, d []byte, now time.Time) {
+	s.queueTo(ss, id, nil, d, now)
 }
 
 // queueTo is queue for a datagram that names its flow's target (nil: the
 // flow's, or the default target for a new flow).
-func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte) *flow {
-	f := s.flowFor(ss, id, tg, time.Now())
+func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte, now time.Time) *flow {
+	f := s.flowFor(ss, id, tg, now)
 	if f == nil || !s.usable(f, d) {
 		return f
 	}
@@ -772,11 +777,11 @@ func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte) *flow {
 	return f
 }
 
-// flush sends every flow's queued datagrams to the target, one write per flow.
-func (s *Server) flush() {
-	now := time.Now().UnixNano()
+// flush sends every flow's queued datagrams to the target, one write per
+// flow; now is when the batch was read.
+func (s *Server) flush(now time.Time) {
 	for i, f := range s.dirty {
-		f.lastActive.Store(now)
+		f.lastActive.Store(now.UnixNano())
 		s.writeTarget(f, f.pending)
 		clear(f.pending)
 		f.pending = f.pending[:0]
@@ -828,8 +833,10 @@ func (s *Server) flowFor(ss *sess, id uint32, tg *wire.Target, now time.Time) *f
 			ss = next
 			continue
 		}
-		defer ss.flowMu.Unlock()
-		return s.flowLocked(ss, id, tg, now)
+		// No defer: one in a loop is allocated on every call.
+		f := s.flowLocked(ss, id, tg, now)
+		ss.flowMu.Unlock()
+		return f
 	}
 	return nil
 }
