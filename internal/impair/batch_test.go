@@ -82,8 +82,8 @@ func TestFastPathWritesOneBatchPerSocket(t *testing.T) {
 		if s[0] == 'b' {
 			p = peers[1]
 		}
-		up.process([]byte(s), p, &upOut)
-		dn.process([]byte(s), p, &dnOut)
+		up.process([]byte(s), p, &upOut, up.clock())
+		dn.process([]byte(s), p, &dnOut, dn.clock())
 		if calls := len(ln.written()) + len(p.conn.(*recordConn).written()); calls != 0 {
 			t.Fatalf("written before the end of the batch, after datagram %d", i)
 		}
@@ -130,14 +130,14 @@ func TestQueuedDatagramWaitsForDecidedBatch(t *testing.T) {
 	d := newDirection(r, true, Config{Duplicate: 1}, 1, 2)
 	out := outbox{d: d}
 	conn := peers[0].conn.(*recordConn)
-	d.process([]byte("first"), peers[0], &out)
+	d.process([]byte("first"), peers[0], &out, d.clock())
 	if len(conn.written()) != 0 {
 		t.Fatal("written before the end of the batch")
 	}
 	// A datagram that has to wait makes the datagrams decided before it
 	// go out first, so that the scheduler cannot release it ahead of them.
 	d.setConfig(Config{Delay: time.Hour})
-	d.process([]byte("second"), peers[0], &out)
+	d.process([]byte("second"), peers[0], &out, d.clock())
 	if got := conn.written(); len(got) != 1 || !equalStrings(got[0], []string{"first", "first"}) {
 		t.Fatalf("writes %q, want the duplicated first datagram", got)
 	}
@@ -146,7 +146,7 @@ func TestQueuedDatagramWaitsForDecidedBatch(t *testing.T) {
 	}
 	// Once something waits, later datagrams queue behind it.
 	d.setConfig(Config{})
-	d.process([]byte("third"), peers[0], &out)
+	d.process([]byte("third"), peers[0], &out, d.clock())
 	if out.pending() || len(d.q) != 2 {
 		t.Fatalf("third datagram took the fast path past a queued one (queued %d)", len(d.q))
 	}
@@ -160,7 +160,7 @@ func TestBatchWriteErrorsCountPerDatagram(t *testing.T) {
 	d := newDirection(r, true, Config{}, 1, 2)
 	out := outbox{d: d}
 	for _, s := range []string{"a", "bad", "b", "bad", "bad", "c"} {
-		d.process([]byte(s), peers[0], &out)
+		d.process([]byte(s), peers[0], &out, d.clock())
 	}
 	out.flush()
 	got := peers[0].conn.(*recordConn).written()
@@ -177,9 +177,9 @@ func TestBatchWriteErrorsCountPerDatagram(t *testing.T) {
 
 	// While the relay is down nothing is written.
 	r.down.Store(true)
-	d.process([]byte("x"), peers[1], &out) // dropped when decided
+	d.process([]byte("x"), peers[1], &out, d.clock()) // dropped when decided
 	r.down.Store(false)
-	d.process([]byte("y"), peers[1], &out)
+	d.process([]byte("y"), peers[1], &out, d.clock())
 	r.down.Store(true)
 	out.flush() // dropped when written
 	if got := peers[1].conn.(*recordConn).written(); len(got) != 0 {

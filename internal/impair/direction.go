@@ -146,8 +146,9 @@ func (d *direction) setConfig(cfg Config) {
 // (twice when duplicated), for the caller to write with the rest of its
 // batch: pkt must then stay valid until out is flushed. Otherwise pkt is
 // copied into the delay line, after out has been flushed so that the
-// datagrams decided before it are written first.
-func (d *direction) process(pkt []byte, p *peer, out *outbox) {
+// datagrams decided before it are written first. now is when its batch was
+// read (d.clock's time).
+func (d *direction) process(pkt []byte, p *peer, out *outbox, now time.Duration) {
 	d.stats.received.Add(1)
 
 	d.mu.Lock()
@@ -194,7 +195,6 @@ func (d *direction) process(pkt []byte, p *peer, out *outbox) {
 		copies = 2
 	}
 
-	now := d.clock()
 	release := [2]time.Duration{now, now}
 	if cfg.Rate > 0 {
 		start := max(now, d.busyUntil)

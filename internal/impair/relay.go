@@ -316,13 +316,22 @@ func (r *Relay) readDownstream() {
 			}
 			continue
 		}
+		// One clock reading a batch, and one peer lookup for each run of
+		// datagrams from the same peer.
+		now := r.now()
+		var p *peer
 		for i := range msgs[:n] {
 			m := &msgs[i]
 			pkt := m.Buf[:m.N]
 			if r.tap != nil {
 				r.tap(true, pkt)
 			}
-			p, err := r.peerFor(m.Addr)
+			if p != nil && p.addr == m.Addr {
+				r.up.process(pkt, p, &out, now)
+				continue
+			}
+			var err error
+			p, err = r.peerFor(m.Addr, now)
 			if err != nil {
 				switch {
 				case errors.Is(err, errPeerLimit):
@@ -335,7 +344,7 @@ func (r *Relay) readDownstream() {
 				}
 				continue
 			}
-			r.up.process(pkt, p, &out)
+			r.up.process(pkt, p, &out, now)
 		}
 		out.flush()
 	}
@@ -347,12 +356,12 @@ var (
 )
 
 // peerFor returns the peer for addr, creating it and its upstream socket
-// when needed.
-func (r *Relay) peerFor(addr netip.AddrPort) (*peer, error) {
+// when needed; now is the relay's time.
+func (r *Relay) peerFor(addr netip.AddrPort, now time.Duration) (*peer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p, ok := r.peers[addr]; ok {
-		p.last.Store(int64(r.now()))
+		p.last.Store(int64(now))
 		return p, nil
 	}
 	if r.closed {
@@ -374,7 +383,7 @@ func (r *Relay) peerFor(addr netip.AddrPort) (*peer, error) {
 		return nil, fmt.Errorf("impair: dial upstream %s: %w", r.to, err)
 	}
 	p := &peer{addr: addr, conn: conn, udp: uc}
-	p.last.Store(int64(r.now()))
+	p.last.Store(int64(now))
 	r.peers[addr] = p
 	r.wg.Add(1)
 	go r.readUpstream(p)
@@ -403,6 +412,7 @@ func (r *Relay) readUpstream(p *peer) {
 			// Anything else is transient for a datagram socket.
 			continue
 		}
+		now := r.now()
 		seen := false
 		for i := range msgs[:n] {
 			m := &msgs[i]
@@ -410,14 +420,14 @@ func (r *Relay) readUpstream(p *peer) {
 				continue
 			}
 			if !seen {
-				p.last.Store(int64(r.now()))
+				p.last.Store(int64(now))
 				seen = true
 			}
 			pkt := m.Buf[:m.N]
 			if r.tap != nil {
 				r.tap(false, pkt)
 			}
-			r.dn.process(pkt, p, &out)
+			r.dn.process(pkt, p, &out, now)
 		}
 		out.flush()
 	}

@@ -363,7 +363,7 @@ func TestRateQueueModel(t *testing.T) {
 	p := &peer{}
 	out := outbox{d: d} // stays empty: every datagram waits for the rate
 	for range 100 {
-		d.process(pkt, p, &out)
+		d.process(pkt, p, &out, d.clock())
 	}
 	// Waits of 0..10ms are within the limit: 11 admitted, 89 tail-dropped.
 	if st := d.stats.snapshot(); st.DroppedQueue != 89 || len(d.q) != 11 {
@@ -378,14 +378,14 @@ func TestRateQueueModel(t *testing.T) {
 	}
 	// Once the link has drained, a datagram waits only for itself.
 	now = 100 * time.Millisecond
-	d.process(pkt, p, &out)
+	d.process(pkt, p, &out, d.clock())
 	if it := d.q.pop(); it.at != now+6*time.Millisecond {
 		t.Fatalf("released at %v, want %v", it.at, now+6*time.Millisecond)
 	}
 	// A duplicate costs link time too.
 	d.setConfig(Config{Rate: 1_000_000, Duplicate: 1})
 	now = time.Second
-	d.process(pkt, p, &out)
+	d.process(pkt, p, &out, d.clock())
 	a, b := d.q.pop(), d.q.pop()
 	if a.at != now+time.Millisecond || b.at != now+2*time.Millisecond {
 		t.Fatalf("duplicate pair released at %v and %v", a.at, b.at)
