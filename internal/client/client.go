@@ -780,15 +780,22 @@ func (c *Client) deliverFlow(id uint32, d []byte) {
 	c.flowMu.RUnlock()
 	if f != nil {
 		f.lastActive.Store(time.Now().UnixNano())
-		c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d)})
+		var scratch []byte // the reorder buffer's timer and readers call this: no shared buffer
+		c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d, &scratch)})
 	}
 }
 
 // localMsg addresses datagram d of flow f to its local peer: as it is, or
-// for a SOCKS5 association after a header naming where it came from.
-func (f *flow) localMsg(d []byte) udpio.Msg {
+// for a SOCKS5 association after a header naming where it came from, built
+// at the end of *scratch. The caller empties *scratch once the message is
+// written; a reader that keeps its scratch allocates nothing once it has
+// grown to a batch's size (a message made before the scratch grew keeps
+// the old array).
+func (f *flow) localMsg(d []byte, scratch *[]byte) udpio.Msg {
 	if f.fr.socks {
-		d = socks.AppendUDP(make([]byte, 0, 22+len(d)), f.target, d)
+		start := len(*scratch)
+		*scratch = socks.AppendUDP(*scratch, f.target, d)
+		d = (*scratch)[start:]
 	}
 	return udpio.Msg{Buf: d, Addr: f.peer}
 }
@@ -855,6 +862,7 @@ func (c *Client) pathLoop(p *path) {
 		in[i].Buf = make([]byte, wire.MaxPacket+1)
 	}
 	out := make([]udpio.Msg, 0, batchSize) // datagrams for local peers
+	var scratch []byte                     // their SOCKS5 headers and bodies
 	var o session.Opener
 	sl := session.NewSealer()
 	lookup := func(id uint32) *flow {
@@ -867,7 +875,8 @@ func (c *Client) pathLoop(p *path) {
 		if f := lookup(id); f != nil {
 			f.lastActive.Store(time.Now().UnixNano())
 			f.acked.Store(true)
-			c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d)})
+			msg := [1]udpio.Msg{f.localMsg(d, &scratch)}
+			c.writeLocal(f.fr, msg[:])
 		}
 	}
 	var outFr []*front // the front of each datagram in out
@@ -880,7 +889,7 @@ func (c *Client) pathLoop(p *path) {
 			continue
 		}
 		now := time.Now()
-		out, outFr = out[:0], outFr[:0]
+		out, outFr, scratch = out[:0], outFr[:0], scratch[:0]
 		remote := *p.remote.Load()
 		for i := range in[:n] {
 			if in[i].Addr != remote {
@@ -951,7 +960,7 @@ func (c *Client) pathLoop(p *path) {
 							if !f.acked.Load() {
 								f.acked.Store(true) // a reply: the server has the flow
 							}
-							out = append(out, f.localMsg(m.Body))
+							out = append(out, f.localMsg(m.Body, &scratch))
 							outFr = append(outFr, f.fr)
 						}
 					}
