@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -199,5 +201,62 @@ func BenchmarkPipeline(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPipelineBursts: bursts of 32 datagrams of mixed sizes (some cut into
+// fragments) echo back whole and unchanged over 3 paths, in both
+// directions. The bursts come faster than the server's per-flow reader
+// takes single reads (docs/DESIGN.md), so its batched reads carry most of
+// the replies.
+func TestPipelineBursts(t *testing.T) {
+	app, to := memPipeline(t, 3)
+	watchdog := time.AfterFunc(time.Minute, func() { app.Close() })
+	defer watchdog.Stop()
+	const window, rounds = 32, 150
+	out, in := pipelineMsgs(window, to)
+	for i := range in {
+		in[i].Buf = make([]byte, 4096)
+	}
+	fill := func(seq, size int) []byte {
+		b := make([]byte, size)
+		binary.BigEndian.PutUint32(b, uint32(seq))
+		for j := 4; j < size; j++ {
+			b[j] = byte(seq*7 + j)
+		}
+		return b
+	}
+	want := make(map[int][]byte)
+	for r := range rounds {
+		for i := range out {
+			seq := r*window + i
+			out[i].Buf = fill(seq, 4+(seq*97)%3000)
+			want[seq] = out[i].Buf
+		}
+		if _, err := app.WriteBatch(out); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < window; {
+			n, err := app.ReadBatch(in)
+			if err != nil {
+				t.Fatalf("round %d: %d of %d echoes: %v", r, got, window, err)
+			}
+			for _, m := range in[:n] {
+				d := m.Buf[:m.N]
+				if len(d) < 4 {
+					t.Fatalf("a %d-byte echo", len(d))
+				}
+				seq := int(binary.BigEndian.Uint32(d))
+				w, ok := want[seq]
+				if !ok || !bytes.Equal(d, w) {
+					t.Fatalf("echo of datagram %d: %d bytes, not the %d sent (or a second copy)", seq, len(d), len(w))
+				}
+				delete(want, seq)
+			}
+			got += n
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("%d datagrams not echoed", len(want))
 	}
 }

@@ -866,14 +866,36 @@ func (s *Server) flowLocked(ss *sess, id uint32, tg *wire.Target, now time.Time)
 	return f
 }
 
+// A flow's reader takes one datagram a read until the flow is busy: every
+// slot of a batched read holds a whole 64 KiB datagram, too much memory for
+// each of thousands of quiet flows. A flow that reads flowBusy datagrams
+// within flowBusyWindow (32,000 a second) reads up to flowBatch at once, and
+// goes back to single reads after flowQuiet without a read of more than one.
+const (
+	flowBatch      = 16
+	flowBusy       = 64
+	flowBusyWindow = 2 * time.Millisecond
+	flowQuiet      = 5 * time.Second
+)
+
 // flowLoop carries the target's replies for one flow back over the session's paths.
 func (s *Server) flowLoop(f *flow) {
 	sl := session.NewSealer()
-	in := []udpio.Msg{{Buf: sl.Payload()}}
-	var out []udpio.Msg
+	one := []udpio.Msg{{Buf: sl.Payload()}}
+	var (
+		b        *session.Batch // while the flow is busy
+		batch    []udpio.Msg
+		out      []udpio.Msg
+		winStart time.Time // when the current count of single reads began
+		winCount int
+		lastMany time.Time // the last read of more than one datagram
+	)
 	for {
-		_, err := f.conn.ReadBatch(in)
-		n := in[0].N
+		in := one
+		if b != nil {
+			in = batch
+		}
+		k, err := f.conn.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -885,24 +907,85 @@ func (s *Server) flowLoop(f *flow) {
 		}
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
-		f.ts.rx.Add(1)
+		f.ts.rx.Add(uint64(k))
 		ss := f.s.Load()
-		maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
-		if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
-			s.cnt.Forwarded.Add(1)
-			out = s.sendFEC(ss, f.id, in[0].Buf[:n], now, out)
-			continue
-		}
-		pkts, err := sl.Seal(ss.st, f.id, n, maxPlain)
-		if err != nil {
-			if errors.Is(err, session.ErrOversize) {
-				s.cnt.Oversize.Add(1)
-				s.warn.Warn("oversize", "datagram from target too large for the tunnel, dropped", "limit", wire.MaxDatagram)
+		if b == nil {
+			out = s.replyOne(ss, f, sl, in[0].N, now, out)
+			if now.Sub(winStart) > flowBusyWindow {
+				winStart, winCount = now, 0
+			}
+			if winCount++; winCount >= flowBusy {
+				b, batch, lastMany = session.NewBatch(flowBatch), make([]udpio.Msg, flowBatch), now
+				for i := range batch {
+					batch[i].Buf = b.Buf(i)
+				}
 			}
 			continue
 		}
+		out = s.replyBatch(ss, f, b, in[:k], now, out)
+		if k > 1 {
+			lastMany = now
+		} else if now.Sub(lastMany) > flowQuiet {
+			b, batch, winCount = nil, nil, 0
+		}
+	}
+}
+
+// replyOne seals the n-byte datagram the target sent flow f, read into
+// sl's payload, and sends it over ss's paths.
+func (s *Server) replyOne(ss *sess, f *flow, sl *session.Sealer, n int, now time.Time, out []udpio.Msg) []udpio.Msg {
+	maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
+	if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
 		s.cnt.Forwarded.Add(1)
-		out = s.sendAll(ss, pkts, out, ss.st.FECTx != nil)
+		return s.sendFEC(ss, f.id, sl.Payload()[:n], now, out)
+	}
+	pkts, err := sl.Seal(ss.st, f.id, n, maxPlain)
+	if err != nil {
+		s.sealFailed(err)
+		return out
+	}
+	s.cnt.Forwarded.Add(1)
+	return s.sendAll(ss, pkts, out, ss.st.FECTx != nil)
+}
+
+// replyBatch seals the datagrams the target sent flow f, read into b's
+// buffers, and sends them over ss's paths with one write.
+func (s *Server) replyBatch(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now time.Time, out []udpio.Msg) []udpio.Msg {
+	maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
+	fec := ss.st.FECTx != nil
+	var forwarded uint64
+	b.Reset()
+	for i := range in {
+		n := in[i].N
+		if fec && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
+			out = s.sendFEC(ss, f.id, in[i].Buf[:n], now, out)
+			forwarded++
+			continue
+		}
+		err := b.Add(ss.st, i, f.id, n, maxPlain)
+		if errors.Is(err, session.ErrBatchFull) {
+			out = s.sendAll(ss, b.Pkts, out, fec)
+			b.Reset()
+			err = b.Add(ss.st, i, f.id, n, maxPlain)
+		}
+		if err != nil {
+			s.sealFailed(err)
+			continue
+		}
+		forwarded++
+	}
+	if len(b.Pkts) > 0 {
+		out = s.sendAll(ss, b.Pkts, out, fec)
+	}
+	s.cnt.Forwarded.Add(forwarded)
+	return out
+}
+
+// sealFailed counts and logs a reply that could not be sealed.
+func (s *Server) sealFailed(err error) {
+	if errors.Is(err, session.ErrOversize) {
+		s.cnt.Oversize.Add(1)
+		s.warn.Warn("oversize", "datagram from target too large for the tunnel, dropped", "limit", wire.MaxDatagram)
 	}
 }
 
