@@ -67,6 +67,10 @@ type Config struct {
 	// buffer through the kernel, as most applications send.
 	NoOffload bool
 	MaxSteps  int // throughput: search steps after the first probe (7; 4 with Short)
+	// BothWays makes throughput steps send echo requests and count the
+	// echoes that come back: every datagram crosses the tunnel both ways,
+	// and the figure is what it carries each way at once.
+	BothWays bool
 	// Samples, when set, receives every latency round trip as a line
 	// "SETUP SENT_US RTT_US": the setup's name, when the request was sent
 	// (microseconds since the run began) and its round-trip time.
@@ -203,6 +207,7 @@ type RunConfig struct {
 	Loss       float64 `json:"bridge_loss"`
 	DelayMs    float64 `json:"bridge_delay_ms"`
 	Short      bool    `json:"short"`
+	BothWays   bool    `json:"both_ways"` // throughput counted in echoes
 	LossLimit  float64 `json:"loss_limit"`
 	// Generator and Target are the socket speed-ups the kernel gave the
 	// generator's and the target's sockets.
@@ -302,6 +307,10 @@ type Memory struct {
 	SteadySecs float64 `json:"steady_seconds"`
 }
 
+// genRunTime is how much sending time one write of the throughput
+// generator may cover.
+const genRunTime = 200 * time.Microsecond
+
 // bencher holds what the measurements share.
 type bencher struct {
 	cfg    Config
@@ -326,7 +335,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		Machine: machine(),
 		Config: RunConfig{
 			Paths: cfg.Paths, Size: cfg.Size, StepSecs: cfg.Duration.Seconds(), Measure: cfg.Measure, Mode: cfg.Mode.String(), FEC: cfg.fecShape(), Cipher: cfg.resolvedCipher().String(), BridgeBps: cfg.BridgeRate, BridgesBps: cfg.BridgeRates,
-			Rate: cfg.Rate, Loss: cfg.Loss, DelayMs: float64(cfg.Delay) / 1e6, Short: cfg.Short,
+			Rate: cfg.Rate, Loss: cfg.Loss, DelayMs: float64(cfg.Delay) / 1e6, Short: cfg.Short, BothWays: cfg.BothWays,
 			LossLimit: LossLimit,
 		},
 	}
@@ -352,7 +361,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return rep, fmt.Errorf("generator: %w", err)
 	}
 	defer gconn.Close()
-	b.gen = newGenerator(gconn, cfg.Size, started, 200*time.Microsecond)
+	b.gen = newGenerator(gconn, cfg.Size, started, genRunTime)
 	rep.Config.Generator = socketsOf(gconn)
 	rep.Config.Target = socketsOf(b.target.conn)
 

@@ -121,6 +121,34 @@ func TestRunShort(t *testing.T) {
 	t.Logf("\n%s", table.String())
 }
 
+// TestRunShortBothWays: with BothWays the throughput steps count echoes, so
+// the server forwards the target's replies back through the tunnel.
+func TestRunShortBothWays(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Short: true, Paths: 1, Measure: MeasureThroughput, BothWays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Throughput) != 2 || !rep.Config.BothWays {
+		t.Fatalf("%d throughput results, both ways %v; want 2, true", len(rep.Throughput), rep.Config.BothWays)
+	}
+	for _, th := range rep.Throughput {
+		checkThroughput(t, th)
+	}
+	tun := rep.Throughput[1]
+	if tun.Server["forwarded"] == 0 || tun.Client["delivered"] < tun.Server["forwarded"]/2 {
+		t.Errorf("the replies did not come back through the tunnel: client %v server %v", tun.Client, tun.Server)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "both ways") {
+		t.Errorf("the table does not say the figures are both ways:\n%s", table.String())
+	}
+}
+
 func TestRunBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Size: 10},

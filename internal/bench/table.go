@@ -41,7 +41,11 @@ func (r Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(bw, "machine: %s\n", clip(fmt.Sprintf("%d CPUs, %s, %s %s, %s", m.CPUs, orDash(m.CPUModel), m.OS, orDash(m.Kernel), m.Go), 71))
 
 	if len(r.Throughput) > 0 {
-		fmt.Fprintf(bw, "\nThroughput (highest rate with loss < %g%%)\n", c.LossLimit*100)
+		if c.BothWays {
+			fmt.Fprintf(bw, "\nThroughput both ways (echoes back, loss < %g%% of the round trip)\n", c.LossLimit*100)
+		} else {
+			fmt.Fprintf(bw, "\nThroughput (highest rate with loss < %g%%)\n", c.LossLimit*100)
+		}
 		fmt.Fprintf(bw, "%-16s %10s %12s %9s %6s %12s\n", "setup", "Mbit/s", "pkt/s", "loss", "cpu", "vs baseline")
 		for _, t := range r.Throughput {
 			if !t.Found {

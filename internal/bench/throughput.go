@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -62,24 +63,46 @@ func (b *bencher) throughput(ctx context.Context, name string, dst netip.AddrPor
 }
 
 // measure offers rate datagrams a second to dst for d and counts what the
-// target received.
+// target received, or with BothWays the echoes that came back.
 func (b *bencher) measure(ctx context.Context, dst netip.AddrPort, rate float64, d time.Duration) (Step, error) {
 	limit := min(uint64(rate*d.Seconds())+batchSize, maxStepDatagrams)
-	c := newCounter(b.nextStep(), limit)
-	b.target.count(c)
-	defer b.target.count(nil)
+	step := b.nextStep()
+	gen, kind := b.gen, byte(kindCount)
+	var delivered, duplicates func() uint64
+	if b.cfg.BothWays {
+		// A socket of its own each step, and a reader counting echoes.
+		conn, err := listenBatch(b.sockOpts())
+		if err != nil {
+			return Step{}, fmt.Errorf("echo generator: %w", err)
+		}
+		r := &echoReader{conn: conn, epoch: b.epoch, step: step, seen: newSeqSet(limit)}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.loop(b.cfg.Size + 1)
+		}()
+		defer func() { conn.Close(); wg.Wait() }()
+		gen, kind = newGenerator(conn, b.cfg.Size, b.epoch, genRunTime), kindEcho
+		delivered, duplicates = r.received.Load, r.duplicates.Load
+	} else {
+		c := newCounter(step, limit)
+		b.target.count(c)
+		defer b.target.count(nil)
+		delivered, duplicates = c.delivered.Load, c.duplicates.Load
+	}
 	cpu0 := cpuTime()
-	res, err := b.gen.run(ctx, dst, kindCount, c.step, rate, d, limit)
+	res, err := gen.run(ctx, dst, kind, step, rate, d, limit)
 	cpu := cpuTime() - cpu0
 	if err != nil {
 		return Step{}, err
 	}
-	b.drain(ctx, res.sent, func() uint64 { return c.delivered.Load() + c.duplicates.Load() })
+	b.drain(ctx, res.sent, func() uint64 { return delivered() + duplicates() })
 	s := Step{
 		TargetPPS:  rate,
 		Sent:       res.sent,
-		Delivered:  c.delivered.Load(),
-		Duplicates: c.duplicates.Load(),
+		Delivered:  delivered(),
+		Duplicates: duplicates(),
 		Seconds:    res.elapsed.Seconds(),
 	}
 	if s.Seconds > 0 {

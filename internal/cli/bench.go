@@ -36,6 +36,7 @@ func runBench(args []string, env Env) error {
 	loss := fs.Float64("loss", 0, "bridges: loss probability each way, 0 to 1")
 	delay := fs.Duration("delay", 0, "bridges: one-way delay")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	bothWays := fs.Bool("both-ways", false, "throughput: send echo requests and count the echoes, so every datagram crosses the tunnel both ways")
 	noOffload := fs.Bool("no-offload", false, "generator and target send and receive without GSO and GRO")
 	short := fs.Bool("short", false, "tiny steps, a few seconds in all (for CI)")
 	steps := fs.Int("steps", 0, "throughput: search steps after the probe (default 7, 4 with --short)")
@@ -66,7 +67,7 @@ func runBench(args []string, env Env) error {
 	}
 	cfg := bench.Config{
 		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, FECDepth: *fecDepth, FECFlush: *fecFlush, BridgeRate: *bridgeRate, Rate: *rate,
-		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, MaxSteps: *steps,
+		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, BothWays: *bothWays, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),
 	}
