@@ -891,6 +891,11 @@ func (c *Client) pathLoop(p *path) {
 		now := time.Now()
 		out, outFr, scratch = out[:0], outFr[:0], scratch[:0]
 		remote := *p.remote.Load()
+		// The client's counters, the path's health and the flow lookup
+		// move once a batch, not once a packet.
+		var rxPackets, rxBytes int
+		heard, authentic := false, false
+		var lastFlow *flow
 		for i := range in[:n] {
 			if in[i].Addr != remote {
 				// Only the path's own remote end may talk to this socket.
@@ -898,9 +903,9 @@ func (c *Client) pathLoop(p *path) {
 				continue
 			}
 			pkt := in[i].Buf[:in[i].N]
-			c.cnt.RxPackets.Add(1)
-			c.cnt.RxBytes.Add(uint64(len(pkt)))
-			p.CountRx(len(pkt))
+			rxPackets++
+			rxBytes += len(pkt)
+			p.CountRx(len(pkt)) // at once: a probe answered below carries the count
 			switch wire.Type(pkt) {
 			case wire.TypeTransport:
 				h, err := wire.ParseHeader(pkt)
@@ -930,12 +935,12 @@ func (c *Client) pathLoop(p *path) {
 					}
 					continue
 				}
-				c.lastAuth.Store(now.UnixNano())
+				authentic = true
 				if st.Reorder != nil {
 					// Every counter takes its place; only data waits.
 					if m.Kind == wire.MsgData {
 						st.Reorder.Push(h.Counter, m.Flow, m.Body, now)
-						p.OnHeard(now)
+						heard = true
 						continue
 					}
 					st.Reorder.Push(h.Counter, 0, nil, now)
@@ -952,11 +957,17 @@ func (c *Client) pathLoop(p *path) {
 					if f := lookup(m.Flow); f != nil {
 						c.flowFate(f, m.Status, now)
 					}
-					p.OnHeard(now)
+					heard = true
 				default:
 					if m.Kind == wire.MsgData {
-						if f := lookup(m.Flow); f != nil {
-							f.lastActive.Store(now.UnixNano())
+						f := lastFlow
+						if f == nil || f.id != m.Flow {
+							if f = lookup(m.Flow); f != nil {
+								f.lastActive.Store(now.UnixNano())
+								lastFlow = f
+							}
+						}
+						if f != nil {
 							if !f.acked.Load() {
 								f.acked.Store(true) // a reply: the server has the flow
 							}
@@ -964,7 +975,7 @@ func (c *Client) pathLoop(p *path) {
 							outFr = append(outFr, f.fr)
 						}
 					}
-					p.OnHeard(now)
+					heard = true
 				}
 			case wire.TypeResponse:
 				c.handleResponse(pkt)
@@ -973,6 +984,16 @@ func (c *Client) pathLoop(p *path) {
 			default:
 				c.cnt.Malformed.Add(1)
 			}
+		}
+		if rxPackets > 0 {
+			c.cnt.RxPackets.Add(uint64(rxPackets))
+			c.cnt.RxBytes.Add(uint64(rxBytes))
+		}
+		if authentic {
+			c.lastAuth.Store(now.UnixNano())
+		}
+		if heard {
+			p.OnHeard(now)
 		}
 		// One write per run of datagrams for the same front.
 		for i := 0; i < len(out); {
