@@ -23,13 +23,19 @@ type Link struct {
 
 	down atomic.Bool // the estimator's state is Down; read on every send
 
+	// heard is when an authentic packet was last heard, as time since
+	// epoch (which keeps the monotonic clock): set by OnHeard without the
+	// lock, handed to the estimator when the lock is next taken.
+	epoch time.Time
+	heard atomic.Int64
+
 	mu     sync.Mutex
 	health *Path
 }
 
 // NewLink returns a Link in the Probing state.
 func NewLink(id uint8, p Params, now time.Time) *Link {
-	return &Link{ID: id, health: New(p, now)}
+	return &Link{ID: id, health: New(p, now), epoch: now}
 }
 
 // CountTx records a packet of n bytes sent on the path.
@@ -84,16 +90,29 @@ func (l *Link) OnProbeReply(pr wire.Probe, now time.Time) {
 	l.mu.Unlock()
 }
 
-// OnHeard records any other authentic packet from the path.
+// OnHeard records any other authentic packet from the path. It takes no
+// lock: readers call it for every batch.
 func (l *Link) OnHeard(now time.Time) {
-	l.mu.Lock()
-	l.health.OnHeard(now)
-	l.mu.Unlock()
+	d := int64(now.Sub(l.epoch))
+	for {
+		old := l.heard.Load()
+		if d <= old || l.heard.CompareAndSwap(old, d) {
+			return
+		}
+	}
+}
+
+// syncHeard hands the estimator the latest OnHeard; the caller holds l.mu.
+func (l *Link) syncHeard() {
+	if d := l.heard.Load(); d > 0 {
+		l.health.OnHeard(l.epoch.Add(time.Duration(d)))
+	}
 }
 
 // Tick runs the state machine; see Path.Tick.
 func (l *Link) Tick(now time.Time) (changed bool, from, to State, reason string) {
 	l.mu.Lock()
+	l.syncHeard()
 	changed, from, to, reason = l.health.Tick(now)
 	l.down.Store(l.health.State() == Down)
 	l.mu.Unlock()
@@ -104,6 +123,7 @@ func (l *Link) Tick(now time.Time) (changed bool, from, to State, reason string)
 func (l *Link) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.syncHeard()
 	return l.health.Stats()
 }
 
