@@ -17,17 +17,6 @@ import (
 	"github.com/mptunnel/mptunnel/internal/server"
 )
 
-// dialAddr opens an application socket to a client address.
-func dialAddr(t *testing.T, a netip.AddrPort) *net.UDPConn {
-	t.Helper()
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // lockedBuffer is a log sink tests read while the daemon writes.
 type lockedBuffer struct {
 	mu sync.Mutex

@@ -142,14 +142,21 @@ func startClient(t *testing.T, cfg client.Config) *client.Client {
 	return c
 }
 
-// dial returns a local application socket talking to the client.
-func dial(t *testing.T, c *client.Client) *net.UDPConn {
+// dialAddr opens an application socket to a client address.
+func dialAddr(t *testing.T, a netip.AddrPort) *net.UDPConn {
 	t.Helper()
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.Addr()))
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// dial returns a local application socket talking to the client.
+func dial(t *testing.T, c *client.Client) *net.UDPConn {
+	t.Helper()
+	conn := dialAddr(t, c.Addr())
 	if err := conn.SetReadBuffer(8 << 20); err != nil {
 		t.Fatal(err)
 	}

@@ -357,15 +357,13 @@ func (s *Server) readLoop() {
 		now := time.Now()
 		var bytes uint64
 		for i := range in[:n] {
-			bytes += uint64(in[i].N)
-		}
-		s.cnt.RxPackets.Add(uint64(n))
-		s.cnt.RxBytes.Add(bytes)
-		for i := range in[:n] {
 			m := &in[i]
+			bytes += uint64(m.N)
 			from := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
 			s.handle(m.Buf[:m.N], from, m.Local, now, &o, sl)
 		}
+		s.cnt.RxPackets.Add(uint64(n))
+		s.cnt.RxBytes.Add(bytes)
 		s.flush(now)
 	}
 }
@@ -880,21 +878,22 @@ const (
 
 // flowLoop carries the target's replies for one flow back over the session's paths.
 func (s *Server) flowLoop(f *flow) {
-	sl := session.NewSealer()
-	one := []udpio.Msg{{Buf: sl.Payload()}}
 	var (
-		b        *session.Batch // while the flow is busy
-		batch    []udpio.Msg
+		b        *session.Batch // one slot while the flow is quiet, flowBatch while busy
+		in       []udpio.Msg    // b's slots
 		out      []udpio.Msg
 		winStart time.Time // when the current count of single reads began
 		winCount int
 		lastMany time.Time // the last read of more than one datagram
 	)
-	for {
-		in := one
-		if b != nil {
-			in = batch
+	slots := func(size int) {
+		b, in = session.NewBatch(size), make([]udpio.Msg, size)
+		for i := range in {
+			in[i].Buf = b.Buf(i)
 		}
+	}
+	slots(1)
+	for {
 		k, err := f.conn.ReadBatch(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -908,49 +907,28 @@ func (s *Server) flowLoop(f *flow) {
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
 		f.ts.rx.Add(uint64(k))
-		ss := f.s.Load()
-		if b == nil {
-			out = s.replyOne(ss, f, sl, in[0].N, now, out)
+		out = s.reply(f.s.Load(), f, b, in[:k], now, out)
+		switch {
+		case b.Size() == 1:
 			if now.Sub(winStart) > flowBusyWindow {
 				winStart, winCount = now, 0
 			}
 			if winCount++; winCount >= flowBusy {
-				b, batch, lastMany = session.NewBatch(flowBatch), make([]udpio.Msg, flowBatch), now
-				for i := range batch {
-					batch[i].Buf = b.Buf(i)
-				}
+				slots(flowBatch)
+				lastMany = now
 			}
-			continue
-		}
-		out = s.replyBatch(ss, f, b, in[:k], now, out)
-		if k > 1 {
+		case k > 1:
 			lastMany = now
-		} else if now.Sub(lastMany) > flowQuiet {
-			b, batch, winCount = nil, nil, 0
+		case now.Sub(lastMany) > flowQuiet:
+			slots(1)
+			winCount = 0
 		}
 	}
 }
 
-// replyOne seals the n-byte datagram the target sent flow f, read into
-// sl's payload, and sends it over ss's paths.
-func (s *Server) replyOne(ss *sess, f *flow, sl *session.Sealer, n int, now time.Time, out []udpio.Msg) []udpio.Msg {
-	maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
-	if ss.st.FECTx != nil && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
-		s.cnt.Forwarded.Add(1)
-		return s.sendFEC(ss, f.id, sl.Payload()[:n], now, out)
-	}
-	pkts, err := sl.Seal(ss.st, f.id, n, maxPlain)
-	if err != nil {
-		s.sealFailed(err)
-		return out
-	}
-	s.cnt.Forwarded.Add(1)
-	return s.sendAll(ss, pkts, out, ss.st.FECTx != nil)
-}
-
-// replyBatch seals the datagrams the target sent flow f, read into b's
-// buffers, and sends them over ss's paths with one write.
-func (s *Server) replyBatch(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now time.Time, out []udpio.Msg) []udpio.Msg {
+// reply seals the datagrams the target sent flow f, read into b's slots,
+// and sends them over ss's paths with one write.
+func (s *Server) reply(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now time.Time, out []udpio.Msg) []udpio.Msg {
 	maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
 	fec := ss.st.FECTx != nil
 	var forwarded uint64
@@ -968,25 +946,19 @@ func (s *Server) replyBatch(ss *sess, f *flow, b *session.Batch, in []udpio.Msg,
 			b.Reset()
 			err = b.Add(ss.st, i, f.id, n, maxPlain)
 		}
-		if err != nil {
-			s.sealFailed(err)
-			continue
+		if errors.Is(err, session.ErrOversize) {
+			s.cnt.Oversize.Add(1)
+			s.warn.Warn("oversize", "datagram from target too large for the tunnel, dropped", "limit", wire.MaxDatagram)
 		}
-		forwarded++
+		if err == nil {
+			forwarded++
+		}
 	}
 	if len(b.Pkts) > 0 {
 		out = s.sendAll(ss, b.Pkts, out, fec)
 	}
 	s.cnt.Forwarded.Add(forwarded)
 	return out
-}
-
-// sealFailed counts and logs a reply that could not be sealed.
-func (s *Server) sealFailed(err error) {
-	if errors.Is(err, session.ErrOversize) {
-		s.cnt.Oversize.Add(1)
-		s.warn.Warn("oversize", "datagram from target too large for the tunnel, dropped", "limit", wire.MaxDatagram)
-	}
 }
 
 // sendFEC seals datagram, of flow, as an FEC shard of ss and sends it and

@@ -18,8 +18,8 @@ var ErrBatchFull = errors.New("batch holds a cut datagram already")
 // scratch, reused from batch to batch: it allocates nothing after NewBatch.
 type Batch struct {
 	bufs  [][]byte
-	cut   *Sealer
-	used  bool // the cut arena holds packets of this batch
+	cut   *Sealer // made on the first datagram that must be cut
+	used  bool    // the cut arena holds packets of this batch
 	nonce Nonce
 	// Pkts are the sealed packets of the batch so far, in order. They stay
 	// valid until Reset.
@@ -28,7 +28,7 @@ type Batch struct {
 
 // NewBatch returns a Batch for up to size datagrams.
 func NewBatch(size int) *Batch {
-	b := &Batch{bufs: make([][]byte, size), cut: NewSealer(), Pkts: make([][]byte, 0, size)}
+	b := &Batch{bufs: make([][]byte, size), Pkts: make([][]byte, 0, size)}
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, payloadOff+wire.MaxDatagram+1+wire.TagLen)
 	}
@@ -69,6 +69,9 @@ func (b *Batch) Add(st *State, i int, flow uint32, n, maxPlain int) error {
 	}
 	if b.used {
 		return ErrBatchFull
+	}
+	if b.cut == nil {
+		b.cut = NewSealer() // on the first datagram cut: many batches never need it
 	}
 	copy(b.cut.Payload(), b.bufs[i][payloadOff:payloadOff+n])
 	pkts, err := b.cut.Seal(st, flow, n, maxPlain)
