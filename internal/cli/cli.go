@@ -108,7 +108,7 @@ commands:
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
   status   [--json] [--control PATH]               show sessions and paths of a running client or server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
-  genkey                                           print a new shared key
+  genkey   [-o FILE]                               print a new shared key, or write it to a new owner-only FILE
   version                                          print the version
 
 Run 'mptunnel COMMAND -h' for a command's flags.
@@ -142,15 +142,7 @@ func dispatch(prog string, args []string, env Env) error {
 	case "bench":
 		return runBench(rest, env)
 	case "genkey":
-		if len(rest) != 0 {
-			return usagef("genkey takes no arguments")
-		}
-		k, err := handshake.GenerateKey()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(env.Stdout, k.String())
-		return nil
+		return runGenkey(rest, env)
 	case "version", "--version", "-version":
 		fmt.Fprintln(env.Stdout, versionLine())
 		return nil
@@ -160,6 +152,31 @@ func dispatch(prog string, args []string, env Env) error {
 	}
 	fmt.Fprint(env.Stderr, topUsage)
 	return usagef("unknown command %q", cmd)
+}
+
+// runGenkey prints a new key, or with -o writes it to a new file that only
+// its owner can read (the daemons refuse a key file others can read).
+func runGenkey(args []string, env Env) error {
+	fs := newFlagSet("mptunnel genkey", env, "[-o FILE]")
+	var out string
+	fs.StringVar(&out, "o", "", "write the key to this new file, mode 0600, instead of printing it (an existing file is not overwritten)")
+	fs.StringVar(&out, "out", "", "same as -o")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("genkey takes no arguments (write the key to a file with -o FILE)")
+	}
+	k, err := handshake.GenerateKey()
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		fmt.Fprintln(env.Stdout, k.String())
+		return nil
+	}
+	return writeNewSecret(out, k.String())
 }
 
 // common holds the flags both tunnel ends take.
@@ -216,7 +233,7 @@ func visited(fs *flag.FlagSet) map[string]bool {
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.keyFile, "key-file", "", "file holding the shared key (default: $MPTUNNEL_KEY)")
+	fs.StringVar(&c.keyFile, "key-file", "", "file holding the shared key, readable by its owner only (default: $MPTUNNEL_KEY)")
 	fs.IntVar(&c.mtu, "mtu", 1400, "largest IP packet put on a path, in bytes")
 	fs.IntVar(&c.window, "window", 0, "replay window in packets (default 8192, rounded up)")
 	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
@@ -231,25 +248,26 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.io.SendBuffer, "send-buffer", udpio.DefaultBuffer, "bytes a path socket may hold unsent; past it packets are dropped and counted (queue_full), never waited for")
 	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
 	fs.DurationVar(&c.reorder, "reorder", 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
-	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run or the temp dir)")
+	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run, ~/.mptunnel or the temp dir)")
 }
 
 // keys reads the key file (or MPTUNNEL_KEY): one key a line, the first the
 // one this end uses, the others accepted by a server while clients move to
-// the first (docs/SECURITY.md, key rotation).
+// the first (docs/SECURITY.md, key rotation). A key file that the group or
+// others may access is refused (readSecret).
 func (c *common) keys(env Env) ([]handshake.Key, error) {
 	var text, from string
 	switch {
 	case c.keyFile != "":
-		b, err := os.ReadFile(c.keyFile)
+		b, err := readSecret("key file", c.keyFile)
 		if err != nil {
-			return nil, usagef("cannot read key file: %w", err)
+			return nil, err
 		}
 		text, from = string(b), c.keyFile
 	case env.Getenv("MPTUNNEL_KEY") != "":
 		text, from = env.Getenv("MPTUNNEL_KEY"), "MPTUNNEL_KEY"
 	default:
-		return nil, usagef("no key: make one with 'mptunnel genkey > mptunnel.key', copy it to both ends, and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
+		return nil, usagef("no key: make one with 'mptunnel genkey -o mptunnel.key', copy it to both ends (readable by its owner only), and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
 	}
 	keys, err := handshake.ParseKeys(text)
 	if err != nil {
@@ -452,7 +470,7 @@ func runClient(name string, args []string, env Env) error {
 	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
 	socksAddr := fs.String("socks", "", "serve a SOCKS5 front here (UDP ASSOCIATE; loopback when no host is given, such as :1080): each datagram goes to the destination it names, which the server must allow")
-	socksAuth := fs.String("socks-auth-file", "", "file holding USER:PASSWORD that SOCKS5 clients must give (RFC 1929)")
+	socksAuth := fs.String("socks-auth-file", "", "file holding USER:PASSWORD that SOCKS5 clients must give (RFC 1929); readable by its owner only")
 	var forwards listFlag
 	fs.Var(&forwards, "L", "a port forward, LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; repeat for more")
 	rekeyAfter := fs.Duration("rekey-after", client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
@@ -528,9 +546,9 @@ func runClient(name string, args []string, env Env) error {
 	}
 	var socksUser, socksPass string
 	if *socksAuth != "" {
-		b, err := os.ReadFile(*socksAuth)
+		b, err := readSecret("socks auth file", *socksAuth)
 		if err != nil {
-			return usagef("cannot read socks auth file: %w", err)
+			return err
 		}
 		u, p, ok := strings.Cut(strings.TrimSpace(string(b)), ":")
 		if !ok || u == "" || p == "" || len(u) > 255 || len(p) > 255 {

@@ -62,7 +62,7 @@ func TestErrors(t *testing.T) {
 		{"unknown command", nil, "mptunnel", []string{"frobnicate"}, 2, "unknown command"},
 		{"server args", withKey, "mpserver", []string{"2000"}, 2, "expected PORT TARGET_HOST TARGET_PORT"},
 		{"server bad port", withKey, "mpserver", []string{"70000", "127.0.0.1", "7"}, 2, "bad port"},
-		{"no key", nil, "mpserver", []string{"2000", "127.0.0.1", "7"}, 2, "mptunnel genkey"},
+		{"no key", nil, "mpserver", []string{"2000", "127.0.0.1", "7"}, 2, "mptunnel genkey -o mptunnel.key"},
 		{"malformed key", map[string]string{"MPTUNNEL_KEY": "hunter2"}, "mpserver", []string{"2000", "127.0.0.1", "7"}, 2, "MPTUNNEL_KEY: the key is not valid"},
 		{"missing key file", nil, "mpclient", []string{"--key-file", "/nonexistent/key", good}, 2, "cannot read key file"},
 		{"bad config line", withKey, "mpclient", []string{writeFile(t, "bad.conf", "127.0.0.1 4000\n127.0.0.1\n")}, 2, "bad.conf:2:"},
