@@ -66,12 +66,13 @@ func Serve(ctx context.Context, path string, snapshot func() Status) error {
 // surface before the daemon starts its work.
 //
 // A missing parent directory is created with mode 0700; an existing one must
-// belong to this user or to root. A socket file left by a dead process is
-// replaced, but if a live process answers on it Listen fails with an error
-// wrapping ErrAlreadyServing. Anything at path that is not a socket is left
-// alone and Listen fails. The socket is created with mode 0600: it is bound
-// in a private directory, restricted and then renamed into place, so it is
-// never reachable with wider permissions.
+// be a real directory (not a symbolic link), belong to this user or to root
+// and not be writable by group or others. A socket file left by a dead
+// process is replaced, but if a live process answers on it Listen fails with
+// an error wrapping ErrAlreadyServing. Anything at path that is not a socket
+// is left alone and Listen fails. The socket is created with mode 0600: it is
+// bound in a private directory, restricted and then renamed into place, so it
+// is never reachable with wider permissions.
 func Listen(path string) (*Server, error) {
 	if path == "" {
 		return nil, errors.New("status socket path is empty")
@@ -232,25 +233,100 @@ func checkPathLen(path string) error {
 	return nil
 }
 
-// prepareDir creates dir with owner-only permissions if it is missing, and
-// otherwise checks that it is a directory that no other unprivileged user
-// owns (and so could swap the socket out from under the daemon).
+// prepareDir makes sure dir, the directory that holds the socket, is one that
+// no other unprivileged user can change, so that none can swap the socket out
+// from under the daemon or put their own in its place. A missing dir is
+// created with mode 0700 (its missing parents too) and checked again once
+// made. An existing one is looked at without following a symbolic link: a
+// link is refused, as is anything not a directory, a directory that belongs
+// to another user than this one or root, and one that group or others may
+// write to.
 func prepareDir(dir string) error {
-	fi, err := os.Stat(dir)
+	fi, err := os.Lstat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, dirMode); err != nil {
-			return fmt.Errorf("creating directory for status socket: %w", err)
-		}
-		return nil
+		return createDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("checking directory for status socket: %w", err)
+		return fmt.Errorf("checking status socket directory %s: %w", dir, err)
+	}
+	return checkDir(dir, fi)
+}
+
+// createDir makes dir with mode 0700 and checks that what is there afterwards
+// is that directory: a real directory of this user's, owner-only.
+func createDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), dirMode); err != nil {
+		return fmt.Errorf("creating the parent of status socket directory %s: %w", dir, err)
+	}
+	err := os.Mkdir(dir, dirMode)
+	if errors.Is(err, fs.ErrExist) {
+		// Something appeared there since the Lstat: judge it like any
+		// existing directory.
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return fmt.Errorf("checking status socket directory %s: %w", dir, err)
+		}
+		return checkDir(dir, fi)
+	}
+	if err != nil {
+		return fmt.Errorf("creating status socket directory %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("checking new status socket directory %s: %w", dir, err)
+	}
+	if err := checkCreated(dir, fi); err != nil {
+		return err
+	}
+	if owner, ok := ownerOf(fi); ok && fi.Mode().Perm() != dirMode {
+		// The umask took bits away; put them back, then look again.
+		if err := os.Chmod(dir, dirMode); err != nil {
+			return fmt.Errorf("restricting new status socket directory %s to mode %#o: %w", dir, dirMode, err)
+		}
+		if fi, err = os.Lstat(dir); err != nil {
+			return fmt.Errorf("checking new status socket directory %s: %w", dir, err)
+		}
+		if err := checkCreated(dir, fi); err != nil {
+			return err
+		}
+		if perm := fi.Mode().Perm(); perm != dirMode {
+			return fmt.Errorf("new status socket directory %s has mode %#o, not %#o (owner uid %d); refusing to serve status there", dir, perm, dirMode, owner)
+		}
+	}
+	return nil
+}
+
+// checkCreated checks that what Lstat found at dir right after this process
+// made it is a real directory owned by this user.
+func checkCreated(dir string, fi os.FileInfo) error {
+	if !fi.Mode().IsDir() {
+		return fmt.Errorf("status socket directory %s was replaced by %v right after it was created; refusing to serve status there", dir, fi.Mode().Type())
+	}
+	if owner, ok := ownerOf(fi); ok && owner != os.Getuid() {
+		return fmt.Errorf("status socket directory %s was replaced by one of uid %d right after it was created; refusing to serve status there", dir, owner)
+	}
+	return nil
+}
+
+// checkDir checks an existing status socket directory, described by fi from
+// Lstat. See prepareDir.
+func checkDir(dir string, fi os.FileInfo) error {
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, _ := os.Readlink(dir)
+		return fmt.Errorf("status socket directory %s is a symbolic link (to %q); refusing to follow it, since whoever owns the link decides where the socket goes: remove the link, or give --control a path in a real directory", dir, target)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("status socket directory %s is not a directory", dir)
+		return fmt.Errorf("status socket directory %s is not a directory: choose another --control path", dir)
 	}
-	if owner, ok := ownerOf(fi); ok && owner != 0 && owner != os.Getuid() {
-		return fmt.Errorf("status socket directory %s belongs to uid %d, not to this user (uid %d); refusing to serve status there: remove it or choose another --control path", dir, owner, os.Getuid())
+	owner, ok := ownerOf(fi)
+	if !ok {
+		return nil // no Unix owners or modes to check on this platform
+	}
+	if uid := os.Getuid(); owner != uid && owner != 0 {
+		return fmt.Errorf("status socket directory %s belongs to uid %d, not to this user (uid %d); refusing to serve status there: remove it or choose another --control path", dir, owner, uid)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("status socket directory %s can be written by group or others (mode %#o), who could replace the socket; refusing to serve status there: make it owner-only (chmod 700), or choose another --control path", dir, perm)
 	}
 	return nil
 }
