@@ -187,19 +187,18 @@ func (c *Client) associate(conn net.Conn, req socks.Request) (*front, error) {
 		sf.mu.Unlock()
 		return nil, err
 	}
-	// The client may say which port it will send from; an address of all
-	// zeroes, or a port of 0, means it does not know yet.
-	peer := netip.AddrPortFrom(remote.Addr().Unmap(), 0)
-	if req.Dst.Addr.IsValid() && !req.Dst.Addr.IsUnspecified() && req.Dst.Addr.Unmap() == peer.Addr() {
-		peer = netip.AddrPortFrom(peer.Addr(), req.Dst.Port)
-	}
+	// The request names where the client will send from: an address of
+	// all zeroes stands for the control connection's, and a port of 0
+	// binds the association to the first sender from that address
+	// (socksBatch). Its replies go to that one address and port only.
+	peer := socks.Source(req.Dst, remote.Addr())
 	fr := &front{conn: uc, socks: true, peer: peer, name: "socks " + remote.String(), stats: &sf.stats}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.localLoop(fr)
 	}()
-	c.log.Debug("socks UDP association", "client", remote.String(), "relay", uc.LocalAddr().String())
+	c.log.Debug("socks UDP association", "client", remote.String(), "relay", uc.LocalAddr().String(), "source", peer.String())
 	return fr, nil
 }
 
@@ -222,15 +221,20 @@ func (c *Client) dissociate(fr *front) {
 
 // socksBatch seals the datagrams an association's client sent, each to the
 // destination its header names, and sends them on every path. Datagrams
-// from anyone else, fragmented ones (unsupported, as RFC 1928 allows) and
-// malformed ones are dropped and counted.
+// from any other address and port than the association's source,
+// fragmented ones (unsupported, as RFC 1928 allows) and malformed ones are
+// dropped and counted. An association whose request named no port is
+// bound here to the address and port of the first well-formed datagram
+// from its address. Only the association's reader (localLoop) calls this,
+// so it alone reads and writes fr.peer once the association is made.
 func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *session.Sealer, out []udpio.Msg) []udpio.Msg {
 	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
 	now := time.Now()
 	for i := range in {
 		from := netip.AddrPortFrom(in[i].Addr.Addr().Unmap(), in[i].Addr.Port())
-		if from.Addr() != fr.peer.Addr() || (fr.peer.Port() != 0 && from.Port() != fr.peer.Port()) {
+		if !socks.Admits(fr.peer, from) {
 			c.cnt.Malformed.Add(1)
+			c.warn.Warn("socks-source", "socks datagram from another address or port than its association's, dropped", "from", from.String(), "association", fr.name)
 			continue
 		}
 		h, data, err := socks.ParseUDP(in[i].Buf[:min(in[i].N, len(in[i].Buf))])
@@ -238,6 +242,7 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 			c.cnt.Malformed.Add(1)
 			continue
 		}
+		fr.peer = socks.Bind(fr.peer, from)
 		f := c.flowTo(fr, from, h.Dst)
 		if f == nil {
 			continue

@@ -28,6 +28,8 @@ type echoTarget struct {
 	mu       sync.Mutex
 	peers    map[netip.AddrPort]int
 	received int
+	keep     bool     // keep every payload in got
+	got      [][]byte // the payloads received, when keep
 }
 
 func newEchoTarget(t *testing.T) *echoTarget {
@@ -38,11 +40,23 @@ func newEchoTarget(t *testing.T) *echoTarget {
 // newEchoTargetAt is newEchoTarget on a given address.
 func newEchoTargetAt(t *testing.T, addr *net.UDPAddr) *echoTarget {
 	t.Helper()
+	return newEcho(t, addr, false)
+}
+
+// newRecordTarget is an echo target on loopback that keeps every payload it
+// receives.
+func newRecordTarget(t *testing.T) *echoTarget {
+	t.Helper()
+	return newEcho(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, true)
+}
+
+func newEcho(t *testing.T, addr *net.UDPAddr, keep bool) *echoTarget {
+	t.Helper()
 	conn, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &echoTarget{conn: conn, peers: make(map[netip.AddrPort]int)}
+	e := &echoTarget{conn: conn, peers: make(map[netip.AddrPort]int), keep: keep}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -58,6 +72,9 @@ func newEchoTargetAt(t *testing.T, addr *net.UDPAddr) *echoTarget {
 			e.mu.Lock()
 			e.peers[from]++
 			e.received++
+			if e.keep {
+				e.got = append(e.got, append([]byte(nil), buf[:n]...))
+			}
 			e.mu.Unlock()
 			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
 		}

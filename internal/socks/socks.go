@@ -201,3 +201,40 @@ func AppendUDP(b []byte, src wire.Target, data []byte) []byte {
 	b = appendAddr(append(b, 0, 0, 0), src)
 	return append(b, data...)
 }
+
+// Source returns the address a UDP association's datagrams must come from,
+// from what its request names (RFC 1928: DST.ADDR and DST.PORT of a UDP
+// ASSOCIATE are where the client will send from, zeros when it does not
+// know) and the address ctrl its control connection comes from. An address
+// of all zeros, or a name, is taken as not known: ctrl's address stands for
+// it.
+// A port of 0 is not known either: the association then belongs to the
+// first sender from the address (see Admits and Bind).
+func Source(dst wire.Target, ctrl netip.Addr) netip.AddrPort {
+	a := dst.Addr.Unmap()
+	if dst.Name != "" || !a.IsValid() || a.IsUnspecified() {
+		a = ctrl.Unmap()
+	}
+	return netip.AddrPortFrom(a, dst.Port)
+}
+
+// Admits reports whether a datagram from from may use an association
+// whose source is src: from must be src exactly, or, while src's port is
+// not known (0), come from src's address.
+func Admits(src, from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if src.Port() == 0 {
+		return from.Addr() == src.Addr()
+	}
+	return from == src
+}
+
+// Bind returns the association's source once it has taken a datagram from
+// from (which Admits): src when its port is known, otherwise from, which
+// the association then belongs to.
+func Bind(src, from netip.AddrPort) netip.AddrPort {
+	if src.Port() != 0 {
+		return src
+	}
+	return netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+}

@@ -131,3 +131,63 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestSocksAssociationSource: the source of a UDP association is what its
+// request names, the control connection's address standing for an address
+// of zeros (or a name), and a port of 0 binds it to the first sender. The
+// end-to-end checks against a running client are TestSocksSource and
+// TestSocksSourcePySocks in internal/e2e.
+func TestSocksAssociationSource(t *testing.T) {
+	ctrl := netip.MustParseAddr("127.0.0.1")
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		dst  wire.Target
+		want netip.AddrPort
+	}{
+		{wire.Target{Addr: netip.IPv4Unspecified(), Port: 4000}, ap("127.0.0.1:4000")},
+		{wire.Target{Addr: netip.IPv6Unspecified(), Port: 4000}, ap("127.0.0.1:4000")},
+		{wire.Target{Addr: netip.IPv4Unspecified()}, ap("127.0.0.1:0")},
+		{wire.Target{}, ap("127.0.0.1:0")},
+		{wire.Target{Name: "client.lan", Port: 4000}, ap("127.0.0.1:4000")},
+		{wire.Target{Addr: netip.MustParseAddr("127.0.0.1"), Port: 4000}, ap("127.0.0.1:4000")},
+		{wire.Target{Addr: netip.MustParseAddr("::ffff:127.0.0.1"), Port: 4000}, ap("127.0.0.1:4000")},
+		{wire.Target{Addr: netip.MustParseAddr("192.0.2.7"), Port: 4000}, ap("192.0.2.7:4000")},
+		{wire.Target{Addr: netip.MustParseAddr("192.0.2.7")}, ap("192.0.2.7:0")},
+	} {
+		if got := Source(c.dst, ctrl); got != c.want {
+			t.Errorf("Source(%+v): %v, want %v", c.dst, got, c.want)
+		}
+	}
+	if got := Source(wire.Target{Port: 4000}, netip.MustParseAddr("::ffff:127.0.0.1")); got != ap("127.0.0.1:4000") {
+		t.Errorf("a mapped control address: %v", got)
+	}
+
+	for _, c := range []struct {
+		src, from netip.AddrPort
+		admits    bool
+		bound     netip.AddrPort
+	}{
+		{ap("127.0.0.1:4000"), ap("127.0.0.1:4000"), true, ap("127.0.0.1:4000")},
+		{ap("127.0.0.1:4000"), ap("[::ffff:127.0.0.1]:4000"), true, ap("127.0.0.1:4000")},
+		{ap("127.0.0.1:4000"), ap("127.0.0.1:4001"), false, ap("127.0.0.1:4000")},
+		{ap("127.0.0.1:4000"), ap("127.0.0.2:4000"), false, ap("127.0.0.1:4000")},
+		{ap("127.0.0.1:0"), ap("127.0.0.1:5000"), true, ap("127.0.0.1:5000")},
+		{ap("127.0.0.1:0"), ap("[::ffff:127.0.0.1]:5000"), true, ap("127.0.0.1:5000")},
+		{ap("127.0.0.1:0"), ap("127.0.0.2:5000"), false, ap("127.0.0.1:0")},
+	} {
+		if got := Admits(c.src, c.from); got != c.admits {
+			t.Errorf("Admits(%v, %v): %v", c.src, c.from, got)
+		}
+		if !c.admits {
+			continue
+		}
+		bound := Bind(c.src, c.from)
+		if bound != c.bound {
+			t.Errorf("Bind(%v, %v): %v, want %v", c.src, c.from, bound, c.bound)
+		}
+		// Once bound, the association takes its first sender only.
+		if other := netip.AddrPortFrom(bound.Addr(), bound.Port()+1); Admits(bound, other) {
+			t.Errorf("bound to %v, admits %v", bound, other)
+		}
+	}
+}
