@@ -221,8 +221,9 @@ type front struct {
 	target wire.Target // where its flows go; the zero Target for the server's default
 	name   string      // for logs and status: "listen" or "listen=target"
 	// A SOCKS5 UDP association's relay socket takes datagrams from its
-	// client only (peer: an address, and a port unless 0), each with a
-	// header naming its destination.
+	// client only (peer: an address and a port; a port of 0 until the
+	// association's first well-formed datagram binds it, in socksBatch),
+	// each with a header naming its destination.
 	socks bool
 	peer  netip.AddrPort
 	stats *frontStats // a SOCKS5 association shares its front's
@@ -905,7 +906,6 @@ func (c *Client) pathLoop(p *path) {
 			pkt := in[i].Buf[:in[i].N]
 			rxPackets++
 			rxBytes += len(pkt)
-			p.CountRx(len(pkt)) // at once: a probe answered below carries the count
 			switch wire.Type(pkt) {
 			case wire.TypeTransport:
 				h, err := wire.ParseHeader(pkt)
@@ -929,12 +929,19 @@ func (c *Client) pathLoop(p *path) {
 				if err != nil {
 					switch {
 					case errors.Is(err, session.ErrDuplicate):
+						p.CountRx(len(pkt)) // an authentic copy
 						p.Duplicates.Add(1)
+					case errors.Is(err, session.ErrTooOld):
+						p.CountRx(len(pkt))
 					case errors.Is(err, session.ErrAuth):
 						c.warn.Warn("auth", "packet failed authentication, dropped (forged, or corrupted on the way)", "path", p.cfg.Remote)
 					}
 					continue
 				}
+				// Only authentic packets count on the path: its counts
+				// steer the scheduler through the loss they show. At
+				// once: a probe answered below carries the count.
+				p.CountRx(len(pkt))
 				authentic = true
 				if st.Reorder != nil {
 					// Every counter takes its place; only data waits.
@@ -978,6 +985,8 @@ func (c *Client) pathLoop(p *path) {
 					heard = true
 				}
 			case wire.TypeResponse:
+				// Handshake messages are not counted on a path: the
+				// server does not count them either.
 				c.handleResponse(pkt)
 			case wire.TypeCookie:
 				c.handleCookie(pkt)

@@ -68,6 +68,40 @@ type Checker struct {
 	secret  [32]byte
 	prev    [32]byte // the secret before, still good for one lifetime
 	changed time.Time
+	// answered holds the mac1 of the latest initiations answered with a
+	// cookie reply: a copy of one (a replay, perhaps from a spoofed
+	// address) gets none.
+	answered map[[wire.MACLen]byte]struct{}
+	ring     [][wire.MACLen]byte // the same, oldest first from next
+	next     int
+}
+
+// Answered is how many answered initiations a Checker remembers: a copy of
+// one of them gets no second cookie reply.
+const Answered = 16384
+
+// ErrAnswered reports an initiation already answered with a cookie reply.
+var ErrAnswered = errors.New("cookie: initiation already answered")
+
+// answer records that the initiation whose mac1 is m gets a reply, or
+// reports ErrAnswered when one was sent for it already; the caller holds mu.
+func (c *Checker) answer(m [wire.MACLen]byte) error {
+	if _, dup := c.answered[m]; dup {
+		return ErrAnswered
+	}
+	if c.answered == nil {
+		c.answered = make(map[[wire.MACLen]byte]struct{})
+		c.ring = make([][wire.MACLen]byte, 0, Answered)
+	}
+	if len(c.ring) < Answered {
+		c.ring = append(c.ring, m)
+	} else {
+		delete(c.answered, c.ring[c.next])
+		c.ring[c.next] = m
+		c.next = (c.next + 1) % Answered
+	}
+	c.answered[m] = struct{}{}
+	return nil
 }
 
 // keyset is what one shared key gives: the mac1 key and the cookie sealer.
@@ -179,7 +213,9 @@ func (c *Checker) Valid(pkt []byte, src netip.AddrPort, now time.Time) bool {
 }
 
 // Reply appends to dst the cookie reply for the initiation pkt from src,
-// sealed with k, the key its mac1 was made with.
+// sealed with k, the key its mac1 was made with. Each initiation is answered
+// once: a copy of one of the latest Answered initiations answered, from
+// whatever address, gets ErrAnswered and no reply.
 func (c *Checker) Reply(dst, pkt []byte, src netip.AddrPort, k Key, now time.Time) ([]byte, error) {
 	c.mu0.Lock()
 	keys := c.keys
@@ -188,10 +224,17 @@ func (c *Checker) Reply(dst, pkt []byte, src netip.AddrPort, k Key, now time.Tim
 		return dst, errors.New("cookie: no such key")
 	}
 	aead := keys[k].aead
-	if len(pkt) <= wire.MACLen {
+	if len(pkt) <= 2*wire.MACLen {
 		return dst, errors.New("cookie: initiation too short")
 	}
 	cur, _, err := c.secrets(now)
+	if err != nil {
+		return dst, err
+	}
+	end := len(pkt) - 2*wire.MACLen
+	c.mu.Lock()
+	err = c.answer([wire.MACLen]byte(pkt[end : end+wire.MACLen]))
+	c.mu.Unlock()
 	if err != nil {
 		return dst, err
 	}

@@ -131,3 +131,46 @@ func FuzzTake(f *testing.F) {
 		}
 	})
 }
+
+// TestReplyOnce: an initiation gets one cookie reply, whatever address its
+// copies come from, until Answered others have been answered since.
+// Security review finding 5 (ef6581c): fails before the fix: every copy of a
+// captured initiation drew a reply, so one capture kept a server under load
+// bouncing replies at any spoofed address.
+func TestReplyOnce(t *testing.T) {
+	psk := [32]byte{4, 5, 6}
+	c, err := NewChecker(psk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, _ := NewJar(psk)
+	now := time.Unix(1000, 0)
+	sign := func(i int) []byte {
+		b := bytes.Repeat([]byte{byte(i)}, 64)
+		b[0], b[1], b[2] = byte(i>>16), byte(i>>8), byte(i)
+		init := wire.AppendInit(nil, b)
+		j.Sign(init, now)
+		return init
+	}
+	init := sign(0)
+	if _, err := c.Reply(nil, init, netip.MustParseAddrPort("192.0.2.7:4000"), 0, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{"192.0.2.7:4000", "198.51.100.1:53"} {
+		if out, err := c.Reply(nil, init, netip.MustParseAddrPort(to), 0, now); err != ErrAnswered || len(out) != 0 {
+			t.Fatalf("a copy from %s: %d bytes, %v; want no reply", to, len(out), err)
+		}
+	}
+	// The memory is bounded: the oldest is forgotten first.
+	for i := 1; i <= Answered; i++ {
+		if _, err := c.Reply(nil, sign(i), netip.MustParseAddrPort("192.0.2.8:4000"), 0, now); err != nil {
+			t.Fatalf("initiation %d: %v", i, err)
+		}
+	}
+	if len(c.answered) != Answered {
+		t.Fatalf("%d remembered, want %d", len(c.answered), Answered)
+	}
+	if _, err := c.Reply(nil, init, netip.MustParseAddrPort("192.0.2.7:4000"), 0, now); err != nil {
+		t.Fatalf("after %d others: %v", Answered, err)
+	}
+}

@@ -174,7 +174,7 @@ func TestReplayAndGarbage(t *testing.T) {
 				binary.LittleEndian.PutUint32(b[4:], sessionIndex)
 			}
 		case 1: // a handshake initiation of the right size
-			b = make([]byte, wire.InitPrefixLen+64)
+			b = make([]byte, wire.InitLen)
 			rand.Read(b)
 			b[0], b[1], b[2], b[3] = wire.TypeInit, 0, 0, 0
 		case 2: // a truncated captured packet

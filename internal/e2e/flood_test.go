@@ -205,7 +205,12 @@ func TestHandshakeFlood(t *testing.T) {
 			case <-tick.C:
 			}
 			for range 20 { // 20,000 a second
-				socks[i%len(socks)].WriteToUDP(inits[i%len(inits)], dst)
+				// Each one new (a server answers an initiation once):
+				// a number in its Noise part, mac1 made again.
+				pkt := inits[i%len(inits)]
+				binary.LittleEndian.PutUint64(pkt[wire.InitPrefixLen:], uint64(i))
+				jar.Sign(pkt, time.Now())
+				socks[i%len(socks)].WriteToUDP(pkt, dst)
 				flooded.Add(1)
 				i++
 			}

@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -214,6 +215,13 @@ var (
 	ErrCacheFull = errors.New("too many recent handshakes")
 	ErrVersion   = errors.New("handshake from an incompatible protocol version")
 	ErrCipher    = errors.New("handshake offers no cipher this end accepts")
+	// ErrBeforeStart reports an initiation stamped before the Responder's
+	// NotBefore: made before a restart, so possibly a replay the memory
+	// of the previous run would have refused.
+	ErrBeforeStart = errors.New("handshake initiation made before this server started")
+	// ErrSourceFull reports that the initiations remembered from one
+	// source address have reached the Responder's PerSource bound.
+	ErrSourceFull = errors.New("too many recent handshakes from this address")
 )
 
 // DefaultWindow is how far an initiation's timestamp may be from the
@@ -225,33 +233,87 @@ type Responder struct {
 	// Cipher is the transport cipher this end insists on, or aead.Auto.
 	// Set it before the first Accept.
 	Cipher aead.Cipher
+	// NotBefore, when set, refuses initiations stamped before it
+	// (ErrBeforeStart). A server sets it to its start: the memory of
+	// initiations seen is lost with a restart, and this keeps one
+	// captured before the restart from being replayed after it. Set it
+	// before the first Accept.
+	NotBefore time.Time
+	// PerSource, when positive, bounds the initiations remembered from one
+	// source address (AcceptFrom), so that no one sender can fill the
+	// memory and lock everyone else out. Set it before the first Accept.
+	PerSource int
 
 	window time.Duration
 	max    int
 
-	mu   sync.Mutex
-	keys []Key                  // accepted keys, tried in order; replaced whole by SetKeys
-	seen map[[32]byte]time.Time // initiator ephemeral key -> when it may be forgotten
+	mu       sync.Mutex
+	keys     []Key              // accepted keys, tried in order; replaced whole by SetKeys
+	seen     map[[32]byte]entry // initiator ephemeral key -> its memory
+	bySource map[netip.Addr]int // initiations remembered per source address
 }
+
+// entry is one remembered initiation: when it may be forgotten and where it
+// came from.
+type entry struct {
+	until time.Time
+	from  netip.Addr
+}
+
+// DefaultMemory is how many recent initiations a Responder remembers unless
+// told otherwise.
+const DefaultMemory = 65536
 
 // NewResponder returns a Responder for key. window bounds the clock difference
 // it accepts (DefaultWindow when zero); maxRecent bounds how many recent
-// initiations it remembers (65536 when zero).
+// initiations it remembers (DefaultMemory when zero).
 func NewResponder(key Key, window time.Duration, maxRecent int) *Responder {
 	if window <= 0 {
 		window = DefaultWindow
 	}
 	if maxRecent <= 0 {
-		maxRecent = 65536
+		maxRecent = DefaultMemory
 	}
-	return &Responder{keys: []Key{key}, window: window, max: maxRecent, seen: make(map[[32]byte]time.Time)}
+	return &Responder{keys: []Key{key}, window: window, max: maxRecent, seen: make(map[[32]byte]entry), bySource: make(map[netip.Addr]int)}
 }
 
 // Accept checks an initiation and, when it is authentic, fresh and new,
 // returns the session keys and the response to send. index picks the
 // responder's session index. skew is the clock difference measured for an
-// authentic initiation, for error messages.
+// authentic initiation, for error messages. It is AcceptFrom with no source
+// address, so no PerSource bound.
 func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
+	return r.accept(msg, netip.Addr{}, true, now, index)
+}
+
+// AcceptFrom is Accept for an initiation from the address from: the
+// initiations remembered from one address are bounded by PerSource.
+func (r *Responder) AcceptFrom(msg []byte, from netip.Addr, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
+	return r.accept(msg, from, true, now, index)
+}
+
+// AcceptRekey is Accept for an initiation that arrived sealed inside a live
+// session (a rekey): the session's replay window already refuses copies of
+// it, so it takes no place in the memory of initiations seen, which stays
+// for those that come in the clear.
+func (r *Responder) AcceptRekey(msg []byte, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
+	return r.accept(msg, netip.Addr{}, false, now, index)
+}
+
+// Seen reports whether the initiation msg (a Noise message) is one already
+// accepted, by its ephemeral key, which travels in the clear: a replay can be
+// told apart for the cost of a map lookup, before any cryptography.
+func (r *Responder) Seen(msg []byte) bool {
+	if len(msg) != InitLen {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, dup := r.seen[[32]byte(msg[:32])]
+	return dup
+}
+
+func (r *Responder) accept(msg []byte, from netip.Addr, remember bool, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
 	if len(msg) != InitLen {
 		return a, 0, ErrAuth
 	}
@@ -285,24 +347,16 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	if skew > r.window || skew < -r.window {
 		return a, skew, ErrStale
 	}
-	var eph [32]byte
-	copy(eph[:], hs.PeerEphemeral())
-
-	r.mu.Lock()
-	if _, dup := r.seen[eph]; dup {
-		r.mu.Unlock()
-		return a, skew, ErrReplay
+	if ts.Before(r.NotBefore) {
+		return a, skew, ErrBeforeStart
 	}
-	if len(r.seen) >= r.max {
-		r.pruneLocked(now)
-		if len(r.seen) >= r.max {
-			r.mu.Unlock()
-			return a, skew, ErrCacheFull
+	if remember {
+		var eph [32]byte
+		copy(eph[:], hs.PeerEphemeral())
+		if err := r.remember(eph, from, ts, now); err != nil {
+			return a, skew, err
 		}
 	}
-	// Remember it until its timestamp leaves the window.
-	r.seen[eph] = ts.Add(r.window)
-	r.mu.Unlock()
 
 	a.PeerIndex = binary.LittleEndian.Uint32(p[4:8])
 	a.Mode = p[1]
@@ -319,6 +373,32 @@ func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Ac
 	a.Keys = Keys{Send: c2.UnsafeKey(), Recv: c1.UnsafeKey()}
 	a.Response = resp
 	return a, skew, nil
+}
+
+// remember records the initiation with ephemeral key eph from from, stamped
+// ts, until its timestamp leaves the window, or says why it cannot.
+func (r *Responder) remember(eph [32]byte, from netip.Addr, ts, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.seen[eph]; dup {
+		return ErrReplay
+	}
+	if r.PerSource > 0 && from.IsValid() && r.bySource[from] >= r.PerSource {
+		// Prune does its work once a second; one sender at its bound
+		// does not get to make us scan the whole memory.
+		return ErrSourceFull
+	}
+	if len(r.seen) >= r.max {
+		r.pruneLocked(now)
+		if len(r.seen) >= r.max {
+			return ErrCacheFull
+		}
+	}
+	r.seen[eph] = entry{until: ts.Add(r.window), from: from}
+	if from.IsValid() {
+		r.bySource[from]++
+	}
+	return nil
 }
 
 // SetKeys replaces the keys the Responder accepts initiations under: the
@@ -341,9 +421,14 @@ func (r *Responder) Prune(now time.Time) {
 }
 
 func (r *Responder) pruneLocked(now time.Time) {
-	for k, until := range r.seen {
-		if now.After(until) {
+	for k, e := range r.seen {
+		if now.After(e.until) {
 			delete(r.seen, k)
+			if e.from.IsValid() {
+				if r.bySource[e.from]--; r.bySource[e.from] <= 0 {
+					delete(r.bySource, e.from)
+				}
+			}
 		}
 	}
 }

@@ -2,11 +2,13 @@ package handshake
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/aead"
+	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
 func mustKey(t testing.TB) Key {
@@ -248,5 +250,91 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if _, err := ParseKeys("# nothing\n"); err == nil {
 		t.Fatal("a file without keys was accepted")
+	}
+}
+
+// TestResponderBounds: the memory of initiations is shared fairly and holds
+// only what it must. Security review finding 2 (ef6581c): fails before the
+// fix: rekeys took a place in the memory (their replays are the session's
+// window's to refuse), and one source address could fill it all.
+func TestResponderBounds(t *testing.T) {
+	key := mustKey(t)
+	now := time.Now()
+	r := NewResponder(key, time.Minute, 8)
+	r.PerSource = 3
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := 0; i < 3; i++ {
+		in, _ := Initiate(key, 0, 0, now)
+		if _, _, err := r.AcceptFrom(in.Msg, a, now, fixedIndex); err != nil {
+			t.Fatal(err)
+		}
+		if !r.Seen(in.Msg) {
+			t.Fatal("an accepted initiation is not seen")
+		}
+	}
+	in, _ := Initiate(key, 0, 0, now)
+	if r.Seen(in.Msg) {
+		t.Fatal("a new initiation is seen")
+	}
+	if _, _, err := r.AcceptFrom(in.Msg, a, now, fixedIndex); !errors.Is(err, ErrSourceFull) {
+		t.Fatalf("a fourth from one address: %v, want ErrSourceFull", err)
+	}
+	// Another address is not locked out, and a refused initiation took no
+	// place: it is accepted from there.
+	if _, _, err := r.AcceptFrom(in.Msg, b, now, fixedIndex); err != nil {
+		t.Fatalf("from another address: %v", err)
+	}
+	// Rekeys take no place, and are still checked.
+	before := r.Recent()
+	for i := 0; i < 20; i++ {
+		in, _ := Initiate(key, 0, 0, now)
+		if _, _, err := r.AcceptRekey(in.Msg, now, fixedIndex); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.Recent() != before {
+		t.Fatalf("rekeys took %d places in the memory", r.Recent()-before)
+	}
+	stale, _ := Initiate(key, 0, 0, now.Add(-2*time.Minute))
+	if _, _, err := r.AcceptRekey(stale.Msg, now, fixedIndex); !errors.Is(err, ErrStale) {
+		t.Fatalf("a stale rekey: %v, want ErrStale", err)
+	}
+	// Places are given back as initiations leave the window.
+	r.Prune(now.Add(3 * time.Minute))
+	in, _ = Initiate(key, 0, 0, now.Add(3*time.Minute))
+	if _, _, err := r.AcceptFrom(in.Msg, a, now.Add(3*time.Minute), fixedIndex); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+}
+
+// TestNotBefore: an initiation made before the responder's start is refused,
+// so one captured before a server restart cannot be replayed after it.
+// Security review finding 4 (ef6581c): fails before the fix: the memory of
+// initiations seen was lost with a restart and nothing else refused it.
+func TestNotBefore(t *testing.T) {
+	key := mustKey(t)
+	start := time.Now()
+	captured, _ := Initiate(key, 0, 0, start.Add(-time.Second))
+	first := NewResponder(key, 0, 0)
+	if _, _, err := first.Accept(captured.Msg, start, fixedIndex); err != nil {
+		t.Fatal(err)
+	}
+	// The server restarts: a new responder, with no memory.
+	restarted := NewResponder(key, 0, 0)
+	restarted.NotBefore = start
+	if _, _, err := restarted.Accept(captured.Msg, start.Add(time.Second), fixedIndex); !errors.Is(err, ErrBeforeStart) {
+		t.Fatalf("replayed after the restart: %v, want ErrBeforeStart", err)
+	}
+	fresh, _ := Initiate(key, 0, 0, start.Add(time.Second))
+	if _, _, err := restarted.Accept(fresh.Msg, start.Add(time.Second), fixedIndex); err != nil {
+		t.Fatalf("a fresh initiation: %v", err)
+	}
+}
+
+// TestInitLenMatchesWire: the wire layout's initiation length is this
+// package's.
+func TestInitLenMatchesWire(t *testing.T) {
+	if InitLen != wire.InitNoiseLen {
+		t.Fatalf("handshake.InitLen %d, wire.InitNoiseLen %d", InitLen, wire.InitNoiseLen)
 	}
 }

@@ -44,6 +44,11 @@ type Options struct {
 	// impairment; up is true for datagrams from downstream peers. It may be
 	// called from several goroutines at once and must not retain pkt.
 	Tap func(up bool, pkt []byte)
+	// Hold, when set, is called after Tap with every datagram received;
+	// when it returns true the datagram is held back: neither forwarded nor
+	// counted, as if lost (the function may keep a copy to send later, as
+	// an attacker on the path would). The same rules as Tap apply.
+	Hold func(up bool, pkt []byte) bool
 	// IdleTimeout closes a peer's upstream socket after this long without
 	// traffic in either direction. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
@@ -109,6 +114,7 @@ type Relay struct {
 	to       netip.AddrPort // upstream address, IPv4 unmapped
 	toNet    string         // "udp4" or "udp6": the family of upstream sockets
 	tap      func(bool, []byte)
+	hold     func(bool, []byte) bool
 	idle     time.Duration
 	maxPeers int
 	epoch    time.Time
@@ -168,6 +174,7 @@ func New(opts Options) (*Relay, error) {
 		to:       toAddr,
 		toNet:    toNet,
 		tap:      opts.Tap,
+		hold:     opts.Hold,
 		idle:     opts.IdleTimeout,
 		maxPeers: opts.MaxPeers,
 		epoch:    time.Now(),
@@ -326,6 +333,9 @@ func (r *Relay) readDownstream() {
 			if r.tap != nil {
 				r.tap(true, pkt)
 			}
+			if r.hold != nil && r.hold(true, pkt) {
+				continue
+			}
 			if p != nil && p.addr == m.Addr {
 				r.up.process(pkt, p, &out, now)
 				continue
@@ -426,6 +436,9 @@ func (r *Relay) readUpstream(p *peer) {
 			pkt := m.Buf[:m.N]
 			if r.tap != nil {
 				r.tap(false, pkt)
+			}
+			if r.hold != nil && r.hold(false, pkt) {
+				continue
 			}
 			r.dn.process(pkt, p, &out, now)
 		}

@@ -17,8 +17,8 @@ type Counters struct {
 	DeliveredBy   atomic.Uint64 // bytes of them
 	Forwarded     atomic.Uint64 // datagrams taken from the application or target and sent
 	Reassembled   atomic.Uint64 // datagrams put back together from fragments
-	Duplicates    atomic.Uint64 // authentic copies already received on another path
-	TooOld        atomic.Uint64 // authentic packets behind the replay window
+	Duplicates    atomic.Uint64 // copies of packets already received (authenticated, but for those a server gets from no path's address)
+	TooOld        atomic.Uint64 // packets behind the replay window (authenticated as Duplicates are)
 	AuthFailed    atomic.Uint64 // transport packets that did not authenticate
 	Malformed     atomic.Uint64 // packets whose layout is wrong (garbage, truncated)
 	UnknownSess   atomic.Uint64 // transport packets for no session we know
@@ -42,6 +42,7 @@ type Counters struct {
 	FECParity     atomic.Uint64 // fec mode: parity packets sent
 	FECRecovered  atomic.Uint64 // fec mode: datagrams rebuilt from parity
 	FECLost       atomic.Uint64 // fec mode: datagrams neither received nor rebuilt
+	PathMoves     atomic.Uint64 // authentic packets from a path's new address that did not move it (older than the path's latest)
 }
 
 // Snapshot is a copy of Counters at one moment, with the names used in
@@ -80,6 +81,7 @@ type Snapshot struct {
 	FECParity       uint64 `json:"fec_parity"`
 	FECRecovered    uint64 `json:"fec_recovered"`
 	FECLost         uint64 `json:"fec_unrecoverable"`
+	PathMoveRefused uint64 `json:"path_move_refused"`
 }
 
 // Snapshot reads every counter.
@@ -100,6 +102,7 @@ func (c *Counters) Snapshot() Snapshot {
 		FlowLimit: c.FlowLimit.Load(), SessionsFreed: c.SessionsGone.Load(),
 		FlowsFreed: c.FlowsGone.Load(), FECParity: c.FECParity.Load(),
 		FECRecovered: c.FECRecovered.Load(), FECLost: c.FECLost.Load(),
+		PathMoveRefused: c.PathMoves.Load(),
 	}
 }
 

@@ -23,13 +23,23 @@ func (ss *sess) pathByAddr(addr netip.AddrPort) *path {
 	return nil
 }
 
-// probedPath returns the path with the client's ID id after an authentic
-// probe or probe reply for it arrived from addr: the path is created on first
-// sight, and follows the client to addr when it has moved (NAT rebinding, a
-// bridge restarted on another port). Only authenticated packets reach here,
-// so nothing unauthenticated can move a path. It returns nil when the session
-// has all the paths it may have.
-func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Time) *path {
+// probed returns the path with the client's ID id after an authentic probe
+// or probe reply (m) for it, sealed with counter ctr, arrived from addr, or
+// nil when the packet must be ignored. Only authenticated packets reach here,
+// so nothing unauthenticated can make or move a path.
+//
+// A path is made on first sight and is used for replies at once only while
+// the session has no proven path. A path proves its address when an
+// authentic probe reply comes from it: the client received our probe there.
+// A path follows the client to a new address (NAT rebinding, a bridge
+// restarted on another port) only when a packet newer than every packet
+// accepted on it came from there, and only once the new address has proven
+// itself by answering a probe sent to it (docs/PROTOCOL.md). So a packet held
+// back by someone on the path and sent later from another address moves
+// nothing, and reflects at most one probe-sized packet (a challenge) a probe
+// interval. It returns nil too when the session has all the paths it may have.
+func (s *Server) probed(ss *sess, m *wire.Message, ctr uint64, addr netip.AddrPort, now time.Time, sl *session.Sealer) *path {
+	id := m.Probe.Path
 	ss.pathMu.Lock()
 	defer ss.pathMu.Unlock()
 	old := *ss.paths.Load()
@@ -37,11 +47,34 @@ func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Ti
 		if p.ID != id {
 			continue
 		}
-		if prev := *p.addr.Load(); prev != addr {
-			p.addr.Store(&addr)
-			s.log.Info("path moved", "session", control.SessionID(ss.index), "path", id, "from", prev.String(), "to", addr.String())
+		if *p.addr.Load() == addr {
+			return p
 		}
-		return p
+		if m.Kind == wire.MsgProbeReply && p.cand == addr && m.Probe.Seq == p.candSeq && !p.candAt.IsZero() {
+			// The new address answered our challenge: move there.
+			prev := *p.addr.Load()
+			p.addr.Store(&addr)
+			p.newest = ctr + 1
+			p.cand, p.candAt = netip.AddrPort{}, time.Time{}
+			p.proven.Store(true)
+			s.log.Info("path moved", "session", control.SessionID(ss.index), "path", id, "from", prev.String(), "to", addr.String())
+			return p
+		}
+		if ctr < p.newest {
+			// Older than what the path's own address sent: held back
+			// and replayed from elsewhere, or a late copy.
+			s.cnt.PathMoves.Add(1)
+			s.warn.Warn("path-move", "path move refused: the packet is older than the path's latest", "session", control.SessionID(ss.index), "path", id, "to", addr.String())
+			return nil
+		}
+		if p.cand != addr || now.Sub(p.candAt) >= s.cfg.ProbeInterval {
+			// Ask the new address to prove itself, once a probe interval.
+			p.cand, p.candAt = addr, now
+			pr := p.Probe(now)
+			p.candSeq = pr.Seq
+			s.challenge(ss, p, pr, addr, sl)
+		}
+		return nil
 	}
 	if len(old) >= s.cfg.MaxPaths {
 		s.warn.Warn("paths", "path refused: path limit reached", "session", control.SessionID(ss.index), "limit", s.cfg.MaxPaths)
@@ -50,13 +83,26 @@ func (s *Server) probedPath(ss *sess, id uint8, addr netip.AddrPort, now time.Ti
 	p := &path{Link: pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
 	p.addr.Store(&addr)
 	p.local.Store(&netip.Addr{})
+	p.newest = ctr + 1
 	next := append(append(make([]*path, 0, len(old)+1), old...), p)
 	ss.paths.Store(&next)
 	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
 		ss.v6.Store(true)
 	}
 	s.log.Info("path new", "session", control.SessionID(ss.index), "path", id, "addr", addr.String())
+	if m.Kind == wire.MsgProbe {
+		// Prove the address at once rather than at the next probe round.
+		s.challenge(ss, p, p.Probe(now), addr, sl)
+	}
 	return p
+}
+
+// challenge sends path p's probe pr to addr, which has not proven itself yet.
+func (s *Server) challenge(ss *sess, p *path, pr wire.Probe, addr netip.AddrPort, sl *session.Sealer) {
+	if pkt, err := sl.SealProbe(ss.st, wire.MsgProbe, pr); err == nil {
+		p.CountTx(len(pkt))
+		s.send(pkt, addr, *p.local.Load())
+	}
 }
 
 // setLocal records that path p's packets reach us at local, so that what we
@@ -77,11 +123,11 @@ func (s *Server) sendPath(pkt []byte, p *path) {
 // sendAll sends pkts on the paths the session's mode picks for each, all in
 // one batch. out is the caller's scratch, returned for reuse.
 func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg {
-	paths := *ss.paths.Load()
 	out = out[:0]
 	now := time.Now()
 	last := ss.lastData.Load()
 	ss.schedMu.Lock()
+	paths := ss.provenPaths()
 	ss.spaths = ss.spaths[:0]
 	for _, p := range paths {
 		sp := sched.FromStats(p.Stats(), p.Suspect(now))
@@ -113,6 +159,23 @@ func (s *Server) sendAll(ss *sess, pkts [][]byte, out []udpio.Msg, all bool) []u
 	ss.schedMu.Unlock()
 	s.write(out)
 	return out
+}
+
+// provenPaths returns the session's paths that have proven their address,
+// or all of them while none has (the first round trip of a session). The
+// caller holds ss.schedMu: the list is ss.proven, reused.
+func (ss *sess) provenPaths() []*path {
+	all := *ss.paths.Load()
+	ss.proven = ss.proven[:0]
+	for _, p := range all {
+		if p.proven.Load() {
+			ss.proven = append(ss.proven, p)
+		}
+	}
+	if len(ss.proven) == 0 {
+		return all
+	}
+	return ss.proven
 }
 
 // prober probes every path of every session and runs their state machines.

@@ -61,14 +61,19 @@ type Config struct {
 	// 20 handshakes a second (1000).
 	HandshakeLoad int
 
-	MTU            int           // largest IP packet put on a path (1400)
-	Window         int           // replay window in packets (replay.DefaultSize)
-	MaxSessions    int           // concurrent sessions (1024)
-	MaxFlows       int           // flows per session (256)
-	MaxPaths       int           // paths per session (16)
-	SessionTimeout time.Duration // a session with no authentic packet for this long is freed (60s)
-	FlowTimeout    time.Duration // a flow idle this long in both directions is freed (60s)
-	ProbeInterval  time.Duration // each path is probed this often (250ms)
+	MTU         int // largest IP packet put on a path (1400)
+	Window      int // replay window in packets (replay.DefaultSize)
+	MaxSessions int // concurrent sessions, those a rekey replaced and not yet freed among them (1024)
+	// MaxSessionsPerAddr bounds the clients (sessions and the ones their
+	// rekeys made) whose first initiation came from one address (a
+	// quarter of MaxSessions, at least 1): one address cannot take every
+	// place.
+	MaxSessionsPerAddr int
+	MaxFlows           int           // flows per session (256)
+	MaxPaths           int           // paths per session (16)
+	SessionTimeout     time.Duration // a session with no authentic packet for this long is freed (60s)
+	FlowTimeout        time.Duration // a flow idle this long in both directions is freed (60s)
+	ProbeInterval      time.Duration // each path is probed this often (250ms)
 	// RekeyGrace is how long a session replaced by a rekey still takes the
 	// packets the client sent under it before it switched (10s).
 	RekeyGrace time.Duration
@@ -85,6 +90,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 1024
+	}
+	if c.MaxSessionsPerAddr <= 0 {
+		c.MaxSessionsPerAddr = max(c.MaxSessions/4, 1)
 	}
 	if c.MaxFlows <= 0 {
 		c.MaxFlows = 256
@@ -138,6 +146,7 @@ type Server struct {
 
 	mu       sync.RWMutex
 	sessions map[uint32]*sess
+	byAddr   map[netip.Addr]int // lineages by the address their first initiation came from
 
 	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
 
@@ -164,6 +173,7 @@ type sess struct {
 	sched   *sched.Scheduler
 	spaths  []sched.Path
 	per     [][]int
+	proven  []*path
 
 	// deliverFn takes the session's datagrams to their flows; made once so
 	// the receive path allocates nothing per packet.
@@ -180,7 +190,7 @@ type sess struct {
 	next     *sess
 	succ     *sess
 	retireAt atomic.Int64
-	rekeyAt  time.Time // the last rekey asked for; the read goroutine's own
+	lin      *lineage // s.mu guards its members
 }
 
 // path is one of a session's paths: the client's path ID, where its packets
@@ -190,6 +200,28 @@ type path struct {
 	fastTx uint64 // packets sent as of the prober's last tick; the prober's own
 	addr   atomic.Pointer[netip.AddrPort]
 	local  atomic.Pointer[netip.Addr] // our address the path's packets arrive at
+	// proven is set once the client answered a probe sent to addr: replies
+	// go on the paths proven (on every path while none is).
+	proven atomic.Bool
+
+	// newest is one more than the largest counter of an authentic packet
+	// from addr (0: none yet); the read goroutine's own. A move needs a
+	// newer packet.
+	newest uint64
+	// A new address the client seems to have moved to, and the probe sent
+	// there to prove it (pathMu guards them).
+	cand    netip.AddrPort
+	candSeq uint32
+	candAt  time.Time
+}
+
+// heard counts an authentic packet of n bytes, sealed with counter ctr,
+// from the path's address. The read goroutine alone calls it.
+func (p *path) heard(n int, ctr uint64) {
+	p.CountRx(n)
+	if ctr >= p.newest {
+		p.newest = ctr + 1
+	}
 }
 
 type flow struct {
@@ -253,8 +285,9 @@ func Listen(cfg Config) (*Server, error) {
 		target:    tap,
 		rules:     rules,
 		resolving: make(chan struct{}, maxResolving),
-		resp:      newResponder(cfg),
+		resp:      newResponder(cfg, time.Now()),
 		sessions:  make(map[uint32]*sess),
+		byAddr:    make(map[netip.Addr]int),
 	}
 	s.warn.Log = cfg.Logger
 	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
@@ -281,6 +314,10 @@ func (s *Server) Sessions() int {
 	defer s.mu.RUnlock()
 	return len(s.sessions)
 }
+
+// RecentHandshakes returns how many initiations the server remembers to
+// refuse their replays.
+func (s *Server) RecentHandshakes() int { return s.resp.Recent() }
 
 // Flows returns the number of live flows over all sessions.
 func (s *Server) Flows() int {
@@ -386,21 +423,32 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now t
 			return
 		}
 		p := ss.pathByAddr(from)
-		if p != nil {
-			p.CountRx(len(pkt))
-		}
 		// A datagram Receive delivers itself (the last fragment, an FEC
 		// shard) finds its flow through flowFor, which also takes a
 		// rekeyed session's flows over first.
+		// A copy from no path's address counts nowhere: it is dropped
+		// without the cost of authenticating it.
+		o.UncheckedCopies = p == nil
 		m, err := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
 		if err != nil {
 			switch {
-			case p != nil && errors.Is(err, session.ErrDuplicate):
-				p.Duplicates.Add(1)
+			case errors.Is(err, session.ErrDuplicate), errors.Is(err, session.ErrTooOld):
+				// An authentic copy: the path carried it.
+				if p != nil {
+					p.heard(len(pkt), h.Counter)
+					if errors.Is(err, session.ErrDuplicate) {
+						p.Duplicates.Add(1)
+					}
+				}
 			case errors.Is(err, session.ErrAuth):
 				s.warn.Warn("auth", "packet for a session failed authentication, dropped (forged, or corrupted on the way)", "from", from.String())
 			}
 			return
+		}
+		// Only authentic packets count on a path: its counts steer the
+		// scheduler through the loss they show.
+		if p != nil {
+			p.heard(len(pkt), h.Counter)
 		}
 		ss.lastRx.Store(now.UnixNano())
 		if ss.pred.Load() != nil {
@@ -423,10 +471,10 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now t
 		switch m.Kind {
 		case wire.MsgProbe:
 			if p == nil || p.ID != m.Probe.Path {
-				if p = s.probedPath(ss, m.Probe.Path, from, now); p == nil {
+				if p = s.probed(ss, &m, h.Counter, from, now, sl); p == nil {
 					return
 				}
-				p.CountRx(len(pkt))
+				p.heard(len(pkt), h.Counter)
 			}
 			s.setLocal(p, local)
 			// Answer on the path the probe came by.
@@ -436,12 +484,14 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now t
 			}
 		case wire.MsgProbeReply:
 			if p == nil || p.ID != m.Probe.Path {
-				if p = s.probedPath(ss, m.Probe.Path, from, now); p == nil {
+				if p = s.probed(ss, &m, h.Counter, from, now, sl); p == nil {
 					return
 				}
-				p.CountRx(len(pkt))
+				p.heard(len(pkt), h.Counter)
 			}
 			s.setLocal(p, local)
+			// The client got our probe at this address: proven.
+			p.proven.Store(true)
 			p.OnProbeReply(m.Probe, now)
 		case wire.MsgDataTo, wire.MsgOpen:
 			// A flow the client names the target of, until we tell it we
@@ -488,6 +538,8 @@ func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now t
 func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time) {
 	msg, _, err := wire.ParseInit(pkt)
 	if err != nil {
+		// Of any other length than an initiation's: nothing to answer,
+		// so no answer is ever larger than what drew it.
 		s.cnt.Malformed.Add(1)
 		return
 	}
@@ -498,13 +550,24 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		s.warn.Warn("handshake", "handshake refused: it does not authenticate (wrong key, or not an mptunnel client)", "from", from.String())
 		return
 	}
+	if s.resp.Seen(msg) {
+		// A copy by another path of one accepted, or a replay: known by
+		// its ephemeral key before any cryptography, and not answered.
+		s.cnt.HandshakeRply.Add(1)
+		return
+	}
 	if s.underLoad(now) {
 		if !s.cookies.Valid(pkt, from, now) {
-			// Prove your address first: a small, stateless answer.
-			if out, err := s.cookies.Reply(s.cookieBuf[:0], pkt, from, key, now); err == nil {
+			// Prove your address first: a small, stateless answer, once
+			// an initiation.
+			out, err := s.cookies.Reply(s.cookieBuf[:0], pkt, from, key, now)
+			switch {
+			case err == nil:
 				s.cookieBuf = out
 				s.send(out, from, local)
 				s.cnt.Cookies.Add(1)
+			case errors.Is(err, cookie.ErrAnswered):
+				s.cnt.HandshakeRply.Add(1)
 			}
 			return
 		}
@@ -514,16 +577,23 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 			return
 		}
 	}
+	// Refused before the handshake: a full server spends no key exchange
+	// and no place in the memory of initiations on what it cannot take.
 	s.mu.RLock()
 	full := len(s.sessions) >= s.cfg.MaxSessions
+	busy := s.byAddr[from.Addr()] >= s.cfg.MaxSessionsPerAddr
 	s.mu.RUnlock()
-	a, ok := s.accept(msg, from, now)
-	if !ok {
+	if full || busy {
+		s.cnt.SessionLimit.Add(1)
+		if full {
+			s.warn.Warn("sessions", "session refused: session limit reached", "limit", s.cfg.MaxSessions, "from", from.String())
+		} else {
+			s.warn.Warn("sessions-addr", "session refused: this address has as many sessions as one address may", "limit", s.cfg.MaxSessionsPerAddr, "from", from.String())
+		}
 		return
 	}
-	if full {
-		s.cnt.SessionLimit.Add(1)
-		s.warn.Warn("sessions", "session refused: session limit reached", "limit", s.cfg.MaxSessions, "from", from.String())
+	a, ok := s.accept(msg, from, false, now)
+	if !ok {
 		return
 	}
 	ss := s.newSess(a, from, now)
@@ -531,7 +601,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	s.mu.Lock()
-	s.sessions[a.Index] = ss
+	ss.lin = &lineage{origin: from.Addr()}
+	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
 	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", ss.sched.Mode().String(), "cipher", a.Cipher.String())
@@ -539,15 +610,54 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.send(out, from, local)
 }
 
+// lineage is the chain of sessions one handshake began and its rekeys
+// continued: one client's. s.mu guards it.
+type lineage struct {
+	origin  netip.Addr // where the first initiation came from
+	members []*sess    // in the session table: the live one, one retiring, one unconfirmed at most
+	rekeyAt time.Time  // the last rekey asked for; the read goroutine's own
+}
+
+// maxLineage is how many sessions of one lineage the table holds at once:
+// the live one, the one it replaced (still taking late packets), and a
+// successor the client has not confirmed yet.
+const maxLineage = 3
+
+// addLocked puts ss, whose lineage is set, in the session table; the caller
+// holds s.mu.
+func (s *Server) addLocked(ss *sess) {
+	if len(ss.lin.members) == 0 {
+		s.byAddr[ss.lin.origin]++
+	}
+	ss.lin.members = append(ss.lin.members, ss)
+	s.sessions[ss.index] = ss
+}
+
 // accept runs the handshake on an initiation's Noise message from from,
 // counting and logging why it is refused.
-func (s *Server) accept(msg []byte, from netip.AddrPort, now time.Time) (handshake.Accepted, bool) {
-	a, skew, err := s.resp.Accept(msg, now, s.newIndex)
+func (s *Server) accept(msg []byte, from netip.AddrPort, rekey bool, now time.Time) (handshake.Accepted, bool) {
+	var (
+		a    handshake.Accepted
+		skew time.Duration
+		err  error
+	)
+	if rekey {
+		a, skew, err = s.resp.AcceptRekey(msg, now, s.newIndex)
+	} else {
+		a, skew, err = s.resp.AcceptFrom(msg, from.Addr(), now, s.newIndex)
+	}
 	switch {
 	case err == nil:
 		return a, true
 	case errors.Is(err, handshake.ErrReplay):
 		s.cnt.HandshakeRply.Add(1)
+	case errors.Is(err, handshake.ErrSourceFull), errors.Is(err, handshake.ErrCacheFull):
+		s.cnt.HandshakeRate.Add(1)
+		s.warn.Warn("handshake-memory", "handshake refused: too many recent handshakes (from this address, or in all)", "from", from.String())
+	case errors.Is(err, handshake.ErrBeforeStart):
+		s.cnt.HandshakeOld.Add(1)
+		s.warn.Warn("before-start", "handshake refused: it was made before this server started (a replay, or the client's clock is behind ours; it is accepted once our uptime passes the difference)",
+			"from", from.String(), "skew", skew.Round(time.Millisecond).String())
 	case errors.Is(err, handshake.ErrCipher):
 		s.cnt.HandshakeBad.Add(1)
 		s.warn.Warn("cipher", "handshake refused: the client offers no cipher this server accepts", "cipher", s.cfg.Cipher.String(), "from", from.String())
@@ -610,6 +720,12 @@ const minRekeyGap = 100 * time.Millisecond
 // the client confirms it (adopt), so the target keeps seeing the same source
 // ports. A new rekey while one is unconfirmed replaces it: the client lost
 // the response and tried again.
+//
+// A lineage (a session and the ones its rekeys made) holds at most
+// maxLineage sessions and rekeys at most once a minRekeyGap, however its
+// client chains them: a rekey past the bound retires the lineage's oldest
+// replaced session at once. Under load, rekeys count as initiations and
+// take from their address's handshake rate like them.
 func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 	from := netip.AddrPort{}
 	if p != nil {
@@ -624,15 +740,21 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 		s.cnt.HandshakeBad.Add(1)
 		return
 	}
-	if now.Sub(old.rekeyAt) < minRekeyGap {
+	lin := old.lin
+	if now.Sub(lin.rekeyAt) < minRekeyGap {
 		// A client retries a rekey every second: faster is a key holder
 		// spending our CPU, refused like a handshake flood.
 		s.cnt.HandshakeRate.Add(1)
 		s.warn.Warn("rekey-rate", "rekey refused: asked again too soon", "session", control.SessionID(old.index))
 		return
 	}
-	old.rekeyAt = now
-	a, ok := s.accept(msg, from, now)
+	if s.underLoad(now) && !s.limiter.Allow(lin.origin, now) {
+		s.cnt.HandshakeRate.Add(1)
+		s.warn.Warn("handshake-rate", "rekey refused: too many handshakes from this address while under load", "session", control.SessionID(old.index))
+		return
+	}
+	lin.rekeyAt = now
+	a, ok := s.accept(msg, from, true, now)
 	if !ok {
 		return
 	}
@@ -649,6 +771,7 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 		np := &path{Link: pathpkg.NewLink(q.ID, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
 		np.addr.Store(q.addr.Load()) // the pointed-to values are never changed, only replaced
 		np.local.Store(q.local.Load())
+		np.proven.Store(q.proven.Load())
 		paths[i] = np
 	}
 	ss.paths.Store(&paths)
@@ -657,16 +780,39 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 	if prev := old.next; prev != nil && prev.pred.Load() == old {
 		s.closeSessionLocked(prev.index, prev)
 	}
+	// Room in the lineage: the oldest session a rekey replaced goes now
+	// rather than at the end of its grace.
+	for len(lin.members) >= maxLineage {
+		var oldest *sess
+		for _, m := range lin.members {
+			if r := m.retireAt.Load(); r != 0 && (oldest == nil || r < oldest.retireAt.Load()) {
+				oldest = m
+			}
+		}
+		if oldest == nil {
+			break
+		}
+		s.closeSessionLocked(oldest.index, oldest)
+	}
+	if len(lin.members) >= maxLineage {
+		// Not reached: a lineage's members are its live session, replaced
+		// ones and one unconfirmed successor, which was closed above.
+		s.mu.Unlock()
+		s.cnt.HandshakeRate.Add(1)
+		return
+	}
 	old.next = ss
-	s.sessions[a.Index] = ss
+	ss.lin = lin
+	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
 	s.log.Debug("session rekeying", "session", control.SessionID(old.index), "new", control.SessionID(a.Index))
 	// The response goes on every path of the old session, as plain
-	// handshake responses do: the client takes the first.
+	// handshake responses do: the client takes the first. Like those, it
+	// is not counted on the paths (the client does not count it).
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	for _, q := range *old.paths.Load() {
-		s.sendPath(out, q)
+		s.send(out, *q.addr.Load(), *q.local.Load())
 	}
 }
 
@@ -1038,7 +1184,23 @@ func (s *Server) expire(now time.Time) {
 }
 
 func (s *Server) closeSessionLocked(id uint32, ss *sess) {
+	if s.sessions[id] != ss {
+		return // closed already
+	}
 	delete(s.sessions, id)
+	if lin := ss.lin; lin != nil {
+		for i, m := range lin.members {
+			if m == ss {
+				lin.members = append(lin.members[:i], lin.members[i+1:]...)
+				break
+			}
+		}
+		if len(lin.members) == 0 {
+			if s.byAddr[lin.origin]--; s.byAddr[lin.origin] <= 0 {
+				delete(s.byAddr, lin.origin)
+			}
+		}
+	}
 	if ss.st.FECTx != nil {
 		ss.st.FECTx.Stop()
 	}
@@ -1062,10 +1224,18 @@ func randUint32() uint32 {
 	return binary.LittleEndian.Uint32(b[:])
 }
 
-func newResponder(cfg Config) *handshake.Responder {
+// initsPerAddr bounds the initiations the replay memory keeps from one
+// address: a sixteenth of it.
+const initsPerAddr = handshake.DefaultMemory / 16
+
+func newResponder(cfg Config, now time.Time) *handshake.Responder {
 	r := handshake.NewResponder(cfg.Key, 0, 0)
 	r.SetKeys(append([]handshake.Key{cfg.Key}, cfg.OldKeys...))
 	r.Cipher = cfg.Cipher
+	r.PerSource = initsPerAddr
+	// The memory of initiations seen starts empty: refuse those made
+	// before now, which a previous run may have seen (docs/SECURITY.md).
+	r.NotBefore = now
 	return r
 }
 

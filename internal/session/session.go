@@ -21,12 +21,34 @@ import (
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
-// Errors from Open.
+// Errors from Open. ErrDuplicate and ErrTooOld are returned only for packets
+// that authenticate (unless the caller says it does not care): a copy of a
+// packet the peer sealed. Anything else the replay window refuses is
+// ErrAuth, so counts that steer paths (a path's received packets) can trust
+// them.
 var (
 	ErrAuth      = errors.New("packet does not authenticate")
 	ErrDuplicate = errors.New("duplicate packet")
 	ErrTooOld    = errors.New("packet counter too old for the replay window")
 )
+
+// memoSize is how many accepted packets' tags a session remembers (a power
+// of two). Copies arriving within that many packets of the first are
+// recognised by their tag; later ones are opened again.
+const memoSize = 512
+
+// memoEntry is the counter of an accepted packet and its tag; a copy with
+// the same counter and tag is the same sealed packet, as nobody without the
+// key can make a tag (an off-path sender cannot even see one).
+type memoEntry struct {
+	counter uint64
+	tag     [wire.TagLen]byte
+}
+
+// tagOf returns pkt's tag.
+func tagOf(pkt []byte) [wire.TagLen]byte {
+	return [wire.TagLen]byte(pkt[len(pkt)-wire.TagLen:])
+}
 
 // rejectAfter is the last counter a session may use; after it the session must
 // be replaced by a new handshake.
@@ -52,6 +74,10 @@ type State struct {
 
 	mu     sync.Mutex
 	window replay.Filter
+	// memo holds the tags of the latest packets accepted, by counter, so
+	// that a copy of one (the same bytes, sent on another path) proves
+	// itself authentic without a second AEAD open. mu guards it.
+	memo *[memoSize]memoEntry
 
 	// Reasm reassembles the peer's fragmented datagrams.
 	Reasm frag.Reassembler
@@ -124,22 +150,51 @@ func (c *State) Seal(buf []byte, n int, nonce *Nonce) ([]byte, error) {
 }
 
 // Open authenticates and decrypts a transport packet in place and returns its
-// plaintext. The replay window is checked before the AEAD (so duplicates cost
-// no decryption) and updated only after it succeeds.
-func (c *State) Open(pkt []byte, h wire.Header, nonce *Nonce) ([]byte, error) {
+// plaintext. The replay window is checked before the AEAD and updated only
+// after it succeeds. A packet the window refuses is authenticated too, so
+// that ErrDuplicate and ErrTooOld speak only of authentic copies: a copy of
+// one of the latest packets accepted by its tag (no decryption), any other by
+// an AEAD open; a forgery is ErrAuth.
+//
+// With uncheckedCopies, a packet the window refuses is reported as it says
+// without authentication: for a caller to which where it came from counts
+// for nothing, so a replay costs no AEAD open.
+func (c *State) Open(pkt []byte, h wire.Header, nonce *Nonce, uncheckedCopies bool) ([]byte, error) {
+	if len(pkt) < wire.Overhead {
+		return nil, ErrAuth
+	}
 	c.mu.Lock()
 	res := c.window.Check(h.Counter)
-	c.mu.Unlock()
-	if err := resultErr(res); err != nil {
-		return nil, err
+	if uncheckedCopies && res != replay.Accepted {
+		c.mu.Unlock()
+		return nil, resultErr(res)
 	}
+	known := false
+	if res == replay.Duplicate && c.memo != nil {
+		e := &c.memo[h.Counter&(memoSize-1)]
+		known = e.counter == h.Counter && e.tag == tagOf(pkt)
+	}
+	c.mu.Unlock()
+	if known {
+		return nil, ErrDuplicate
+	}
+	tag := tagOf(pkt)
 	ct := pkt[wire.HeaderLen:]
 	plain, err := c.recv.Open(ct[:0], nonce.set(h.Counter), ct, pkt[:wire.HeaderLen])
 	if err != nil {
 		return nil, ErrAuth
 	}
+	if err := resultErr(res); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	res = c.window.Update(h.Counter)
+	if res == replay.Accepted {
+		if c.memo == nil {
+			c.memo = new([memoSize]memoEntry)
+		}
+		c.memo[h.Counter&(memoSize-1)] = memoEntry{counter: h.Counter, tag: tag}
+	}
 	c.mu.Unlock()
 	if err := resultErr(res); err != nil {
 		return nil, err

@@ -150,3 +150,18 @@ func (c *memConn) push(b []byte, from netip.AddrPort) {
 	c.mu.Unlock()
 	c.cond.Signal()
 }
+
+// SendFrom delivers b to the Conn bound to to as if from had sent it, and
+// reports whether one was there. It stands for a sender that forges its
+// source address, as anyone can on a real network, so that tests can play
+// the off-path attacker.
+func (n *MemNet) SendFrom(from, to netip.AddrPort, b []byte) bool {
+	n.mu.RLock()
+	dst := n.conns[to]
+	n.mu.RUnlock()
+	if dst == nil {
+		return false
+	}
+	dst.push(b, from)
+	return true
+}

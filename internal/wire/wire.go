@@ -36,6 +36,11 @@ const (
 	InitPrefixLen     = 4
 	ResponsePrefixLen = 8
 	MACLen            = 16
+	// InitNoiseLen is the Noise message an initiation carries
+	// (handshake.InitLen), and InitLen the whole initiation: nothing of any
+	// other length is one.
+	InitNoiseLen = 64
+	InitLen      = InitPrefixLen + InitNoiseLen + 2*MACLen
 	// CookieNonceLen and SealedCookieLen make up a cookie reply after its
 	// 4-byte prefix.
 	CookieNonceLen  = 24
@@ -103,7 +108,7 @@ func AppendInit(b []byte, noiseMsg []byte) []byte {
 // ParseInit returns the Noise message and the two MACs (mac1 then mac2) of
 // an initiation packet.
 func ParseInit(pkt []byte) (noiseMsg, macs []byte, err error) {
-	if len(pkt) <= InitPrefixLen+2*MACLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
+	if len(pkt) != InitLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
 		return nil, nil, ErrMalformed
 	}
 	return pkt[InitPrefixLen : len(pkt)-2*MACLen], pkt[len(pkt)-2*MACLen:], nil

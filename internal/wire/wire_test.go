@@ -37,6 +37,18 @@ func TestHandshakeFraming(t *testing.T) {
 	if _, _, err := ParseInit(init[:InitPrefixLen+2*MACLen]); err == nil {
 		t.Fatal("empty initiation accepted")
 	}
+	// Security review finding 6 (ef6581c): fails before the fix: any
+	// initiation longer than the MACs parsed, so a short one with a right
+	// mac1 drew a cookie reply larger than itself.
+	if len(init) != InitLen {
+		t.Fatalf("initiation of %d bytes, want InitLen %d", len(init), InitLen)
+	}
+	for _, n := range []int{InitPrefixLen + 2*MACLen + 1, CookieLen, InitLen - 1, InitLen + 1} {
+		b := AppendInit(nil, bytes.Repeat([]byte{7}, n-InitPrefixLen-2*MACLen))
+		if _, _, err := ParseInit(b); err == nil {
+			t.Fatalf("a %d-byte initiation parsed; only %d bytes is one", n, InitLen)
+		}
+	}
 	ck := AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen))
 	if len(ck) != CookieLen || len(ck) >= len(init) {
 		t.Fatalf("cookie reply of %d bytes for an initiation of %d: amplification", len(ck), len(init))
