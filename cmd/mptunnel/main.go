@@ -5,8 +5,9 @@ import (
 	"os"
 
 	"github.com/mptunnel/mptunnel/internal/cli"
+	"github.com/mptunnel/mptunnel/internal/cli/extra"
 )
 
 func main() {
-	os.Exit(cli.Main("mptunnel", os.Args[1:]))
+	os.Exit(cli.Main("mptunnel", os.Args[1:], extra.Commands()...))
 }

@@ -242,11 +242,19 @@ type Throughput struct {
 	VsBaseline float64 `json:"vs_baseline"`
 	Probe      Step    `json:"probe"` // a flat-out step that picked the first rate
 	Steps      []Step  `json:"steps"` // the search, in order
-	// Client and Server are the tunnel ends' counters over the search:
-	// packets sent and received on paths, duplicates dropped, drops by
-	// reason.
+	Counters           // over the search
+}
+
+// Counters are the tunnel ends' counters over a measurement: packets sent
+// and received on paths, duplicates dropped, drops by reason.
+type Counters struct {
 	Client map[string]uint64 `json:"client_counters,omitempty"`
 	Server map[string]uint64 `json:"server_counters,omitempty"`
+}
+
+// since returns the counters that moved from before to c, by how much.
+func (c Counters) since(before Counters) Counters {
+	return Counters{Client: delta(c.Client, before.Client), Server: delta(c.Server, before.Server)}
 }
 
 // Latency is the echo round-trip time of one setup.
@@ -266,11 +274,10 @@ type Latency struct {
 	MaxUs      float64 `json:"max_us"`
 	// Added is this setup's percentiles minus the baseline's (zero for
 	// the baseline).
-	AddedP50Us  float64           `json:"added_p50_us"`
-	AddedP99Us  float64           `json:"added_p99_us"`
-	AddedP999Us float64           `json:"added_p999_us"`
-	Client      map[string]uint64 `json:"client_counters,omitempty"`
-	Server      map[string]uint64 `json:"server_counters,omitempty"`
+	AddedP50Us  float64 `json:"added_p50_us"`
+	AddedP99Us  float64 `json:"added_p99_us"`
+	AddedP999Us float64 `json:"added_p999_us"`
+	Counters
 }
 
 // Delivery is a stream at a fixed rate through the tunnel over all its
@@ -287,9 +294,8 @@ type Delivery struct {
 	AppBytes   uint64  `json:"app_bytes"`  // the application's bytes sent
 	PathBytes  uint64  `json:"path_bytes"` // every byte the client put on the paths: headers, tags, copies, parity, probes
 	// Bandwidth is PathBytes over AppBytes.
-	Bandwidth float64           `json:"bandwidth"`
-	Client    map[string]uint64 `json:"client_counters,omitempty"`
-	Server    map[string]uint64 `json:"server_counters,omitempty"`
+	Bandwidth float64 `json:"bandwidth"`
+	Counters
 }
 
 // Memory is the memory scenario: the server child's resident memory with
@@ -426,7 +432,6 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 				if err != nil {
 					return err
 				}
-				t.Paths = n
 				rep.Throughput = append(rep.Throughput, t)
 			}
 			if doLat {
@@ -434,7 +439,6 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 				if err != nil {
 					return err
 				}
-				l.Paths = n
 				rep.Latency = append(rep.Latency, l)
 			}
 			return nil

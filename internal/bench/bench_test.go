@@ -113,12 +113,7 @@ func TestRunShort(t *testing.T) {
 	if _, err := json.Marshal(rep); err != nil {
 		t.Fatal(err)
 	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	checkWidth(t, table.String())
-	t.Logf("\n%s", table.String())
+	checkWidth(t, writeTable(t, rep))
 }
 
 // TestRunShortBothWays: with BothWays the throughput steps count echoes, so
@@ -140,12 +135,8 @@ func TestRunShortBothWays(t *testing.T) {
 	if tun.Server["forwarded"] == 0 || tun.Client["delivered"] < tun.Server["forwarded"]/2 {
 		t.Errorf("the replies did not come back through the tunnel: client %v server %v", tun.Client, tun.Server)
 	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(table.String(), "both ways") {
-		t.Errorf("the table does not say the figures are both ways:\n%s", table.String())
+	if table := writeTable(t, rep); !strings.Contains(table, "both ways") {
+		t.Errorf("the table does not say the figures are both ways:\n%s", table)
 	}
 }
 
@@ -279,6 +270,18 @@ func TestSearchNoSteps(t *testing.T) {
 	}
 }
 
+// writeTable returns rep's table.
+func writeTable(t *testing.T, rep Report) string {
+	t.Helper()
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// checkWidth fails the test for every line of table wider than 80 columns,
+// and logs the table.
 func checkWidth(t *testing.T, table string) {
 	t.Helper()
 	for _, line := range strings.Split(table, "\n") {
@@ -286,6 +289,7 @@ func checkWidth(t *testing.T, table string) {
 			t.Errorf("line of %d columns: %q", n, line)
 		}
 	}
+	t.Logf("\n%s", table)
 }
 
 func TestTableFits80Columns(t *testing.T) {
@@ -301,12 +305,7 @@ func TestTableFits80Columns(t *testing.T) {
 		Latency:    []Latency{lat, lat},
 		Memory:     &Memory{Sessions: 1000, Flows: 256, Paths: 255, FlowRate: 1000, SessionsUp: 1000, Sent: 1 << 40, Echoed: 1 << 40, RSSMiB: 123456.7, HWMMiB: 123456.7, SteadySecs: 3},
 	}
-	var b bytes.Buffer
-	if err := rep.WriteTable(&b); err != nil {
-		t.Fatal(err)
-	}
-	checkWidth(t, b.String())
-	t.Logf("\n%s", b.String())
+	checkWidth(t, writeTable(t, rep))
 }
 
 func TestSummarize(t *testing.T) {

@@ -3,11 +3,9 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -36,21 +34,9 @@ type echoReader struct {
 }
 
 func (r *echoReader) loop(bufSize int) {
-	msgs := make([]udpio.Msg, readBatch)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, bufSize)
-	}
-	for {
-		n, err := r.conn.ReadBatch(msgs)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(time.Millisecond)
-			continue
-		}
+	readBatches(r.conn, bufSize, func(msgs []udpio.Msg) {
 		now := int64(time.Since(r.epoch))
-		for i := 0; i < n; i++ {
+		for i := range msgs {
 			h, ok := parseHeader(msgs[i].Buf[:msgs[i].N])
 			if !ok || h.kind != kindEcho || h.step != r.step {
 				continue
@@ -70,13 +56,14 @@ func (r *echoReader) loop(bufSize int) {
 				r.duplicates.Add(1)
 			}
 		}
-	}
+	})
 }
 
 // latency sends echo requests to dst at the configured rate and reports the
-// round-trip times. tn, when set, is the tunnel whose counters are reported.
+// round-trip times. tn, when set, is the tunnel whose paths and counters are
+// reported.
 func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, tn *tunnel) (Latency, error) {
-	l := Latency{Name: name}
+	l := Latency{Name: name, Paths: tn.paths()}
 	conn, err := listenBatch(b.sockOpts())
 	if err != nil {
 		return l, fmt.Errorf("%s latency: %w", name, err)
@@ -102,7 +89,7 @@ func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, 
 		defer wg.Done()
 		r.loop(b.cfg.Size + 1)
 	}()
-	c0, s0 := tn.counters()
+	before := tn.counters()
 	b.prog.printf("%s latency: %d echoes/s for %v", name, b.cfg.Rate, d)
 	gen := newGenerator(conn, b.cfg.Size, b.epoch, 0)
 	res, err := gen.run(ctx, dst, kindEcho, r.step, rate, d, limit)
@@ -114,8 +101,7 @@ func (b *bencher) latency(ctx context.Context, name string, dst netip.AddrPort, 
 	if err != nil {
 		return l, fmt.Errorf("%s latency: %w", name, err)
 	}
-	c1, s1 := tn.counters()
-	l.Client, l.Server = delta(c1, c0), delta(s1, s0)
+	l.Counters = tn.counters().since(before)
 	l.Sent = res.sent
 	l.Received = r.received.Load()
 	l.Duplicates = r.duplicates.Load()
@@ -190,30 +176,9 @@ func (b *bencher) settle(ctx context.Context, tn *tunnel) {
 	if tn == nil {
 		return
 	}
-	moved := func() uint64 {
-		c, s := tn.counters() // delivered, not received: probes never stop
-		return c["delivered"] + s["delivered"]
+	carried := func() uint64 {
+		c := tn.counters() // delivered, not received: probes never stop
+		return c.Client["delivered"] + c.Server["delivered"]
 	}
-	const quiet = 200 * time.Millisecond
-	deadline := time.Now().Add(10 * time.Second)
-	last, since := moved(), time.Now()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			v := moved()
-			switch {
-			case v != last:
-				last, since = v, now
-			case now.Sub(since) >= quiet:
-				return
-			}
-			if now.After(deadline) {
-				return
-			}
-		}
-	}
+	waitStill(ctx, carried, math.MaxUint64, 20*time.Millisecond, 200*time.Millisecond, 10*time.Second)
 }

@@ -72,26 +72,12 @@ func (t *target) addr() string { return t.conn.LocalAddr().String() }
 func (t *target) count(c *counter) { t.cur.Store(c) }
 
 func (t *target) loop() {
-	msgs := make([]udpio.Msg, readBatch)
-	for i := range msgs {
-		msgs[i].Buf = make([]byte, t.bufSize)
-	}
-	out := make([]udpio.Msg, 0, len(msgs))
-	for {
-		n, err := t.conn.ReadBatch(msgs)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A transient error (an ICMP error queued on the socket):
-			// back off a little rather than spin.
-			time.Sleep(time.Millisecond)
-			continue
-		}
+	out := make([]udpio.Msg, 0, readBatch)
+	readBatches(t.conn, t.bufSize, func(msgs []udpio.Msg) {
 		c := t.cur.Load()
 		out = out[:0]
 		var delivered, dups, invalid, foreign uint64
-		for i := 0; i < n; i++ {
+		for i := range msgs {
 			m := &msgs[i]
 			h, ok := parseHeader(m.Buf[:m.N])
 			switch {
@@ -123,6 +109,27 @@ func (t *target) loop() {
 			w, _ := t.conn.WriteBatch(out) // a lost echo shows as a lost sample
 			t.echoed.Add(uint64(w))
 		}
+	})
+}
+
+// readBatches reads batches of datagrams of up to bufSize bytes from conn
+// and hands each to handle until conn is closed. A transient error (an ICMP
+// error queued on the socket) backs off a little rather than spin.
+func readBatches(conn udpio.Conn, bufSize int, handle func(msgs []udpio.Msg)) {
+	msgs := make([]udpio.Msg, readBatch)
+	for i := range msgs {
+		msgs[i].Buf = make([]byte, bufSize)
+	}
+	for {
+		n, err := conn.ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		handle(msgs[:n])
 	}
 }
 

@@ -21,10 +21,10 @@ const (
 
 // throughput finds the highest passing rate to dst: a flat-out probe picks
 // the first rate, then a bounded search refines it. tn, when set, is the
-// tunnel whose counters are reported.
+// tunnel whose paths and counters are reported.
 func (b *bencher) throughput(ctx context.Context, name string, dst netip.AddrPort, tn *tunnel) (Throughput, error) {
-	t := Throughput{Name: name}
-	c0, s0 := tn.counters()
+	t := Throughput{Name: name, Paths: tn.paths()}
+	before := tn.counters()
 	probeDur := min(b.cfg.Duration, time.Second)
 	b.prog.printf("%s throughput: probing flat out", name)
 	probe, err := b.measure(ctx, dst, probeRate, probeDur)
@@ -57,8 +57,7 @@ func (b *bencher) throughput(ctx context.Context, name string, dst netip.AddrPor
 		t.GeneratorLimited = s.OfferedPPS < 0.9*s.TargetPPS
 		b.prog.printf("%s throughput: %.0f Mbit/s, %.0f pkt/s", name, s.GoodputMbps, s.DeliveredPPS)
 	}
-	c1, s1 := tn.counters()
-	t.Client, t.Server = delta(c1, c0), delta(s1, s0)
+	t.Counters = tn.counters().since(before)
 	return t, nil
 }
 
@@ -121,19 +120,24 @@ func (b *bencher) measure(ctx context.Context, dst netip.AddrPort, rate float64,
 // drain waits until got reaches want, or stops moving for a while (the rest
 // is lost), or a bound passes.
 func (b *bencher) drain(ctx context.Context, want uint64, got func() uint64) {
-	quiet := 100*time.Millisecond + 2*b.cfg.Delay
-	deadline := time.Now().Add(2*time.Second + 4*b.cfg.Delay)
-	last, moved := got(), time.Now()
-	tick := time.NewTicker(5 * time.Millisecond)
+	waitStill(ctx, got, want, 5*time.Millisecond, 100*time.Millisecond+2*b.cfg.Delay, 2*time.Second+4*b.cfg.Delay)
+}
+
+// waitStill reads count every interval until it reaches want or has not
+// moved for quiet, ctx is done or bound has passed.
+func waitStill(ctx context.Context, count func() uint64, want uint64, interval, quiet, bound time.Duration) {
+	deadline := time.Now().Add(bound)
+	last, moved := count(), time.Now()
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for last < want {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if v := got(); v != last {
+			if v := count(); v != last {
 				last, moved = v, now
-			} else if now.Sub(moved) > quiet {
+			} else if now.Sub(moved) >= quiet {
 				return
 			}
 			if now.After(deadline) {
@@ -160,15 +164,14 @@ func delta(after, before map[string]uint64) map[string]uint64 {
 // delivery streams at the configured rate through tn for one step and
 // reports what arrived and what the client put on the paths for it.
 func (b *bencher) delivery(ctx context.Context, tn *tunnel) (Delivery, error) {
-	d := Delivery{Name: fmt.Sprintf("tunnel %d paths", len(tn.relays)), Paths: len(tn.relays)}
-	c0, s0 := tn.counters()
+	d := Delivery{Name: fmt.Sprintf("tunnel %d paths", tn.paths()), Paths: tn.paths()}
+	before := tn.counters()
 	b.prog.printf("%s: %d datagrams/s for %v", d.Name, b.cfg.Rate, b.cfg.Duration)
 	s, err := b.measure(ctx, tn.addr(), float64(b.cfg.Rate), b.cfg.Duration)
 	if err != nil {
 		return d, fmt.Errorf("%s delivery: %w", d.Name, err)
 	}
-	c1, s1 := tn.counters()
-	d.Client, d.Server = delta(c1, c0), delta(s1, s0)
+	d.Counters = tn.counters().since(before)
 	d.RatePPS = s.OfferedPPS
 	d.Sent, d.Delivered, d.Duplicates, d.Loss = s.Sent, s.Delivered, s.Duplicates, s.Loss
 	d.AppBytes = s.Sent * uint64(b.cfg.Size)

@@ -26,13 +26,22 @@ type tunnel struct {
 
 func (tn *tunnel) addr() netip.AddrPort { return tn.cl.Addr() }
 
+// paths is how many paths the tunnel has; a nil tunnel, the baseline, has
+// none.
+func (tn *tunnel) paths() int {
+	if tn == nil {
+		return 0
+	}
+	return len(tn.relays)
+}
+
 // counters snapshots the client's and the server's counters; a nil tunnel
 // has none.
-func (tn *tunnel) counters() (cl, srv map[string]uint64) {
+func (tn *tunnel) counters() Counters {
 	if tn == nil {
-		return nil, nil
+		return Counters{}
 	}
-	return tn.cl.Counters().Snapshot().Map(), tn.srv.Counters().Snapshot().Map()
+	return Counters{Client: tn.cl.Counters().Snapshot().Map(), Server: tn.srv.Counters().Snapshot().Map()}
 }
 
 // withTunnel starts a tunnel with paths bridges, waits for its session,

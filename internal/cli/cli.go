@@ -6,7 +6,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,13 +28,12 @@ import (
 	"github.com/mptunnel/mptunnel/internal/conffile"
 	"github.com/mptunnel/mptunnel/internal/config"
 	"github.com/mptunnel/mptunnel/internal/control"
-	"github.com/mptunnel/mptunnel/internal/demo"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
-	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/prom"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/status"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 )
 
@@ -68,16 +66,18 @@ type Env struct {
 }
 
 // Main runs the program named prog (mptunnel, mpclient or mpserver) with args
-// and returns the exit status.
-func Main(prog string, args []string) int {
+// and returns the exit status. extra are mptunnel's commands beyond those of
+// this package (package extra's demo, bench and bridge), so that mpclient and
+// mpserver do not link them.
+func Main(prog string, args []string, extra ...Command) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(prog, args, Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx})
+	return Run(prog, args, Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx}, extra...)
 }
 
 // Run is Main with its environment given.
-func Run(prog string, args []string, env Env) int {
-	err := dispatch(prog, args, env)
+func Run(prog string, args []string, env Env, extra ...Command) int {
+	err := dispatch(prog, args, env, extra)
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitUsage
@@ -96,6 +96,8 @@ func Run(prog string, args []string, env Env) int {
 	return ExitRuntime
 }
 
+// topUsage is mptunnel's usage with every command, package extra's among
+// them; usageOf leaves out the lines of those a binary does not have.
 const topUsage = `usage: mptunnel COMMAND [flags] [args]
 
 commands:
@@ -114,18 +116,24 @@ commands:
 Run 'mptunnel COMMAND -h' for a command's flags.
 `
 
-func dispatch(prog string, args []string, env Env) error {
+func dispatch(prog string, args []string, env Env, extra []Command) error {
 	switch prog {
 	case "mpserver":
 		return runServer(prog, args, env)
 	case "mpclient":
 		return runClient(prog, args, env)
 	}
+	usage := usageOf(extra)
 	if len(args) == 0 {
-		fmt.Fprint(env.Stderr, topUsage)
+		fmt.Fprint(env.Stderr, usage)
 		return usageError{errors.New("no command given")}
 	}
 	cmd, rest := args[0], args[1:]
+	for _, c := range extra {
+		if c.Name == cmd {
+			return c.Run(rest, env)
+		}
+	}
 	switch cmd {
 	case "server":
 		return runServer("mptunnel server", rest, env)
@@ -133,24 +141,18 @@ func dispatch(prog string, args []string, env Env) error {
 		return runClient("mptunnel client", rest, env)
 	case "check":
 		return runCheck(rest, env)
-	case "demo":
-		return runDemo(rest, env)
-	case "bridge":
-		return runBridge(rest, env)
 	case "status":
 		return runStatus(rest, env)
-	case "bench":
-		return runBench(rest, env)
 	case "genkey":
 		return runGenkey(rest, env)
 	case "version", "--version", "-version":
 		fmt.Fprintln(env.Stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprint(env.Stdout, topUsage)
+		fmt.Fprint(env.Stdout, usage)
 		return nil
 	}
-	fmt.Fprint(env.Stderr, topUsage)
+	fmt.Fprint(env.Stderr, usage)
 	return usagef("unknown command %q", cmd)
 }
 
@@ -665,27 +667,6 @@ func filePaths(ps []conffile.Path) []client.PathConfig {
 	return out
 }
 
-func runBridge(args []string, env Env) error {
-	fs := newFlagSet("mptunnel bridge", env, "--listen ADDR --to HOST:PORT")
-	listen := fs.String("listen", "", "address to relay from, e.g. :4000")
-	to := fs.String("to", "", "address to relay to, e.g. server.example:2000")
-	idle := fs.Duration("idle-timeout", 2*time.Minute, "forget a peer idle this long")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *listen == "" || *to == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return usagef("bridge needs --listen ADDR and --to HOST:PORT")
-	}
-	r, err := impair.New(impair.Options{Listen: *listen, To: *to, IdleTimeout: *idle})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stderr, "bridge relaying %s -> %s\n", r.Addr(), *to)
-	<-env.Context.Done()
-	return r.Close()
-}
-
 func parsePort(s string) (int, error) {
 	p, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || p < 1 || p > 65535 {
@@ -696,9 +677,9 @@ func parsePort(s string) (int, error) {
 
 // serve runs a daemon with its status socket, its metrics endpoint when one
 // is asked for, and, when reload is set, a reload on each SIGHUP.
-func (c *common) serve(env Env, role string, serve func(context.Context) error, status func(string, time.Time) control.Status, reload func()) error {
+func (c *common) serve(env Env, role string, serve func(context.Context) error, snap func(string, time.Time) status.Status, reload func()) error {
 	started := time.Now()
-	snapshot := func() control.Status { return status(Version, started) }
+	snapshot := func() status.Status { return snap(Version, started) }
 	ctx, cancel := context.WithCancel(env.Context)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -792,7 +773,7 @@ func runStatus(args []string, env Env) error {
 			control.DefaultPath("server", env.Getenv, os.Getuid()),
 		}
 	}
-	var st control.Status
+	var st status.Status
 	var err error
 	var from string
 	for _, p := range candidates {
@@ -805,19 +786,19 @@ func runStatus(args []string, env Env) error {
 		return err
 	}
 	if *asJSON {
-		return control.WriteJSON(env.Stdout, st)
+		return status.WriteJSON(env.Stdout, st)
 	}
 	if !*watch {
-		return control.WriteTable(env.Stdout, st, time.Now())
+		return status.WriteTable(env.Stdout, st, time.Now())
 	}
 	return watchStatus(env, from, st, *count)
 }
 
 // watchStatus redraws the status every second: in place on a terminal,
 // one snapshot after another otherwise.
-func watchStatus(env Env, path string, st control.Status, count int) error {
-	tty := isTerminal(env.Stdout)
-	h := control.NewHistory(20)
+func watchStatus(env Env, path string, st status.Status, count int) error {
+	tty := IsTerminal(env.Stdout)
+	h := status.NewHistory(20)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for n := 1; ; n++ {
@@ -828,7 +809,7 @@ func watchStatus(env Env, path string, st control.Status, count int) error {
 		} else if n > 1 {
 			b.WriteString("\n")
 		}
-		if err := control.WriteWatch(&b, st, h, time.Now()); err != nil {
+		if err := status.WriteWatch(&b, st, h, time.Now()); err != nil {
 			return err
 		}
 		if _, err := io.WriteString(env.Stdout, b.String()); err != nil {
@@ -931,53 +912,6 @@ func versionLine() string {
 		return "mptunnel " + v
 	}
 	return "mptunnel " + v + " (" + strings.Join(extra, ", ") + ")"
-}
-
-// runDemo runs the built-in demonstration and prints its report.
-func runDemo(args []string, env Env) error {
-	fs := newFlagSet("mptunnel demo", env, "[flags]")
-	dur := fs.Duration("duration", 10*time.Second, "how long the streams run")
-	rate := fs.Int("rate", 200, "echo requests a second on each stream")
-	loss := fs.Float64("loss", 0.1, "each path's random loss each way, 0 to 1")
-	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page with charts")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	switch {
-	case fs.NArg() != 0:
-		fs.Usage()
-		return usagef("demo takes no arguments")
-	case *dur < time.Second || *dur > time.Hour:
-		return usagef("bad --duration %v: want 1s to 1h", *dur)
-	case *rate < 1 || *rate > 10000:
-		return usagef("bad --rate %d: want 1 to 10000", *rate)
-	case *loss <= 0 || *loss >= 1:
-		return usagef("bad --loss %v: want a fraction between 0 and 1", *loss)
-	}
-	rep, err := demo.Run(env.Context, demo.Config{Duration: *dur, Rate: *rate, Loss: *loss, Progress: env.Stderr})
-	if err != nil {
-		return err
-	}
-	if *htmlFile != "" {
-		f, err := os.Create(*htmlFile)
-		if err != nil {
-			return fmt.Errorf("demo: %w", err)
-		}
-		err = rep.WriteHTML(f)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("demo: %w", err)
-		}
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return rep.WriteText(env.Stdout)
 }
 
 // listFlag is a flag that may be given several times.

@@ -77,7 +77,6 @@ func TestErrors(t *testing.T) {
 		{"listen in use", withKey, "mpclient", []string{"--listen", busy.LocalAddr().String(), good}, 1, "cannot listen on " + busy.LocalAddr().String()},
 		{"status without daemon", nil, "mptunnel", []string{"status", "--control", filepath.Join(t.TempDir(), "none.sock")}, 1, "no mptunnel daemon is serving status"},
 		{"status args", nil, "mptunnel", []string{"status", "extra"}, 2, "no arguments"},
-		{"bridge usage", nil, "mptunnel", []string{"bridge", "--listen", ":0"}, 2, "--to"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,7 +105,8 @@ func TestGenkeyAndVersion(t *testing.T) {
 	}
 }
 
-// TestCleanShutdown: both ends and the bridge exit 0 when told to stop.
+// TestCleanShutdown: both ends exit 0 when told to stop (the bridge:
+// package extra).
 func TestCleanShutdown(t *testing.T) {
 	k, _ := handshake.GenerateKey()
 	kf := writeFile(t, "key", k.String()+"\n")
@@ -121,7 +121,6 @@ func TestCleanShutdown(t *testing.T) {
 	for _, args := range [][]string{
 		{"server", "--key-file", kf, "--log-level", "error", "--control", ctl, port, "127.0.0.1", "9"},
 		{"client", "--key-file", kf, "--log-level", "error", "--control", ctl, "--listen", "127.0.0.1:0", conf},
-		{"bridge", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		r := runCLI(t, ctx, nil, "mptunnel", args...)

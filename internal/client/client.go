@@ -21,6 +21,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
 	pathpkg "github.com/mptunnel/mptunnel/internal/path"
+	"github.com/mptunnel/mptunnel/internal/peer"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
@@ -102,32 +103,16 @@ func (c *Config) setDefaults() {
 		c.Listen = "127.0.0.1:3000"
 	}
 	if c.MTU == 0 {
-		c.MTU = 1400
+		c.MTU = wire.DefaultMTU
 	}
-	if c.MaxFlows <= 0 {
-		c.MaxFlows = 256
-	}
-	if c.FlowTimeout <= 0 {
-		c.FlowTimeout = 60 * time.Second
-	}
-	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = 250 * time.Millisecond
-	}
-	if c.DeadAfter <= 0 {
-		c.DeadAfter = 1500 * time.Millisecond
-	}
-	if c.HandshakeRetry <= 0 {
-		c.HandshakeRetry = time.Second
-	}
-	if c.ResolveEvery <= 0 {
-		c.ResolveEvery = 5 * time.Second
-	}
-	if c.RekeyAfter <= 0 {
-		c.RekeyAfter = DefaultRekeyAfter
-	}
-	if c.RekeyPackets == 0 {
-		c.RekeyPackets = DefaultRekeyPackets
-	}
+	peer.Or(&c.MaxFlows, peer.DefaultMaxFlows)
+	peer.Or(&c.FlowTimeout, peer.DefaultFlowTimeout)
+	peer.Or(&c.ProbeInterval, peer.DefaultProbeInterval)
+	peer.Or(&c.DeadAfter, 1500*time.Millisecond)
+	peer.Or(&c.HandshakeRetry, time.Second)
+	peer.Or(&c.ResolveEvery, 5*time.Second)
+	peer.Or(&c.RekeyAfter, DefaultRekeyAfter)
+	peer.Or(&c.RekeyPackets, DefaultRekeyPackets)
 	if c.Resolver == nil {
 		c.Resolver = net.DefaultResolver
 	}
@@ -158,10 +143,12 @@ type Client struct {
 	socks  *socksFront // the SOCKS5 front, if any
 	// paths is the path list, replaced whole by SetPaths; readers take a
 	// snapshot with pathList.
-	paths    atomic.Pointer[[]*path]
+	paths    atomic.Pointer[pathSet]
 	reloadMu sync.Mutex // serialises SetPaths, and SetPaths with shutdown
 	v6       atomic.Bool
 	cnt      metrics.Counters
+	w        peer.Writer // counts into cnt, warns through warn
+	started  bool        // Serve has started the path readers; reloadMu guards it
 
 	sess   atomic.Pointer[session.State]
 	sessAt atomic.Int64 // unix ns when sess came up
@@ -177,10 +164,7 @@ type Client struct {
 	pending map[uint32]*pendingHS
 	jar     *cookie.Jar
 
-	schedMu sync.Mutex // guards sched and its scratch
-	sched   *sched.Scheduler
-	spaths  []sched.Path
-	per     [][]int
+	spread *peer.Spreader // the mode, putting packets on the paths
 
 	earlyMu sync.Mutex
 	early   []earlyDatagram // datagrams that arrived before the first session
@@ -205,13 +189,11 @@ type pendingHS struct {
 	rekey bool
 }
 
-type path struct {
-	*pathpkg.Link
-	fastTx uint64       // packets sent as of the last fast-probe tick; the timers goroutine's own
-	prio   atomic.Int64 // failover priority; SetPaths may change it
-	cfg    PathConfig
-	remote atomic.Pointer[netip.AddrPort] // changes when a host name resolves anew
-	conn   udpio.Conn
+// pathSet is the path list: each path, named by its configured remote and
+// written on a socket of its own, with its configuration.
+type pathSet struct {
+	paths []*peer.Path
+	cfgs  []PathConfig
 }
 
 // front is a local socket applications send to: the default one, or a
@@ -277,34 +259,37 @@ func Listen(cfg Config) (*Client, error) {
 		byID:    make(map[uint32]*flow),
 	}
 	c.warn.Log = cfg.Logger
+	c.w = peer.Writer{Cnt: &c.cnt, Warn: &c.warn}
 	var err error
 	if c.jar, err = cookie.NewJar(cfg.Key); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if c.sched, err = sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss}); err != nil {
+	sc, err := sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss})
+	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	c.spread = peer.NewSpreader(sc, c.w)
 	if cfg.FECDepth < 0 || cfg.FECDepth > 15 {
 		return nil, fmt.Errorf("client: fec depth %d: want 1 to 15", cfg.FECDepth)
 	}
 	if _, ok := cfg.FEC.Byte(); !ok && cfg.FEC != (fec.Params{}) {
 		return nil, fmt.Errorf("client: fec shape %d/%d: want 1 to 15 data and parity shards", cfg.FEC.Data, cfg.FEC.Parity)
 	}
-	if len(cfg.Paths) > 255 {
-		return nil, errors.New("client: more than 255 paths")
+	if len(cfg.Paths) > wire.MaxPaths {
+		return nil, fmt.Errorf("client: %d paths: a session has %d at most", len(cfg.Paths), wire.MaxPaths)
 	}
-	var list []*path
+	var list []*peer.Path
 	for i, pc := range cfg.Paths {
 		p, err := c.newPath(pc, uint8(i))
 		if err != nil {
 			for _, q := range list {
-				q.conn.Close()
+				q.Conn().Close()
 			}
 			return nil, err
 		}
 		list = append(list, p)
 	}
-	c.setList(list)
+	c.setList(list, cfg.Paths)
 	if cfg.Listen != "none" {
 		if err := c.addFront(cfg.Listen, wire.Target{}, cfg.Listen); err != nil {
 			c.closeSockets()
@@ -337,30 +322,24 @@ func Listen(cfg Config) (*Client, error) {
 
 // addFront binds a local socket at listen whose flows go to tg.
 func (c *Client) addFront(listen string, tg wire.Target, name string) error {
-	laddr, err := net.ResolveUDPAddr("udp", listen)
+	conn, err := peer.Listen(c.cfg.Net, listen)
 	if err != nil {
-		return fmt.Errorf("bad listen address %s: %w", listen, err)
-	}
-	lap := laddr.AddrPort()
-	if laddr.IP == nil {
-		lap = netip.AddrPortFrom(netip.Addr{}, uint16(laddr.Port))
-	}
-	conn, err := c.cfg.Net.Listen(lap, "")
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", listen, err)
+		return err
 	}
 	c.fronts = append(c.fronts, &front{conn: conn, target: tg, name: name, stats: new(frontStats)})
 	return nil
 }
 
-func openPath(nw udpio.Network, r *net.Resolver, pc PathConfig) (*path, error) {
+// newPath opens path pc with ID id: a socket of the remote's family, on the
+// source address or interface when given. Its address is proven: it is the
+// one configured.
+func (c *Client) newPath(pc PathConfig, id uint8) (*peer.Path, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rap, err := resolve(ctx, r, pc.Remote, "ip")
+	rap, err := resolve(ctx, c.cfg.Resolver, pc.Remote, "ip")
 	if err != nil {
 		return nil, fmt.Errorf("cannot resolve path %s: %w", pc.Remote, err)
 	}
-	// A socket of the remote's family, on the source address when given.
 	la := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	if rap.Addr().Is6() {
 		la = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
@@ -372,43 +351,34 @@ func openPath(nw udpio.Network, r *net.Resolver, pc PathConfig) (*path, error) {
 		}
 		la = netip.AddrPortFrom(ip.Unmap(), 0)
 	}
-	conn, err := nw.Listen(la, pc.Dev)
+	conn, err := c.cfg.Net.Listen(la, pc.Dev)
 	if err != nil {
 		return nil, fmt.Errorf("path %s: %w", pc.Remote, err)
 	}
-	p := &path{cfg: pc, conn: conn}
-	p.remote.Store(&rap)
-	return p, nil
-}
-
-// newPath opens path pc with ID id.
-func (c *Client) newPath(pc PathConfig, id uint8) (*path, error) {
-	p, err := openPath(c.cfg.Net, c.cfg.Resolver, pc)
-	if err != nil {
-		return nil, err
-	}
-	p.Link = pathpkg.NewLink(id, pathpkg.Params{ProbeInterval: c.cfg.ProbeInterval}, time.Now())
+	p := peer.NewPath(id, pc.Remote, conn, rap, c.cfg.ProbeInterval, time.Now())
+	p.SetPriority(pc.Priority)
+	p.SetProven()
 	return p, nil
 }
 
 // pathList returns the current path list; it is never changed in place.
-func (c *Client) pathList() []*path {
+func (c *Client) pathList() []*peer.Path {
 	if l := c.paths.Load(); l != nil {
-		return *l
+		return l.paths
 	}
 	return nil
 }
 
-// setList makes list the path list.
-func (c *Client) setList(list []*path) {
+// setList makes list, configured as cfgs, the path list.
+func (c *Client) setList(list []*peer.Path, cfgs []PathConfig) {
 	v6 := false
 	for _, p := range list {
-		if a := p.remote.Load().Addr(); a.Is6() && !a.Is4In6() {
+		if a := p.Addr().Addr(); a.Is6() && !a.Is4In6() {
 			v6 = true
 		}
 	}
 	c.v6.Store(v6)
-	c.paths.Store(&list)
+	c.paths.Store(&pathSet{paths: list, cfgs: append([]PathConfig(nil), cfgs...)})
 }
 
 // SetPaths replaces the path list while the client runs: paths with the same
@@ -425,20 +395,27 @@ func (c *Client) SetPaths(pcs []PathConfig) error {
 	if len(pcs) == 0 {
 		return errors.New("client: no paths")
 	}
-	old := c.pathList()
+	if len(pcs) > wire.MaxPaths {
+		return fmt.Errorf("client: %d paths: a session has %d at most", len(pcs), wire.MaxPaths)
+	}
+	var old []*peer.Path
+	var oldCfgs []PathConfig
+	if set := c.paths.Load(); set != nil {
+		old, oldCfgs = set.paths, set.cfgs
+	}
 	used := make(map[uint8]bool)
-	keep := make(map[*path]bool)
-	next := make([]*path, len(pcs))
+	keep := make(map[*peer.Path]bool)
+	next := make([]*peer.Path, len(pcs))
 	for i, pc := range pcs {
-		for _, p := range old {
-			if !keep[p] && p.cfg.Remote == pc.Remote && p.cfg.Dev == pc.Dev && p.cfg.From == pc.From {
+		for j, p := range old {
+			if q := oldCfgs[j]; !keep[p] && q.Remote == pc.Remote && q.Dev == pc.Dev && q.From == pc.From {
 				keep[p], used[p.ID] = true, true
 				next[i] = p
 				break
 			}
 		}
 	}
-	var opened []*path
+	var opened []*peer.Path
 	for i, pc := range pcs {
 		if next[i] != nil {
 			continue
@@ -452,14 +429,14 @@ func (c *Client) SetPaths(pcs []PathConfig) error {
 		}
 		if id < 0 {
 			for _, p := range opened {
-				p.conn.Close()
+				p.Conn().Close()
 			}
 			return errors.New("client: more than 255 paths")
 		}
 		p, err := c.newPath(pc, uint8(id))
 		if err != nil {
 			for _, p := range opened {
-				p.conn.Close()
+				p.Conn().Close()
 			}
 			return err
 		}
@@ -469,24 +446,27 @@ func (c *Client) SetPaths(pcs []PathConfig) error {
 	for i, p := range next {
 		// Priority is not part of a path's identity: a kept path takes the
 		// new one.
-		p.prio.Store(int64(pcs[i].Priority))
+		p.SetPriority(pcs[i].Priority)
 	}
-	c.setList(next)
+	c.setList(next, pcs)
 	for _, p := range old {
 		if !keep[p] {
-			p.conn.Close() // its pathLoop ends
-			c.log.Info("path removed", "path", p.cfg.Remote, "id", p.ID)
+			p.Conn().Close() // its pathLoop ends
+			c.log.Info("path removed", "path", p.Name, "id", p.ID)
 		}
 	}
 	for _, p := range opened {
-		c.startPath(p)
-		c.log.Info("path added", "path", p.cfg.Remote, "id", p.ID)
+		if c.started {
+			// Before Serve, Serve starts every path's reader itself.
+			c.startPath(p)
+		}
+		c.log.Info("path added", "path", p.Name, "id", p.ID)
 	}
 	return nil
 }
 
 // startPath runs p's read loop.
-func (c *Client) startPath(p *path) {
+func (c *Client) startPath(p *peer.Path) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -496,7 +476,7 @@ func (c *Client) startPath(p *path) {
 
 func (c *Client) closeSockets() {
 	for _, p := range c.pathList() {
-		p.conn.Close()
+		p.Conn().Close()
 	}
 	for _, fr := range c.fronts {
 		fr.conn.Close()
@@ -504,6 +484,16 @@ func (c *Client) closeSockets() {
 	if c.socks != nil {
 		c.socks.ln.Close()
 	}
+}
+
+// Close frees the sockets Listen bound, for a client whose Serve never ran;
+// Serve frees them itself when its context ends. Close may be called more
+// than once, and after Serve.
+func (c *Client) Close() error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	c.closeSockets()
+	return nil
 }
 
 // Addr returns the address local applications send to: the default one,
@@ -536,15 +526,16 @@ func (c *Client) Up() <-chan struct{} { return c.up }
 // Serve runs until ctx ends, then tells the server the session is over and
 // frees every socket and goroutine.
 func (c *Client) Serve(ctx context.Context) error {
+	c.reloadMu.Lock()
 	list := c.pathList()
 	if len(list) > 0 {
-		f := udpio.FeaturesOf(list[0].conn)
+		f := udpio.FeaturesOf(list[0].Conn())
 		c.log.Info("client sockets", "batch", f.Batch, "gso", f.GSO, "gro", f.GRO)
 	}
-	c.reloadMu.Lock()
 	for _, p := range list {
 		c.startPath(p)
 	}
+	c.started = true
 	c.reloadMu.Unlock()
 	if c.socks != nil {
 		c.wg.Add(1)
@@ -572,14 +563,11 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.reloadMu.Lock()
 	c.closing.Store(true) // no SetPaths starts a path loop from now on
 	c.reloadMu.Unlock()
-	if st := c.sess.Load(); st != nil && st.FECTx != nil {
-		st.FECTx.Stop()
+	if st := c.sess.Load(); st != nil {
+		st.Stop()
 	}
-	if st := c.sess.Load(); st != nil && st.Reorder != nil {
-		st.Reorder.Stop()
-	}
-	if pv := c.prev.Load(); pv != nil && pv.Reorder != nil {
-		pv.Reorder.Stop()
+	if pv := c.prev.Load(); pv != nil {
+		pv.Stop()
 	}
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
@@ -592,75 +580,20 @@ func (c *Client) Serve(ctx context.Context) error {
 	return nil
 }
 
-// fastProbes is how many times a probe interval failover probes the path it
-// sends on.
-const fastProbes = 5
-
 // batchSize is how many datagrams one read or write system call moves.
 const batchSize = 64
 
 // sendAll sends pkt on every path (handshakes and closes).
 func (c *Client) sendAll(pkt []byte) {
 	for _, p := range c.pathList() {
-		c.send(p, pkt)
+		c.w.SendPath(p, pkt)
 	}
 }
 
-// send sends one packet on path p.
-func (c *Client) send(p *path, pkt []byte) {
-	msg := [1]udpio.Msg{{Buf: pkt, Addr: *p.remote.Load()}}
-	c.writePath(p, msg[:])
-}
-
-// writePath writes msgs (already addressed to p's remote) on path p and
-// counts them.
-func (c *Client) writePath(p *path, msgs []udpio.Msg) {
-	sent, bytes, err := udpio.Write(p.conn, msgs)
-	p.CountTxBatch(sent, bytes)
-	c.cnt.TxPackets.Add(uint64(sent))
-	c.cnt.TxBytes.Add(uint64(bytes))
-	switch {
-	case err == nil:
-	case errors.Is(err, udpio.ErrQueueFull):
-		c.cnt.QueueFull.Add(uint64(len(msgs) - sent))
-		c.warn.Warn("queue-full", "path send buffer full: packets dropped (more is sent than the path's link takes)", "path", p.cfg.Remote)
-	default:
-		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
-	}
-}
-
-// sendLive sends pkts on the paths the session's mode picks for each, in one
-// write per path. out is the caller's scratch.
-func (c *Client) sendLive(pkts [][]byte, out []udpio.Msg, all bool) []udpio.Msg {
-	c.schedMu.Lock()
-	defer c.schedMu.Unlock()
-	now := time.Now()
-	list := c.pathList()
-	if len(c.spaths) != len(list) {
-		c.spaths = make([]sched.Path, len(list))
-		c.per = make([][]int, len(list))
-	}
-	for i, p := range list {
-		c.spaths[i] = sched.FromStats(p.Stats(), p.Suspect(now))
-		c.spaths[i].Priority = int(p.prio.Load())
-	}
-	if all {
-		c.per = sched.SpreadAll(c.spaths, len(pkts), c.per)
-	} else {
-		c.per = c.sched.Spread(c.spaths, len(pkts), now, c.per)
-	}
-	for i, p := range list {
-		if len(c.per[i]) == 0 {
-			continue
-		}
-		to := *p.remote.Load()
-		out = out[:0]
-		for _, k := range c.per[i] {
-			out = append(out, udpio.Msg{Buf: pkts[k], Addr: to})
-		}
-		c.writePath(p, out)
-	}
-	return out
+// sendLive sends pkts on the paths the session's mode picks for each (on
+// every usable one when all is set), in one write per path.
+func (c *Client) sendLive(pkts [][]byte, all bool) {
+	c.spread.Send(c.pathList(), pkts, all, nil, time.Now())
 }
 
 // localLoop carries local applications' datagrams into the tunnel, a batch
@@ -670,17 +603,13 @@ func (c *Client) localLoop(fr *front) {
 	b := session.NewBatch(batchSize)
 	sl := session.NewSealer() // for datagrams that carry their flow's target
 	in := make([]udpio.Msg, b.Size())
-	out := make([]udpio.Msg, 0, 2*batchSize)
 	for {
 		for i := range in {
 			in[i].Buf = b.Buf(i)
 		}
-		n, err := fr.conn.ReadBatch(in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+		n, ok := udpio.Read(fr.conn, in)
+		if !ok {
+			return
 		}
 		st := c.sess.Load()
 		if st == nil && fr.socks {
@@ -693,7 +622,7 @@ func (c *Client) localLoop(fr *front) {
 			}
 		}
 		if fr.socks {
-			out = c.socksBatch(fr, st, in[:n], sl, out)
+			c.socksBatch(fr, st, in[:n], sl)
 			continue
 		}
 		nowT := time.Now()
@@ -703,9 +632,6 @@ func (c *Client) localLoop(fr *front) {
 		// In fec mode, datagrams that fit become shards, one path each; the
 		// others are cut and sent on every path.
 		tx := st.FECTx
-		if tx != nil {
-			tx.Lock()
-		}
 		// Datagrams of a batch mostly come from one peer: its flow is
 		// looked up and stamped once, and the counters move once a batch.
 		var lastF *flow
@@ -728,11 +654,11 @@ func (c *Client) localLoop(fr *front) {
 			if f.needsTarget() {
 				// Sent at once, after what the batch holds, on every path.
 				if len(b.Pkts) > 0 {
-					out = c.sendLive(b.Pkts, out, tx != nil)
+					c.sendLive(b.Pkts, tx != nil)
 					b.Reset()
 				}
 				if pkts, _, ok := c.sealFlow(sl, st, f, in[i].Buf[:min(in[i].N, len(in[i].Buf))], maxPlain); ok {
-					out = c.sendLive(pkts, out, true)
+					c.sendLive(pkts, true)
 				}
 				continue
 			}
@@ -746,7 +672,7 @@ func (c *Client) localLoop(fr *front) {
 			}
 			err := b.Add(st, i, f.id, in[i].N, maxPlain)
 			if errors.Is(err, session.ErrBatchFull) {
-				out = c.sendLive(b.Pkts, out, tx != nil)
+				c.sendLive(b.Pkts, tx != nil)
 				b.Reset()
 				err = b.Add(st, i, f.id, in[i].N, maxPlain)
 			}
@@ -764,12 +690,10 @@ func (c *Client) localLoop(fr *front) {
 			fr.stats.tx.Add(forwarded)
 		}
 		if len(b.Pkts) > 0 {
-			out = c.sendLive(b.Pkts, out, tx != nil)
+			c.sendLive(b.Pkts, tx != nil)
 		}
 		if tx != nil {
-			out = c.sendFEC(tx, out)
-			tx.Arm(nowT)
-			tx.Unlock()
+			tx.Flush(nowT)
 		}
 	}
 }
@@ -801,23 +725,15 @@ func (f *flow) localMsg(d []byte, scratch *[]byte) udpio.Msg {
 	return udpio.Msg{Buf: d, Addr: f.peer}
 }
 
-// sendFEC sends the shards tx has sealed, one path each, and resets it. The
-// caller holds tx's lock.
-func (c *Client) sendFEC(tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
-	if len(tx.Pkts) > 0 {
-		out = c.sendLive(tx.Pkts, out, false)
-		c.cnt.FECParity.Add(tx.Parity)
-	}
-	tx.Reset()
-	return out
-}
-
-// newFEC gives st the fec mode's sender and receiver; st's parity is
-// flushed by a timer when a group does not fill in time.
+// newFEC gives st the fec mode's sender and receiver: its shards go one
+// path each, and its parity is flushed by a timer when a group does not fill
+// in time.
 func (c *Client) newFEC(st *session.State) error {
-	var out []udpio.Msg // the timer's scratch; the sender's lock guards it
 	return session.EnableFEC(st, c.cfg.FEC, c.cfg.FECFlush, c.cfg.FECDepth,
-		func(tx *session.FECSender) { out = c.sendFEC(tx, out) },
+		func(pkts [][]byte, parity uint64) {
+			c.sendLive(pkts, false)
+			c.cnt.FECParity.Add(parity)
+		},
 		func(err error) { c.log.Error("fec", "err", err) })
 }
 
@@ -856,166 +772,6 @@ func (c *Client) flowTo(fr *front, peer netip.AddrPort, tg wire.Target) *flow {
 	return f
 }
 
-// pathLoop reads what the server sends on one path.
-func (c *Client) pathLoop(p *path) {
-	in := make([]udpio.Msg, batchSize)
-	for i := range in {
-		in[i].Buf = make([]byte, wire.MaxPacket+1)
-	}
-	out := make([]udpio.Msg, 0, batchSize) // datagrams for local peers
-	var scratch []byte                     // their SOCKS5 headers and bodies
-	var o session.Opener
-	sl := session.NewSealer()
-	lookup := func(id uint32) *flow {
-		c.flowMu.RLock()
-		defer c.flowMu.RUnlock()
-		return c.byID[id]
-	}
-	// A reassembled datagram lives only during the callback: send it now.
-	deliverNow := func(id uint32, d []byte) {
-		if f := lookup(id); f != nil {
-			f.lastActive.Store(time.Now().UnixNano())
-			f.acked.Store(true)
-			msg := [1]udpio.Msg{f.localMsg(d, &scratch)}
-			c.writeLocal(f.fr, msg[:])
-		}
-	}
-	var outFr []*front // the front of each datagram in out
-	for {
-		n, err := p.conn.ReadBatch(in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		now := time.Now()
-		out, outFr, scratch = out[:0], outFr[:0], scratch[:0]
-		remote := *p.remote.Load()
-		// The client's counters, the path's health and the flow lookup
-		// move once a batch, not once a packet.
-		var rxPackets, rxBytes int
-		heard, authentic := false, false
-		var lastFlow *flow
-		for i := range in[:n] {
-			if in[i].Addr != remote {
-				// Only the path's own remote end may talk to this socket.
-				c.cnt.Malformed.Add(1)
-				continue
-			}
-			pkt := in[i].Buf[:in[i].N]
-			rxPackets++
-			rxBytes += len(pkt)
-			switch wire.Type(pkt) {
-			case wire.TypeTransport:
-				h, err := wire.ParseHeader(pkt)
-				if err != nil {
-					c.cnt.Malformed.Add(1)
-					continue
-				}
-				st := c.sess.Load()
-				if st != nil && h.Receiver != st.LocalIndex {
-					// Sent before the server switched to our new session?
-					st = c.prev.Load()
-					if st != nil && (h.Receiver != st.LocalIndex || now.UnixNano() > c.prevUntil.Load()) {
-						st = nil
-					}
-				}
-				if st == nil {
-					c.cnt.UnknownSess.Add(1)
-					continue
-				}
-				m, err := o.Receive(st, pkt, h, now, &c.cnt, deliverNow)
-				if err != nil {
-					switch {
-					case errors.Is(err, session.ErrDuplicate):
-						p.CountRx(len(pkt)) // an authentic copy
-						p.Duplicates.Add(1)
-					case errors.Is(err, session.ErrTooOld):
-						p.CountRx(len(pkt))
-					case errors.Is(err, session.ErrAuth):
-						c.warn.Warn("auth", "packet failed authentication, dropped (forged, or corrupted on the way)", "path", p.cfg.Remote)
-					}
-					continue
-				}
-				// Only authentic packets count on the path: its counts
-				// steer the scheduler through the loss they show. At
-				// once: a probe answered below carries the count.
-				p.CountRx(len(pkt))
-				authentic = true
-				if st.Reorder != nil {
-					// Every counter takes its place; only data waits.
-					if m.Kind == wire.MsgData {
-						st.Reorder.Push(h.Counter, m.Flow, m.Body, now)
-						heard = true
-						continue
-					}
-					st.Reorder.Push(h.Counter, 0, nil, now)
-				}
-				switch {
-				case m.Kind == wire.MsgProbe && m.Probe.Path == p.ID:
-					reply := p.OnProbe(m.Probe, now)
-					if pr, err := sl.SealProbe(st, wire.MsgProbeReply, reply); err == nil {
-						c.send(p, pr)
-					}
-				case m.Kind == wire.MsgProbeReply && m.Probe.Path == p.ID:
-					p.OnProbeReply(m.Probe, now)
-				case m.Kind == wire.MsgFlow:
-					if f := lookup(m.Flow); f != nil {
-						c.flowFate(f, m.Status, now)
-					}
-					heard = true
-				default:
-					if m.Kind == wire.MsgData {
-						f := lastFlow
-						if f == nil || f.id != m.Flow {
-							if f = lookup(m.Flow); f != nil {
-								f.lastActive.Store(now.UnixNano())
-								lastFlow = f
-							}
-						}
-						if f != nil {
-							if !f.acked.Load() {
-								f.acked.Store(true) // a reply: the server has the flow
-							}
-							out = append(out, f.localMsg(m.Body, &scratch))
-							outFr = append(outFr, f.fr)
-						}
-					}
-					heard = true
-				}
-			case wire.TypeResponse:
-				// Handshake messages are not counted on a path: the
-				// server does not count them either.
-				c.handleResponse(pkt)
-			case wire.TypeCookie:
-				c.handleCookie(pkt)
-			default:
-				c.cnt.Malformed.Add(1)
-			}
-		}
-		if rxPackets > 0 {
-			c.cnt.RxPackets.Add(uint64(rxPackets))
-			c.cnt.RxBytes.Add(uint64(rxBytes))
-		}
-		if authentic {
-			c.lastAuth.Store(now.UnixNano())
-		}
-		if heard {
-			p.OnHeard(now)
-		}
-		// One write per run of datagrams for the same front.
-		for i := 0; i < len(out); {
-			j := i + 1
-			for j < len(out) && outFr[j] == outFr[i] {
-				j++
-			}
-			c.writeLocal(outFr[i], out[i:j])
-			i = j
-		}
-	}
-}
-
 // flowFate takes the server's word on flow f: open, or refused and why.
 func (c *Client) flowFate(f *flow, status byte, now time.Time) {
 	if status == wire.FlowOK {
@@ -1036,18 +792,10 @@ const refusedFor = 2 * time.Second
 
 // writeLocal hands datagrams to local peers of front fr and counts them.
 func (c *Client) writeLocal(fr *front, msgs []udpio.Msg) {
-	sent, bytes, err := udpio.Write(fr.conn, msgs)
+	sent, bytes, _ := c.w.Write(fr.conn, msgs, "local send buffer full: datagrams for applications dropped")
 	fr.stats.rx.Add(uint64(sent))
 	c.cnt.Delivered.Add(uint64(sent))
-	c.cnt.DeliveredBy.Add(uint64(bytes))
-	switch {
-	case err == nil:
-	case errors.Is(err, udpio.ErrQueueFull):
-		c.cnt.QueueFull.Add(uint64(len(msgs) - sent))
-		c.warn.Warn("queue-full", "local send buffer full: datagrams for applications dropped")
-	default:
-		c.cnt.SendErrors.Add(uint64(len(msgs) - sent))
-	}
+	c.cnt.DeliveredBytes.Add(uint64(bytes))
 }
 
 func (c *Client) handleResponse(pkt []byte) {
@@ -1060,7 +808,7 @@ func (c *Client) handleResponse(pkt []byte) {
 	defer c.hsMu.Unlock()
 	ph := c.pending[idx]
 	if ph == nil {
-		c.cnt.HandshakeRply.Add(1)
+		c.cnt.HandshakeReplay.Add(1)
 		return
 	}
 	fin, err := ph.in.Finish(msg)
@@ -1113,8 +861,8 @@ func (c *Client) handleResponse(pkt []byte) {
 			old.FECTx.Stop()
 		}
 		c.prevUntil.Store(now.Add(prevGrace).UnixNano())
-		if pv := c.prev.Swap(old); pv != nil && pv.Reorder != nil {
-			pv.Reorder.Stop()
+		if pv := c.prev.Swap(old); pv != nil {
+			pv.Stop()
 		}
 	}
 	early := c.early
@@ -1129,7 +877,11 @@ func (c *Client) handleResponse(pkt []byte) {
 	}
 	// Tell the server every path at once, then send what waited for the session.
 	sl := session.NewSealer()
-	c.probeAll(sl, st, time.Now())
+	for _, p := range c.pathList() {
+		if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(time.Now())); err == nil {
+			c.w.SendPath(p, pkt)
+		}
+	}
 	c.sendEarly(sl, st, early)
 	c.once.Do(func() { close(c.up) })
 }
@@ -1214,24 +966,6 @@ func (c *Client) handleCookie(pkt []byte) {
 	}
 }
 
-// probeAll sends a probe on every path, each sealed for its path.
-func (c *Client) probeAll(sl *session.Sealer, st *session.State, now time.Time) {
-	for _, p := range c.pathList() {
-		if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
-			c.send(p, pkt)
-		}
-	}
-}
-
-// tickPaths advances every path's state machine and logs each change.
-func (c *Client) tickPaths(now time.Time) {
-	for _, p := range c.pathList() {
-		if changed, from, to, reason := p.Tick(now); changed {
-			c.log.Info("path state", "path", p.cfg.Remote, "from", from.String(), "to", to.String(), "reason", reason)
-		}
-	}
-}
-
 // PathStates returns each path's health, in the order of the path list.
 func (c *Client) PathStates() []pathpkg.Stats {
 	list := c.pathList()
@@ -1251,15 +985,15 @@ func (c *Client) timers(ctx context.Context) {
 	lastHS := time.Now()
 	probe := time.NewTicker(c.cfg.ProbeInterval)
 	defer probe.Stop()
-	// In failover mode the path carrying the data is probed five times as
-	// often, so that its death is suspected, and copies start on the next
-	// path, within about a fifth of a probe interval.
+	// In failover mode the paths carrying the data are probed
+	// peer.FastProbes times as often.
 	var fast <-chan time.Time
 	if c.cfg.Mode == sched.Failover {
-		t := time.NewTicker(c.cfg.ProbeInterval / fastProbes)
+		t := time.NewTicker(c.cfg.ProbeInterval / peer.FastProbes)
 		defer t.Stop()
 		fast = t.C
 	}
+	pr := peer.NewProber(c.w, c.log)
 	sl := session.NewSealer()
 	lastExpire := time.Now()
 	for {
@@ -1267,26 +1001,10 @@ func (c *Client) timers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-fast:
-			// A path that sent anything but our probes since the last tick
-			// carries data.
-			st := c.sess.Load()
-			for _, p := range c.pathList() {
-				if st != nil && p.TxPackets.Load() != p.fastTx {
-					if pkt, err := sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
-						c.send(p, pkt)
-					}
-				}
-				p.fastTx = p.TxPackets.Load()
-			}
+			pr.Fast(c.sess.Load(), c.pathList(), now)
 		case now := <-probe.C:
 			st := c.sess.Load()
-			if st != nil {
-				c.probeAll(sl, st, now)
-			}
-			for _, p := range c.pathList() {
-				p.fastTx = p.TxPackets.Load()
-			}
-			c.tickPaths(now)
+			pr.Round(st, c.pathList(), true, now)
 			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
 			switch {
 			case (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry:
@@ -1311,8 +1029,8 @@ func (c *Client) expire(now time.Time) {
 	if st := c.sess.Load(); st != nil {
 		st.Reasm.Expire(now)
 	}
-	if pv := c.prev.Load(); pv != nil && now.UnixNano() > c.prevUntil.Load() && c.prev.CompareAndSwap(pv, nil) && pv.Reorder != nil {
-		pv.Reorder.Stop()
+	if pv := c.prev.Load(); pv != nil && now.UnixNano() > c.prevUntil.Load() && c.prev.CompareAndSwap(pv, nil) {
+		pv.Stop()
 	}
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()
@@ -1320,7 +1038,7 @@ func (c *Client) expire(now time.Time) {
 		if now.Sub(time.Unix(0, f.lastActive.Load())) > c.cfg.FlowTimeout {
 			delete(c.byPeer, peer)
 			delete(c.byID, f.id)
-			c.cnt.FlowsGone.Add(1)
+			c.cnt.FlowsFreed.Add(1)
 		}
 	}
 }
@@ -1368,7 +1086,6 @@ func (c *Client) holdEarly(fr *front, msgs []udpio.Msg) *session.State {
 
 // sendEarly sends the datagrams held for the first session.
 func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyDatagram) {
-	var out []udpio.Msg
 	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
 	for _, e := range early {
 		if time.Since(e.at) > earlyAge {
@@ -1381,7 +1098,7 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 		}
 		f.lastActive.Store(time.Now().UnixNano())
 		if pkts, withTarget, ok := c.sealFlow(sl, st, f, e.data, maxPlain); ok {
-			out = c.sendLive(pkts, out, c.cfg.Mode == sched.FEC || withTarget)
+			c.sendLive(pkts, c.cfg.Mode == sched.FEC || withTarget)
 		}
 	}
 }

@@ -59,24 +59,24 @@ func (c *Client) resolver(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, p := range c.pathList() {
-			if !p.Down() || !isName(p.cfg.Remote) {
+			if !p.Down() || !isName(p.Name) {
 				continue
 			}
-			old := *p.remote.Load()
+			old := p.Addr()
 			network := "ip4"
 			if old.Addr().Is6() {
 				network = "ip6"
 			}
 			lctx, cancel := context.WithTimeout(ctx, c.cfg.ResolveEvery)
-			addr, err := resolve(lctx, c.cfg.Resolver, p.cfg.Remote, network)
+			addr, err := resolve(lctx, c.cfg.Resolver, p.Name, network)
 			cancel()
 			if err != nil {
-				c.warn.Warn("resolve", "cannot resolve a down path again", "path", p.cfg.Remote, "err", err)
+				c.warn.Warn("resolve", "cannot resolve a down path again", "path", p.Name, "err", err)
 				continue
 			}
 			if addr != old {
-				p.remote.Store(&addr)
-				c.log.Info("path resolved to a new address", "path", p.cfg.Remote, "from", old.String(), "to", addr.String())
+				p.SetAddr(addr)
+				c.log.Info("path resolved to a new address", "path", p.Name, "from", old.String(), "to", addr.String())
 			}
 		}
 	}

@@ -210,7 +210,7 @@ func (c *Client) dissociate(fr *front) {
 		if k.fr == fr {
 			delete(c.byPeer, k)
 			delete(c.byID, f.id)
-			c.cnt.FlowsGone.Add(1)
+			c.cnt.FlowsFreed.Add(1)
 		}
 	}
 	c.flowMu.Unlock()
@@ -227,7 +227,7 @@ func (c *Client) dissociate(fr *front) {
 // bound here to the address and port of the first well-formed datagram
 // from its address. Only the association's reader (localLoop) calls this,
 // so it alone reads and writes fr.peer once the association is made.
-func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *session.Sealer, out []udpio.Msg) []udpio.Msg {
+func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *session.Sealer) {
 	maxPlain := wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())
 	now := time.Now()
 	for i := range in {
@@ -254,8 +254,7 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 			continue
 		}
 		if pkts, _, ok := c.sealFlow(sl, st, f, data, maxPlain); ok {
-			out = c.sendLive(pkts, out, true)
+			c.sendLive(pkts, true)
 		}
 	}
-	return out
 }

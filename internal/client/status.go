@@ -3,22 +3,22 @@ package client
 import (
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // targets returns each front's flows and traffic; the SOCKS5 front's
 // associations count as one.
-func (c *Client) targets() []control.Target {
+func (c *Client) targets() []status.Target {
 	flows := make(map[*frontStats]int)
 	c.flowMu.RLock()
 	for k := range c.byPeer {
 		flows[k.fr.stats]++
 	}
 	c.flowMu.RUnlock()
-	entry := func(name, target string, s *frontStats) control.Target {
-		return control.Target{Name: name, Target: target, Flows: flows[s], TxDatagrams: s.tx.Load(), RxDatagrams: s.rx.Load(), Refused: s.refused.Load()}
+	entry := func(name, target string, s *frontStats) status.Target {
+		return status.Target{Name: name, Target: target, Flows: flows[s], TxDatagrams: s.tx.Load(), RxDatagrams: s.rx.Load(), Refused: s.refused.Load()}
 	}
-	out := []control.Target{}
+	out := []status.Target{}
 	for _, fr := range c.fronts {
 		to := ""
 		if fr.target.Valid() {
@@ -33,8 +33,8 @@ func (c *Client) targets() []control.Target {
 }
 
 // Status returns the client's state for the status socket.
-func (c *Client) Status(version string, started time.Time) control.Status {
-	st := control.NewStatus("client", version, started, c.cnt.Snapshot().Map())
+func (c *Client) Status(version string, started time.Time) status.Status {
+	st := status.NewStatus("client", version, started, c.cnt.Snapshot().Map())
 	st.Targets = c.targets()
 	s := c.sess.Load()
 	if s == nil {
@@ -43,9 +43,9 @@ func (c *Client) Status(version string, started time.Time) control.Status {
 	c.flowMu.RLock()
 	flows := len(c.byID)
 	c.flowMu.RUnlock()
-	sess := control.Session{ID: control.SessionID(s.PeerIndex), Mode: c.cfg.Mode.String(), Cipher: s.Cipher.String(), Flows: flows}
+	sess := status.Session{ID: status.SessionID(s.PeerIndex), Mode: c.cfg.Mode.String(), Cipher: s.Cipher.String(), Flows: flows}
 	for _, p := range c.pathList() {
-		sess.Paths = append(sess.Paths, p.Status(p.remote.Load().String(), p.conn.LocalAddr().String()))
+		sess.Paths = append(sess.Paths, p.Status(p.Addr().String(), p.Conn().LocalAddr().String()))
 	}
 	sess.SetShares()
 	st.Sessions = append(st.Sessions, sess)

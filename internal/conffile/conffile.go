@@ -331,8 +331,8 @@ func (c *Client) check(file string, lines map[string]int) error {
 	if c.FEC.Interleave < 0 || c.FEC.Interleave > 15 {
 		k.fail("fec.interleave", "%d: want 1 to 15", c.FEC.Interleave)
 	}
-	if len(c.Paths) > 64 {
-		k.fail("path", "%d paths: at most 64", len(c.Paths))
+	if len(c.Paths) > wire.MaxPaths {
+		k.fail("path", "%d paths: at most %d", len(c.Paths), wire.MaxPaths)
 	}
 	for i, f := range c.Forwards {
 		key := fmt.Sprintf("forward.%d", i)

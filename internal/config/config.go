@@ -23,11 +23,14 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
 const (
-	// MaxPaths is the largest number of paths a file may list.
-	MaxPaths = 64
+	// MaxPaths is the largest number of paths a file may list: as many as
+	// a session has.
+	MaxPaths = wire.MaxPaths
 
 	// MaxLineLen is the longest line, in bytes without its line ending,
 	// that a file may contain.

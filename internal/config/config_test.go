@@ -151,7 +151,7 @@ func TestParsePathsErrors(t *testing.T) {
 		{"empty label", "a..b 2000\n", `mpclient.conf:1: host "a..b" is not a valid host name or IP address`, 1},
 		{"no paths empty", "", `mpclient.conf: no paths; add at least one line of the form HOST PORT`, 0},
 		{"no paths comments", "# nothing\n\n   \r\n", `mpclient.conf: no paths; add at least one line of the form HOST PORT`, 0},
-		{"too many paths", many.String(), `mpclient.conf:65: too many paths; at most 64 are allowed`, 65},
+		{"too many paths", many.String(), fmt.Sprintf("mpclient.conf:%d: too many paths; at most %d are allowed", MaxPaths+1, MaxPaths), MaxPaths + 1},
 		{"line too long", "h 1\n" + strings.Repeat("#", MaxLineLen+1) + "\n", `mpclient.conf:2: line is longer than 4096 bytes`, 2},
 		{"line too long crlf", "h 1\n" + strings.Repeat(" ", MaxLineLen+1) + "\r\n", `mpclient.conf:2: line is longer than 4096 bytes`, 2},
 		{"line far too long", "h 1\n\n" + strings.Repeat("x", 100000), `mpclient.conf:3: line is longer than 4096 bytes`, 3},

@@ -12,21 +12,23 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // maxReply bounds the size of a status document a client accepts.
 const maxReply = 16 << 20
 
 // Fetch connects to the status socket at path and decodes the daemon's
-// Status. The exchange must complete within ConnTimeout (or ctx's deadline, if
-// sooner). When nothing serves at path the error wraps ErrNotRunning and says
-// what to check. Fields unknown to this version are ignored.
-func Fetch(ctx context.Context, path string) (Status, error) {
+// status. The exchange must complete within ConnTimeout (or ctx's deadline,
+// if sooner). When nothing serves at path the error wraps ErrNotRunning and
+// says what to check. Fields unknown to this version are ignored.
+func Fetch(ctx context.Context, path string) (status.Status, error) {
 	if path == "" {
-		return Status{}, errors.New("status socket path is empty")
+		return status.Status{}, errors.New("status socket path is empty")
 	}
 	if err := checkPathLen(path); err != nil {
-		return Status{}, err
+		return status.Status{}, err
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, ConnTimeout)
@@ -35,12 +37,12 @@ func Fetch(ctx context.Context, path string) (Status, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		return Status{}, fetchError(parent, path, err)
+		return status.Status{}, fetchError(parent, path, err)
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		if err := c.SetDeadline(dl); err != nil {
-			return Status{}, fmt.Errorf("reading status from %s: %w", path, err)
+			return status.Status{}, fmt.Errorf("reading status from %s: %w", path, err)
 		}
 	}
 	// Cancellation interrupts a blocked read by moving the deadline.
@@ -49,17 +51,17 @@ func Fetch(ctx context.Context, path string) (Status, error) {
 
 	b, err := io.ReadAll(io.LimitReader(c, maxReply+1))
 	if err != nil {
-		return Status{}, fetchError(parent, path, err)
+		return status.Status{}, fetchError(parent, path, err)
 	}
 	if len(b) > maxReply {
-		return Status{}, fmt.Errorf("status from %s is larger than %d bytes; refusing it", path, maxReply)
+		return status.Status{}, fmt.Errorf("status from %s is larger than %d bytes; refusing it", path, maxReply)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
-		return Status{}, fmt.Errorf("the process at %s closed the connection without sending status (is it an mptunnel daemon?)", path)
+		return status.Status{}, fmt.Errorf("the process at %s closed the connection without sending status (is it an mptunnel daemon?)", path)
 	}
-	var s Status
+	var s status.Status
 	if err := json.Unmarshal(b, &s); err != nil {
-		return Status{}, fmt.Errorf("status from %s is not valid (is it an mptunnel daemon?): %w", path, err)
+		return status.Status{}, fmt.Errorf("status from %s is not valid (is it an mptunnel daemon?): %w", path, err)
 	}
 	return s, nil
 }

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 func TestDefaultPath(t *testing.T) {
@@ -30,24 +29,5 @@ func TestDefaultPath(t *testing.T) {
 				t.Errorf("DefaultPath(%q, %v, %d) = %q, want %q", tc.role, tc.vars, tc.uid, got, tc.want)
 			}
 		})
-	}
-}
-
-func TestFormatTime(t *testing.T) {
-	if got := FormatTime(time.Time{}); got != "" {
-		t.Errorf("FormatTime(zero) = %q, want empty", got)
-	}
-	tm := time.Date(2024, 5, 1, 14, 0, 0, 123456789, time.FixedZone("CEST", 2*3600))
-	if got, want := FormatTime(tm), "2024-05-01T12:00:00.123Z"; got != want {
-		t.Errorf("FormatTime = %q, want %q", got, want)
-	}
-	if got, want := FormatTime(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)), "2024-05-01T12:00:00.000Z"; got != want {
-		t.Errorf("FormatTime = %q, want %q", got, want)
-	}
-	if got := SessionID(0xdeadbeef); got != "deadbeef" {
-		t.Errorf("SessionID = %q", got)
-	}
-	if got := SessionID(1); got != "00000001" {
-		t.Errorf("SessionID = %q", got)
 	}
 }

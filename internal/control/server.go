@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // ConnTimeout bounds one status exchange, on the serving and the fetching
@@ -54,7 +56,7 @@ type Server struct {
 // Serve listens on the Unix socket at path and answers each connection with
 // the JSON of snapshot() followed by a newline until ctx ends. It is Listen
 // followed by (*Server).Serve; see those for the details.
-func Serve(ctx context.Context, path string, snapshot func() Status) error {
+func Serve(ctx context.Context, path string, snapshot func() status.Status) error {
 	s, err := Listen(path)
 	if err != nil {
 		return err
@@ -108,7 +110,7 @@ func (s *Server) Path() string { return s.path }
 // then it closes the listener, removes the socket file (if it is still the
 // one Listen created) and returns once every goroutine it started has
 // stopped. A stop by ctx or Close returns nil. Serve may be called once.
-func (s *Server) Serve(ctx context.Context, snapshot func() Status) error {
+func (s *Server) Serve(ctx context.Context, snapshot func() status.Status) error {
 	if snapshot == nil {
 		_ = s.Close()
 		return errors.New("serving status: snapshot function is nil")
@@ -123,7 +125,7 @@ func (s *Server) Serve(ctx context.Context, snapshot func() Status) error {
 	take := func() ([]byte, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		return marshal(snapshot())
+		return status.Marshal(snapshot())
 	}
 
 	var wg sync.WaitGroup

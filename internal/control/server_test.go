@@ -16,37 +16,39 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
-func sampleStatus() Status {
-	return Status{
+func sampleStatus() status.Status {
+	return status.Status{
 		Role:    "client",
 		Version: "1.0.0",
 		Uptime:  3723.5,
-		Sessions: []Session{{
-			ID:    SessionID(0x2a),
-			Mode:  ModeRedundant,
+		Sessions: []status.Session{{
+			ID:    status.SessionID(0x2a),
+			Mode:  status.ModeRedundant,
 			Flows: 3,
-			Paths: []Path{
+			Paths: []status.Path{
 				{
-					Remote: "203.0.113.10:4000", Local: "192.0.2.1:50001", State: PathUp,
+					Remote: "203.0.113.10:4000", Local: "192.0.2.1:50001", State: status.PathUp,
 					RTTms: 12.34, JitterMs: 1.2, LossOut: 0.001, LossIn: 0,
 					TxPackets: 1234, RxPackets: 3_400_000, TxBytes: 1_500_000, RxBytes: 4_000_000_000,
 					Duplicates: 12, LastSeen: "2024-05-01T12:00:00.123Z",
 				},
 				{
-					Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50002", State: PathDown,
+					Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50002", State: status.PathDown,
 				},
 			},
 		}},
 		Counters: map[string]uint64{"too_old": 3, "unknown_session": 1},
-		Targets:  []Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 1, TxDatagrams: 10, RxDatagrams: 9, Refused: 2}},
+		Targets:  []status.Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 1, TxDatagrams: 10, RxDatagrams: 9, Refused: 2}},
 	}
 }
 
 // serve runs Serve on a fresh socket and returns its path and a function that
 // stops it and returns Serve's result.
-func serve(t *testing.T, snapshot func() Status) (path string, stop func() error) {
+func serve(t *testing.T, snapshot func() status.Status) (path string, stop func() error) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "client.sock")
 	s, err := Listen(path)
@@ -56,7 +58,7 @@ func serve(t *testing.T, snapshot func() Status) (path string, stop func() error
 	return path, runServer(t, s, snapshot)
 }
 
-func runServer(t *testing.T, s *Server, snapshot func() Status) func() error {
+func runServer(t *testing.T, s *Server, snapshot func() status.Status) func() error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -78,7 +80,7 @@ func runServer(t *testing.T, s *Server, snapshot func() Status) func() error {
 	return stop
 }
 
-func fetch(t *testing.T, path string) Status {
+func fetch(t *testing.T, path string) status.Status {
 	t.Helper()
 	st, err := Fetch(context.Background(), path)
 	if err != nil {
@@ -89,7 +91,7 @@ func fetch(t *testing.T, path string) Status {
 
 func TestRoundTrip(t *testing.T) {
 	want := sampleStatus()
-	path, stop := serve(t, func() Status { return want })
+	path, stop := serve(t, func() status.Status { return want })
 	got := fetch(t, path)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Fetch returned\n%+v\nwant\n%+v", got, want)
@@ -103,7 +105,7 @@ func TestPackageServe(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "server.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, path, func() Status { return Status{Role: "server"} }) }()
+	go func() { done <- Serve(ctx, path, func() status.Status { return status.Status{Role: "server"} }) }()
 	var st Status
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -184,7 +186,7 @@ func TestLongPathFallback(t *testing.T) {
 	if perm := fi.Mode().Perm(); perm != 0o600 {
 		t.Errorf("socket mode = %#o, want 0600", perm)
 	}
-	stop := runServer(t, s, func() Status { return Status{Role: "client"} })
+	stop := runServer(t, s, func() status.Status { return status.Status{Role: "client"} })
 	if st := fetch(t, path); st.Role != "client" {
 		t.Errorf("Fetch role = %q", st.Role)
 	}
@@ -239,7 +241,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
-	stop := runServer(t, s, func() Status { return Status{Role: "client", Version: "v"} })
+	stop := runServer(t, s, func() status.Status { return status.Status{Role: "client", Version: "v"} })
 	if st := fetch(t, path); st.Version != "v" {
 		t.Errorf("Fetch version = %q", st.Version)
 	}
@@ -249,7 +251,7 @@ func TestStaleSocketReplaced(t *testing.T) {
 }
 
 func TestSecondServerRefused(t *testing.T) {
-	path, _ := serve(t, func() Status { return Status{Role: "server", Version: "first"} })
+	path, _ := serve(t, func() status.Status { return status.Status{Role: "server", Version: "first"} })
 	s, err := Listen(path)
 	if err == nil {
 		s.Close()
@@ -402,7 +404,7 @@ func TestNilSnapshot(t *testing.T) {
 func TestConcurrentFetches(t *testing.T) {
 	var mu sync.Mutex
 	calls := 0
-	path, stop := serve(t, func() Status {
+	path, stop := serve(t, func() status.Status {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
@@ -441,7 +443,7 @@ func TestConcurrentFetches(t *testing.T) {
 func TestStopWithIdleClient(t *testing.T) {
 	big := sampleStatus()
 	big.Version = strings.Repeat("v", 1<<20) // larger than a socket buffer
-	path, stop := serve(t, func() Status { return big })
+	path, stop := serve(t, func() status.Status { return big })
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +463,7 @@ func TestNonFiniteNumbersEncoded(t *testing.T) {
 	st := sampleStatus()
 	st.Uptime = math.Inf(1)
 	st.Sessions[0].Paths[0].RTTms = math.NaN()
-	path, _ := serve(t, func() Status { return st })
+	path, _ := serve(t, func() status.Status { return st })
 	got := fetch(t, path)
 	if got.Uptime != 0 || got.Sessions[0].Paths[0].RTTms != 0 {
 		t.Errorf("non-finite numbers came back as %v, %v; want 0", got.Uptime, got.Sessions[0].Paths[0].RTTms)
@@ -531,8 +533,8 @@ func TestJSONFieldNames(t *testing.T) {
 // TestJSONEmpty checks that lists are [] rather than null and that counters
 // are left out when there are none.
 func TestJSONEmpty(t *testing.T) {
-	path, _ := serve(t, func() Status {
-		return Status{Role: "server", Sessions: []Session{{ID: "00000001", Mode: ModeRedundant}}}
+	path, _ := serve(t, func() status.Status {
+		return status.Status{Role: "server", Sessions: []status.Session{{ID: "00000001", Mode: status.ModeRedundant}}}
 	})
 	var top map[string]any
 	if err := json.Unmarshal(rawReply(t, path), &top); err != nil {
@@ -547,29 +549,12 @@ func TestJSONEmpty(t *testing.T) {
 		t.Errorf("paths = %#v, want []", paths)
 	}
 
-	path2, _ := serve(t, func() Status { return Status{Role: "server"} })
+	path2, _ := serve(t, func() status.Status { return status.Status{Role: "server"} })
 	if err := json.Unmarshal(rawReply(t, path2), &top); err != nil {
 		t.Fatal(err)
 	}
 	if s, ok := top["sessions"].([]any); !ok || len(s) != 0 {
 		t.Errorf("sessions = %#v, want []", top["sessions"])
-	}
-}
-
-func TestWriteJSON(t *testing.T) {
-	var b strings.Builder
-	if err := WriteJSON(&b, sampleStatus()); err != nil {
-		t.Fatal(err)
-	}
-	var got Status
-	if err := json.Unmarshal([]byte(b.String()), &got); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, sampleStatus()) {
-		t.Errorf("WriteJSON round trip = %+v", got)
-	}
-	if !strings.HasSuffix(b.String(), "}\n") {
-		t.Errorf("WriteJSON output does not end in a newline")
 	}
 }
 

@@ -6,12 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestCookieRoundTrip(t *testing.T) {
 	psk := [32]byte{1, 2, 3}

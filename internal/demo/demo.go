@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // Config shapes a demo. Zero fields take the defaults given.
@@ -34,6 +34,10 @@ type Config struct {
 	Delays   []time.Duration // each path's one-way delay (5, 20 and 40 ms)
 	Seed     int64           // the impairments' randomness (1)
 	Progress io.Writer       // a line a second while it runs, or nil
+
+	// echoed, when set, sees every request the echo target receives
+	// (tests count them apart from the streams' own figures).
+	echoed func(request []byte)
 }
 
 func (c *Config) setDefaults() {
@@ -72,13 +76,13 @@ type Stream struct {
 
 // Report is a demo's outcome.
 type Report struct {
-	Duration time.Duration  `json:"duration_ns"`
-	Rate     int            `json:"rate"`
-	LossPct  float64        `json:"path_loss_pct"` // each path, each way
-	Delays   []float64      `json:"path_delay_ms"`
-	Single   Stream         `json:"single_path"`
-	Tunnel   Stream         `json:"tunnel"`
-	Client   control.Status `json:"client_status"` // the client's status at the end: per path figures
+	Duration time.Duration `json:"duration_ns"`
+	Rate     int           `json:"rate"`
+	LossPct  float64       `json:"path_loss_pct"` // each path, each way
+	Delays   []float64     `json:"path_delay_ms"`
+	Single   Stream        `json:"single_path"`
+	Tunnel   Stream        `json:"tunnel"`
+	Client   status.Status `json:"client_status"` // the client's status at the end: per path figures
 	// Counters are the client's counters over the run.
 	Counters map[string]uint64 `json:"client_counters"`
 }
@@ -109,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		runEcho(echo)
+		runEcho(echo, cfg.echoed)
 	}()
 
 	srv, err := server.Listen(server.Config{Listen: "127.0.0.1:0", Target: echo.LocalAddr().String(), Key: key, Logger: quiet})
@@ -185,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			errs[i] = runStream(ctx, targets[i], streams[i], cfg, i == 1)
+			errs[i] = runStream(ctx, targets[i], streams[i], byte(i), cfg, i == 1)
 		}()
 	}
 	swg.Wait()
@@ -205,25 +209,31 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	return rep, nil
 }
 
-// runEcho sends every datagram back where it came from until conn closes.
-func runEcho(conn *net.UDPConn) {
+// runEcho sends every datagram back where it came from until conn closes,
+// showing each to seen first if it is set.
+func runEcho(conn *net.UDPConn, seen func([]byte)) {
 	buf := make([]byte, 2048)
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return
 		}
+		if seen != nil {
+			seen(buf[:n])
+		}
 		_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
 	}
 }
 
-// requestLen is the size of an echo request: sequence number, send time,
-// padding to a typical small datagram (a game update, a VoIP frame).
+// requestLen is the size of an echo request: sequence number (4 bytes), the
+// stream's number (1 byte), padding to a typical small datagram (a game
+// update, a VoIP frame).
 const requestLen = 200
 
 // runStream sends cfg.Rate requests a second to dst for cfg.Duration and
-// records what comes back. The tunnel's stream reports progress.
-func runStream(ctx context.Context, dst string, s *Stream, cfg Config, progress bool) error {
+// records what comes back. Its requests carry id. The tunnel's stream reports
+// progress.
+func runStream(ctx context.Context, dst string, s *Stream, id byte, cfg Config, progress bool) error {
 	conn, err := net.Dial("udp", dst)
 	if err != nil {
 		return fmt.Errorf("demo: %s: %w", s.Name, err)
@@ -269,6 +279,7 @@ func runStream(ctx context.Context, dst string, s *Stream, cfg Config, progress 
 		}
 	}()
 	buf := make([]byte, requestLen)
+	buf[4] = id
 	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
 	defer tick.Stop()
 	for seq := 0; seq < n; seq++ {

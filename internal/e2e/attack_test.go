@@ -59,9 +59,7 @@ func silent(t *testing.T, conn *net.UDPConn, d time.Duration, who string) {
 // TestWrongKey: a client with another key gets nothing through and nothing
 // back, and a right-key client beside it loses nothing.
 func TestWrongKey(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}, {Remote: srv.Addr().String()}}
 	good := startClient(t, client.Config{Paths: paths, Key: key})
 	goodApp := dial(t, good)
@@ -131,9 +129,7 @@ func tappedClient(t *testing.T, srv *server.Server, key handshake.Key, limit int
 // address deliver nothing twice and get no answer; neither do garbage,
 // truncated or forged packets. The real session keeps working throughout.
 func TestReplayAndGarbage(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 
 	cl, captured := tappedClient(t, srv, key, 0)
 	app := dial(t, cl)

@@ -8,16 +8,13 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
-	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
 // TestSizes sends datagrams of every interesting size straight to the server
 // over three paths and checks each comes back whole and once.
 func TestSizes(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}, {Remote: srv.Addr().String()}, {Remote: srv.Addr().String()}}
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, cl)
@@ -51,9 +48,7 @@ func TestSizes(t *testing.T) {
 // counted, and the flow keeps working. IPv6 loopback lets an application send
 // up to 65,527 bytes, 20 more than the tunnel's limit.
 func TestOversize(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 	cl := startClient(t, client.Config{Listen: "[::1]:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Key: key})
 	app := dial(t, cl)
 	if _, err := app.Write(make([]byte, wire.MaxDatagram+1)); err != nil {
@@ -71,9 +66,7 @@ func TestOversize(t *testing.T) {
 // TestEarlyDatagrams: datagrams an application sends before the first
 // session is up wait for it (bounded) instead of being lost.
 func TestEarlyDatagrams(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 2, impair.Config{})
 	relays[0].SetDown(true) // no handshake can finish yet
 	cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger(), HandshakeRetry: 100 * time.Millisecond})

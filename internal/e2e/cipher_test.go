@@ -25,9 +25,7 @@ func TestCiphers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.client.String()+"/"+tc.server.String(), func(t *testing.T) {
-			key := testKey(t)
-			echo := newEchoTarget(t)
-			srv := startServer(t, server.Config{Target: echo.addr(), Key: key, Cipher: tc.server})
+			key, _, srv := echoServerWith(t, server.Config{Cipher: tc.server})
 			paths := []client.PathConfig{{Remote: srv.Addr().String()}, {Remote: srv.Addr().String()}}
 			cl := startClient(t, client.Config{Paths: paths, Key: key, Cipher: tc.client})
 			pingPong(t, dial(t, cl), "cipher", 200)
@@ -46,9 +44,7 @@ func TestCiphers(t *testing.T) {
 	}
 
 	t.Run("mismatch", func(t *testing.T) {
-		key := testKey(t)
-		echo := newEchoTarget(t)
-		srv := startServer(t, server.Config{Target: echo.addr(), Key: key, Cipher: aead.AES256GCM})
+		key, _, srv := echoServerWith(t, server.Config{Cipher: aead.AES256GCM})
 		cl, err := client.Listen(client.Config{
 			Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}},
 			Key: key, Cipher: aead.ChaCha20Poly1305, Logger: quietLogger(), HandshakeRetry: 50 * time.Millisecond,

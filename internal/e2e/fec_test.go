@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -11,20 +12,25 @@ import (
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/sched"
-	"github.com/mptunnel/mptunnel/internal/server"
 )
 
-// streamEcho sends n numbered datagrams of size bytes through app to an echo
-// target, ten every millisecond, and returns how many distinct ones came
-// back; it waits until none has come for half a second.
-func streamEcho(t *testing.T, app *net.UDPConn, n, size int) int {
-	t.Helper()
-	return streamEchoEvery(t, app, n, size, 10)
-}
-
-// streamEchoEvery is streamEcho sending burst datagrams every millisecond.
+// streamEchoEvery sends n numbered datagrams of size bytes through app to an
+// echo target, burst every millisecond, and returns how many distinct ones
+// came back; it waits until none has come for half a second. Call it from
+// the test's goroutine; elsewhere, call echoStream.
 func streamEchoEvery(t *testing.T, app *net.UDPConn, n, size, burst int) int {
 	t.Helper()
+	got, err := echoStream(app, n, size, burst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// echoStream is streamEchoEvery for any goroutine: it returns the error of
+// a failed send (with the echoes counted until then) instead of failing the
+// test, which only the test's goroutine may do.
+func echoStream(app *net.UDPConn, n, size, burst int) (int, error) {
 	seen := make([]bool, n)
 	got := 0
 	var mu sync.Mutex
@@ -50,9 +56,11 @@ func streamEchoEvery(t *testing.T, app *net.UDPConn, n, size, burst int) int {
 			mu.Unlock()
 		}
 	}()
+	var err error
 	for i := range n {
-		if _, err := app.Write(stamp(uint32(i), size)); err != nil {
-			t.Fatal(err)
+		if _, err = app.Write(stamp(uint32(i), size)); err != nil {
+			err = fmt.Errorf("sending datagram %d of %d: %w", i, n, err)
+			break
 		}
 		if i%burst == burst-1 {
 			time.Sleep(time.Millisecond)
@@ -62,7 +70,7 @@ func streamEchoEvery(t *testing.T, app *net.UDPConn, n, size, burst int) int {
 	<-done
 	mu.Lock()
 	defer mu.Unlock()
-	return got
+	return got, err
 }
 
 // upPackets returns the datagrams the relays received from the client.
@@ -77,9 +85,7 @@ func upPackets(relays []*impair.Relay) uint64 {
 // TestFECMode: three paths with 10% loss each way; fec sends each datagram
 // once plus parity, about 1.5 packets a datagram, and repairs most losses.
 func TestFECMode(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	lossy := impair.Config{Loss: 0.1}
 	paths, relays := startPaths(t, srv.Addr().String(), 21, lossy, lossy, lossy)
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.FEC})
@@ -127,9 +133,7 @@ func TestFECBurstLoss(t *testing.T) {
 		{"10/4x4", fec.Params{Data: 10, Parity: 4}, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			key := testKey(t)
-			echo := newEchoTarget(t)
-			srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+			key, _, srv := echoServer(t)
 			bursty := impair.Config{BurstLoss: impair.BurstLoss{PGoodToBad: 0.1 / 9, PBadToGood: 0.1}}
 			paths, relays := startPaths(t, srv.Addr().String(), 22, impair.Config{}, bursty, impair.Config{})
 			cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.FEC, FEC: tc.shape, FECDepth: tc.depth})

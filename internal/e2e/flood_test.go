@@ -34,9 +34,7 @@ func TestFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the flood takes a few seconds")
 	}
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 	cl, captured := tappedClient(t, srv, key, 5000)
 	app := dial(t, cl)
 	pingPong(t, app, "warm", 500)
@@ -160,9 +158,7 @@ func TestHandshakeFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the flood takes a few seconds")
 	}
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}}
 	old := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, old)

@@ -15,6 +15,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // lockedBuffer is a log sink tests read while the daemon writes.
@@ -65,17 +66,37 @@ func TestForwards(t *testing.T) {
 	if n := srv.Flows(); n != 3 {
 		t.Fatalf("%d flows on the server, want 3", n)
 	}
-	// Status has each front and each target, with its flow and traffic.
+	// Status has each front and each target, with its flow and traffic. A
+	// datagram is counted once its write returns, which may be just after
+	// the application read it: wait for the counts.
 	cs := cl.Status("test", time.Now()).Targets
 	if len(cs) != 3 || cs[0].Target != "" || cs[1].Target != b.addr() || cs[2].Target != c.addr() {
 		t.Fatalf("client targets: %+v", cs)
 	}
+	eventually(2*time.Second, func() bool {
+		cs = cl.Status("test", time.Now()).Targets
+		for _, tg := range cs {
+			if tg.TxDatagrams < 50 || tg.RxDatagrams < 50 {
+				return false
+			}
+		}
+		return true
+	})
 	for _, tg := range cs {
 		if tg.Flows != 1 || tg.TxDatagrams != 50 || tg.RxDatagrams != 50 {
 			t.Fatalf("client target %+v: want 1 flow, 50 datagrams each way", tg)
 		}
 	}
-	ss := srv.Status("test", time.Now()).Targets
+	var ss []status.Target
+	eventually(2*time.Second, func() bool {
+		ss = srv.Status("test", time.Now()).Targets
+		for _, tg := range ss {
+			if tg.TxDatagrams < 50 || tg.RxDatagrams < 50 {
+				return false
+			}
+		}
+		return len(ss) == 3
+	})
 	if len(ss) != 3 {
 		t.Fatalf("server targets: %+v", ss)
 	}

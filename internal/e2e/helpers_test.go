@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/udptest"
 )
 
 func quietLogger() *slog.Logger {
@@ -23,7 +23,7 @@ func quietLogger() *slog.Logger {
 // echoTarget is a UDP echo server that records which peers it has seen.
 type echoTarget struct {
 	conn *net.UDPConn
-	wg   sync.WaitGroup
+	stop func()
 
 	mu       sync.Mutex
 	peers    map[netip.AddrPort]int
@@ -57,37 +57,21 @@ func newEcho(t *testing.T, addr *net.UDPAddr, keep bool) *echoTarget {
 		t.Fatal(err)
 	}
 	e := &echoTarget{conn: conn, peers: make(map[netip.AddrPort]int), keep: keep}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			e.mu.Lock()
-			e.peers[from]++
-			e.received++
-			if e.keep {
-				e.got = append(e.got, append([]byte(nil), buf[:n]...))
-			}
-			e.mu.Unlock()
-			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
+	e.stop = udptest.Serve(t, conn, func(b []byte, from netip.AddrPort) {
+		e.mu.Lock()
+		e.peers[from]++
+		e.received++
+		if e.keep {
+			e.got = append(e.got, append([]byte(nil), b...))
 		}
-	}()
-	t.Cleanup(e.close)
+		e.mu.Unlock()
+		_, _ = conn.WriteToUDPAddrPort(b, from)
+	})
 	return e
 }
 
 // close stops the target; its port then answers with ICMP port unreachable.
-func (e *echoTarget) close() {
-	e.conn.Close()
-	e.wg.Wait()
-}
+func (e *echoTarget) close() { e.stop() }
 
 func (e *echoTarget) addr() string { return e.conn.LocalAddr().String() }
 
@@ -135,6 +119,23 @@ func startServer(t *testing.T, cfg server.Config) *server.Server {
 	}
 	run(t, s.Serve)
 	return s
+}
+
+// echoServer starts an echo target and a server forwarding to it with a
+// fresh key, which it returns for the clients.
+func echoServer(t *testing.T) (handshake.Key, *echoTarget, *server.Server) {
+	t.Helper()
+	return echoServerWith(t, server.Config{})
+}
+
+// echoServerWith is echoServer with the server's configuration cfg, its
+// Target and Key filled in.
+func echoServerWith(t *testing.T, cfg server.Config) (handshake.Key, *echoTarget, *server.Server) {
+	t.Helper()
+	cfg.Key = testKey(t)
+	echo := newEchoTarget(t)
+	cfg.Target = echo.addr()
+	return cfg.Key, echo, startServer(t, cfg)
 }
 
 // startClient starts a client and waits until its session is up.

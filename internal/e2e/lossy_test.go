@@ -13,7 +13,6 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
-	"github.com/mptunnel/mptunnel/internal/server"
 )
 
 // startPaths puts one impair relay in front of the server per config.
@@ -57,9 +56,7 @@ func TestLossyPaths(t *testing.T) {
 	if testing.Short() {
 		n = 4000
 	}
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	mk := func(delay time.Duration) impair.Config {
 		return impair.Config{Loss: 0.10, Delay: delay, Jitter: 2 * time.Millisecond, Reorder: 0.02, ReorderDelay: 5 * time.Millisecond}
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/sched"
-	"github.com/mptunnel/mptunnel/internal/server"
 )
 
 // relayed returns how many datagrams each relay carried toward the server.
@@ -23,9 +22,7 @@ func relayed(relays []*impair.Relay) []uint64 {
 // TestFailoverMode: data uses the first path only; when it dies traffic moves
 // to the next, and the session reports its mode on both ends.
 func TestFailoverMode(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 11, impair.Config{}, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Failover})
 	app := dial(t, cl)
@@ -61,9 +58,7 @@ func TestFailoverMode(t *testing.T) {
 
 // TestBalanceMode: each datagram goes on one path, spread over all of them.
 func TestBalanceMode(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 12, impair.Config{}, impair.Config{}, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Balance})
 	app := dial(t, cl)
@@ -94,9 +89,7 @@ func TestBalanceMode(t *testing.T) {
 // TestAdaptiveMode: with one clean path and two lossy ones at a loose
 // target, adaptive sends on the clean one only.
 func TestAdaptiveMode(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 13, impair.Config{}, impair.Config{Loss: 0.3}, impair.Config{Loss: 0.3})
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Adaptive})
 	app := dial(t, cl)
@@ -171,9 +164,7 @@ func drain(conn interface {
 // a path is suspect, its backup carries copies, and the server answers on the
 // path the client's datagrams arrive by.
 func TestFailoverLosesLittle(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 21, impair.Config{Delay: time.Millisecond}, impair.Config{Delay: time.Millisecond})
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Mode: sched.Failover})
 	app := dial(t, cl)

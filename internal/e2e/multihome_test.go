@@ -63,9 +63,7 @@ func TestMultiHomedServer(t *testing.T) {
 
 // TestSourceAddress: a path with a source address (`from`) leaves from it.
 func TestSourceAddress(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	cl := startClient(t, client.Config{Paths: []client.PathConfig{
 		{Remote: srv.Addr().String(), From: "127.0.0.3"},
 		{Remote: srv.Addr().String(), From: "127.0.0.4"},

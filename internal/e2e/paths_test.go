@@ -7,15 +7,12 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/path"
-	"github.com/mptunnel/mptunnel/internal/server"
 )
 
 // TestPathDownAndUp: a path that dies is marked down within 3 s and up again
 // within 3 s of coming back, while the other paths carry the traffic.
 func TestPathDownAndUp(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 3, impair.Config{Delay: 2 * time.Millisecond}, impair.Config{Delay: 5 * time.Millisecond})
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, cl)

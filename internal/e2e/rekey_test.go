@@ -26,9 +26,7 @@ func TestRekey(t *testing.T) {
 		{"fec", client.Config{Mode: sched.FEC, RekeyAfter: 200 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			key := testKey(t)
-			echo := newEchoTarget(t)
-			srv := startServer(t, server.Config{Target: echo.addr(), Key: key, RekeyGrace: 500 * time.Millisecond})
+			key, echo, srv := echoServerWith(t, server.Config{RekeyGrace: 500 * time.Millisecond})
 			d := impair.Config{Delay: 2 * time.Millisecond}
 			paths, _ := startPaths(t, srv.Addr().String(), 57, d, d)
 			cfg := tc.cfg
@@ -50,15 +48,15 @@ func TestRekey(t *testing.T) {
 			if peers, _ := echo.stats(); peers != 1 {
 				t.Fatalf("the target saw %d source addresses, want 1: a rekey must keep the flow", peers)
 			}
-			for who, c := range map[string]uint64{"client": cl.Counters().UnknownSess.Load(), "server": srv.Counters().UnknownSess.Load()} {
+			for who, c := range map[string]uint64{"client": cl.Counters().UnknownSession.Load(), "server": srv.Counters().UnknownSession.Load()} {
 				if c != 0 {
 					t.Fatalf("the %s got %d packets for a session it did not know", who, c)
 				}
 			}
 			// Every session a rekey replaced is freed after its grace; the
 			// timer keeps rekeying meanwhile, so count the freed ones.
-			if !eventually(3*time.Second, func() bool { return srv.Counters().SessionsGone.Load() >= rekeys && srv.Flows() == 1 }) {
-				t.Fatalf("%d sessions freed after %d rekeys, %d live; %d flows, want 1", srv.Counters().SessionsGone.Load(), rekeys, srv.Sessions(), srv.Flows())
+			if !eventually(3*time.Second, func() bool { return srv.Counters().SessionsFreed.Load() >= rekeys && srv.Flows() == 1 }) {
+				t.Fatalf("%d sessions freed after %d rekeys, %d live; %d flows, want 1", srv.Counters().SessionsFreed.Load(), rekeys, srv.Sessions(), srv.Flows())
 			}
 			if n := srv.Sessions(); n > 4 {
 				t.Fatalf("%d sessions live on the server for one client", n)

@@ -6,28 +6,38 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
-	"github.com/mptunnel/mptunnel/internal/server"
 )
 
 // TestSetPaths: while a stream flows, one path is removed and another
 // added; the path that stays carries everything, so nothing is lost, the new
 // path carries traffic and the removed one none.
 func TestSetPaths(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 41, impair.Config{}, impair.Config{}, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths[:2], Key: key})
 	app := dial(t, cl)
-	done := make(chan int, 1)
-	go func() { done <- streamEcho(t, app, 3000, 100) }()
+	type result struct {
+		got int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := echoStream(app, 3000, 100, 10)
+		done <- result{got, err}
+	}()
 	time.Sleep(100 * time.Millisecond) // the stream is flowing
-	if err := cl.SetPaths([]client.PathConfig{paths[1], paths[2]}); err != nil {
+	err := cl.SetPaths([]client.PathConfig{paths[1], paths[2]})
+	removedAt := relays[0].Stats().Up.Received
+	// The stream ends before any failure is reported, so that no goroutine
+	// outlives the test.
+	r := <-done
+	if err != nil {
 		t.Fatal(err)
 	}
-	removedAt := relays[0].Stats().Up.Received
-	got := <-done
-	if got != 3000 {
+	if r.err != nil {
+		t.Fatalf("the stream failed after %d echoes: %v", r.got, r.err)
+	}
+	if got := r.got; got != 3000 {
 		t.Fatalf("%d of 3000 echoes came back across the change; want all, the path that stayed carries them", got)
 	}
 	if n := relays[2].Stats().Up.Forwarded; n < 1000 {

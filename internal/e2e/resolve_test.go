@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +14,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/path"
-	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/udptest"
 )
 
 // fakeDNS answers A queries for every name with the address it holds, and
@@ -24,7 +22,6 @@ import (
 type fakeDNS struct {
 	conn *net.UDPConn
 	a    atomic.Pointer[netip.Addr]
-	wg   sync.WaitGroup
 }
 
 func newFakeDNS(t *testing.T, a netip.Addr) *fakeDNS {
@@ -34,41 +31,28 @@ func newFakeDNS(t *testing.T, a netip.Addr) *fakeDNS {
 	}
 	d := &fakeDNS{conn: conn}
 	d.a.Store(&a)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}, dnsmessage.AResource{A: d.a.Load().As4()})
-			}
-			out, err := b.Finish()
-			if err == nil {
-				conn.WriteToUDPAddrPort(out, from)
-			}
+	udptest.Serve(t, conn, func(query []byte, from netip.AddrPort) {
+		var p dnsmessage.Parser
+		h, err := p.Start(query)
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { conn.Close(); d.wg.Wait() })
+		q, err := p.Question()
+		if err != nil {
+			return
+		}
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
+		b.StartQuestions()
+		b.Question(q)
+		b.StartAnswers()
+		if q.Type == dnsmessage.TypeA {
+			b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}, dnsmessage.AResource{A: d.a.Load().As4()})
+		}
+		out, err := b.Finish()
+		if err == nil {
+			conn.WriteToUDPAddrPort(out, from)
+		}
+	})
 	return d
 }
 
@@ -82,9 +66,7 @@ func (d *fakeDNS) resolver() *net.Resolver {
 // TestReresolve: a path named by host name whose address goes dead is looked
 // up again while it is down and follows the name to its new address.
 func TestReresolve(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	first, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String()})
 	if err != nil {
 		t.Fatal(err)

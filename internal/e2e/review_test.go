@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/status"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -92,9 +92,7 @@ func TestHeldBackProbeMovesNothing(t *testing.T) {
 		silent bool // the path carries nothing after the held probe
 	}{{"path goes on", false}, {"path silent after it", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			key := testKey(t)
-			echo := newEchoTarget(t)
-			srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+			key, _, srv := echoServer(t)
 			h := newHolder()
 			tapped, err := impair.New(impair.Options{Listen: "127.0.0.1:0", To: srv.Addr().String(), Hold: h.hold})
 			if err != nil {
@@ -130,7 +128,7 @@ func TestHeldBackProbeMovesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer attacker.Close()
-			moves := srv.Counters().PathMoves.Load()
+			moves := srv.Counters().PathMoveRefused.Load()
 			if _, err := attacker.WriteToUDPAddrPort(probe, srv.Addr()); err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +162,7 @@ func TestHeldBackProbeMovesNothing(t *testing.T) {
 				if len(got) != 0 {
 					t.Fatalf("the attacker received %d packets of sizes %v for a probe older than the path's latest", len(got), got)
 				}
-				if srv.Counters().PathMoves.Load() == moves {
+				if srv.Counters().PathMoveRefused.Load() == moves {
 					t.Fatal("the refused move was not counted")
 				}
 			}
@@ -206,7 +204,7 @@ func spoofedPipeline(t *testing.T) (nw *udpio.MemNet, srv *server.Server, cl *cl
 }
 
 // onlyPath returns the only path of the only session in st.
-func onlyPath(t *testing.T, st control.Status) control.Path {
+func onlyPath(t *testing.T, st status.Status) status.Path {
 	t.Helper()
 	if len(st.Sessions) != 1 || len(st.Sessions[0].Paths) != 1 {
 		t.Fatalf("want one session with one path, have %+v", st.Sessions)
@@ -242,7 +240,7 @@ func TestSpoofedPacketsDoNotCount(t *testing.T) {
 	srvSeen := func() uint64 { c := srv.Counters(); return c.AuthFailed.Load() + c.Duplicates.Load() }
 	clSeen := func() uint64 {
 		c := cl.Counters()
-		return c.AuthFailed.Load() + c.UnknownSess.Load() + c.Malformed.Load()
+		return c.AuthFailed.Load() + c.UnknownSession.Load() + c.Malformed.Load()
 	}
 	srvBefore, clBefore := srvSeen(), clSeen()
 	pkt := make([]byte, 100)
@@ -366,9 +364,7 @@ func (a *insider) confirm(st *session.State) {
 // 40 chained rekeys left 41 sessions with max_sessions = 1; every rekey and
 // every refused initiation took a place in the memory of initiations.
 func TestChainedRekeysBounded(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, MaxSessions: 1})
+	key, _, srv := echoServerWith(t, server.Config{MaxSessions: 1})
 	a := newInsider(t, srv.Addr(), key)
 	in, pkt := a.initiation()
 	a.send(pkt)
@@ -461,9 +457,7 @@ func connects(t *testing.T, srv *server.Server, key handshake.Key) {
 // was lost with the restart, so the replay got a response and a session that
 // counted against max_sessions for a minute.
 func TestReplayAfterRestart(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	first := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, first := echoServer(t)
 	inits := capturedInits(t, first, key)
 	// The restarted server.
 	restarted := startServer(t, server.Config{Target: echo.addr(), Key: key})
@@ -475,7 +469,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	if n := restarted.Sessions(); n != 0 {
 		t.Fatalf("the restarted server holds %d sessions from replays", n)
 	}
-	if restarted.Counters().HandshakeOld.Load() == 0 {
+	if restarted.Counters().HandshakeStale.Load() == 0 {
 		t.Fatal("the replays were not counted as made before the start")
 	}
 	// A real client still connects at once.
@@ -487,20 +481,18 @@ func TestReplayAfterRestart(t *testing.T) {
 // before the fix: under load every copy of a captured initiation drew a
 // 60-byte cookie reply before any replay check.
 func TestCookieRepliesUnderLoad(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
 	// Under load from the second initiation a second on.
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, HandshakeLoad: 1})
+	key, _, srv := echoServerWith(t, server.Config{HandshakeLoad: 1})
 	inits := capturedInits(t, srv, key)
 	attacker := listenLoopback(t)
-	rply := srv.Counters().HandshakeRply.Load()
+	rply := srv.Counters().HandshakeReplay.Load()
 	// Finding 5: replays of what the client sent, answered or accepted.
 	for i := 0; i < 200; i++ {
 		attacker.WriteToUDPAddrPort(inits[i%len(inits)], srv.Addr())
 	}
 	silent(t, attacker, 500*time.Millisecond, "the replayer")
-	if srv.Counters().HandshakeRply.Load() < rply+200 {
-		t.Fatalf("%d of 200 replays counted", srv.Counters().HandshakeRply.Load()-rply)
+	if srv.Counters().HandshakeReplay.Load() < rply+200 {
+		t.Fatalf("%d of 200 replays counted", srv.Counters().HandshakeReplay.Load()-rply)
 	}
 	// The server still takes new clients under load (by way of a cookie).
 	connects(t, srv, key)
@@ -512,9 +504,7 @@ func TestCookieRepliesUnderLoad(t *testing.T) {
 // finding 6 (ef6581c): fails before the fix: any initiation longer than 36
 // bytes with a right mac1 drew a 60-byte cookie reply.
 func TestWrongLengthInitiations(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, HandshakeLoad: 1})
+	key, _, srv := echoServerWith(t, server.Config{HandshakeLoad: 1})
 	attacker := listenLoopback(t)
 	jar, err := cookie.NewJar(key)
 	if err != nil {

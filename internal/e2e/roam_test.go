@@ -5,13 +5,13 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/client"
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // serverPaths returns the remotes the server has for its only session.
-func serverPaths(srv *server.Server) []control.Path {
+func serverPaths(srv *server.Server) []status.Path {
 	st := srv.Status("test", time.Now())
 	if len(st.Sessions) != 1 {
 		return nil
@@ -23,9 +23,7 @@ func serverPaths(srv *server.Server) []control.Path {
 // rebinding) is followed by the server after the first authentic probe from
 // the new address; the session keeps one entry per path, not one per address.
 func TestRoaming(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 5, impair.Config{}, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, cl)
@@ -60,9 +58,7 @@ func TestRoaming(t *testing.T) {
 // TestStatusSnapshot: both ends report the session, its flows and per-path
 // figures consistent with the traffic sent.
 func TestStatusSnapshot(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, _ := startPaths(t, srv.Addr().String(), 9, impair.Config{Delay: 3 * time.Millisecond}, impair.Config{Delay: 3 * time.Millisecond})
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, cl)

@@ -16,9 +16,7 @@ import (
 // The target must see six distinct peers and every reply must reach the flow
 // that asked.
 func TestManySessionsAndFlows(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, echo, srv := echoServer(t)
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}, {Remote: srv.Addr().String()}}
 	var apps []*net.UDPConn
 	for c := 0; c < 2; c++ {
@@ -61,9 +59,7 @@ func TestManySessionsAndFlows(t *testing.T) {
 // TestLimits: the server refuses sessions and flows past its limits and
 // counts them, without disturbing the sessions it has.
 func TestLimits(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, MaxSessions: 1, MaxFlows: 2})
+	key, _, srv := echoServerWith(t, server.Config{MaxSessions: 1, MaxFlows: 2})
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}}
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	var apps []*net.UDPConn
@@ -105,9 +101,7 @@ func TestLimits(t *testing.T) {
 // socket; a session that falls silent (its only path dies) is freed after the
 // session timeout; a client that shuts down cleanly ends its session at once.
 func TestIdleTimeouts(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key, FlowTimeout: time.Second, SessionTimeout: 2 * time.Second})
+	key, echo, srv := echoServerWith(t, server.Config{FlowTimeout: time.Second, SessionTimeout: 2 * time.Second})
 	paths, relays := startPaths(t, srv.Addr().String(), 1, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths, Key: key})
 	app := dial(t, cl)
@@ -125,8 +119,8 @@ func TestIdleTimeouts(t *testing.T) {
 	if !eventually(6*time.Second, func() bool { return srv.Sessions() == 0 }) {
 		t.Fatal("silent session not freed")
 	}
-	if srv.Counters().FlowsGone.Load() != 1 || srv.Counters().SessionsGone.Load() != 1 {
-		t.Fatalf("freed counters: flows %d sessions %d", srv.Counters().FlowsGone.Load(), srv.Counters().SessionsGone.Load())
+	if srv.Counters().FlowsFreed.Load() != 1 || srv.Counters().SessionsFreed.Load() != 1 {
+		t.Fatalf("freed counters: flows %d sessions %d", srv.Counters().FlowsFreed.Load(), srv.Counters().SessionsFreed.Load())
 	}
 
 	// A clean shutdown closes the session without waiting.

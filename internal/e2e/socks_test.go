@@ -132,9 +132,7 @@ func TestSocksUDP(t *testing.T) {
 // not do, byte for byte: no acceptable method, a wrong password, BIND, an
 // unknown address type.
 func TestSocksReplies(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	srv := startServer(t, server.Config{Target: echo.addr(), Key: key})
+	key, _, srv := echoServer(t)
 	paths, _ := startPaths(t, srv.Addr().String(), 66, impair.Config{})
 	cl := startClient(t, client.Config{Paths: paths, Key: key, Socks: "127.0.0.1:0", SocksUser: "alice", SocksPass: "s3cret"})
 	exchange := func(send []byte, want []byte) {

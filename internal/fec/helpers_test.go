@@ -59,6 +59,15 @@ func verify(t testing.TB, got []byte, sizeOf func(uint64) int) uint64 {
 // quick reports whether the long simulations should be cut down.
 func quick() bool { return testing.Short() || raceEnabled }
 
+// datagrams is how many datagrams a long test sends: full, or fewer when the
+// tests must be quick.
+func datagrams(full, fewer int) int {
+	if quick() {
+		return fewer
+	}
+	return full
+}
+
 // run sends n datagrams through an Encoder and a Decoder. Each shard, counted
 // in send order from 0, goes on path c%paths and is lost when lose(c, path)
 // says so. It returns how many distinct datagrams arrived and the bytes

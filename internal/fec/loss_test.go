@@ -27,10 +27,7 @@ func binom(n, k int) float64 {
 }
 
 func TestRandomLoss(t *testing.T) {
-	n := 100_000
-	if quick() {
-		n = 20_000
-	}
+	n := datagrams(100_000, 20_000)
 	const p = 0.10
 	for _, tc := range []struct{ k, m int }{{10, 4}, {8, 4}, {12, 4}} {
 		rng := rand.New(rand.NewPCG(1, uint64(tc.k*100+tc.m)))
@@ -68,10 +65,7 @@ func TestOverheadFigures(t *testing.T) {
 // TestWholePathLoss spreads shards over three paths round-robin and loses one
 // path entirely: every third shard.
 func TestWholePathLoss(t *testing.T) {
-	n := 12_000
-	if quick() {
-		n = 3_000
-	}
+	n := datagrams(12_000, 3_000)
 	for _, tc := range []struct {
 		k, m    int
 		repairs bool
@@ -128,10 +122,7 @@ func (g *gilbert) lose() bool {
 // TestBurstyLossOnePath loses packets of one path of three in bursts of 10
 // on average, 10% of that path's packets in all.
 func TestBurstyLossOnePath(t *testing.T) {
-	n := 100_000
-	if quick() {
-		n = 20_000
-	}
+	n := datagrams(100_000, 20_000)
 	for _, tc := range []struct {
 		k, m int
 		min  float64
@@ -158,10 +149,7 @@ func TestBurstyLossOnePath(t *testing.T) {
 // TestBurstyLossAllPaths also loses bursts on each path independently (10%
 // average each), the harder case, for the record.
 func TestBurstyLossAllPaths(t *testing.T) {
-	n := 50_000
-	if quick() {
-		n = 10_000
-	}
+	n := datagrams(50_000, 10_000)
 	for _, tc := range []struct{ k, m int }{{8, 4}, {10, 4}} {
 		var gs [3]*gilbert
 		for i := range gs {

@@ -22,6 +22,25 @@ func newReadBatch() []udpio.Msg {
 	return msgs
 }
 
+// readBatches reads from conn a batch at a time and hands each batch to
+// handle until conn is closed or handle returns false. Other errors are
+// transient for a datagram socket.
+func readBatches(conn udpio.Conn, handle func(msgs []udpio.Msg) bool) {
+	msgs := newReadBatch()
+	for {
+		n, err := conn.ReadBatch(msgs)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		if !handle(msgs[:n]) {
+			return
+		}
+	}
+}
+
 // outbox gathers the datagrams one goroutine writes in one direction, in
 // the order it decided to write them, as one run of messages per socket,
 // and writes each run with one WriteBatch. It belongs to one goroutine

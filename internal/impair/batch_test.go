@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/udpio"
+	"github.com/mptunnel/mptunnel/internal/udptest"
 )
 
 // recordConn is a udpio.Conn that records every WriteBatch call and fails
@@ -295,26 +296,7 @@ func TestIPv6(t *testing.T) {
 	if err != nil {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			_, _ = echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = echo.Close()
-		<-done
-	})
-	r := newRelay(t, Options{Listen: "[::1]:0", To: echo.LocalAddr().String()})
+	r := newRelay(t, Options{Listen: "[::1]:0", To: udptest.Echo(t, echo)})
 	c := dial(t, r)
 	buf := make([]byte, maxDatagram)
 	for i := range 20 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/mptunnel/mptunnel/internal/udptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,9 +30,7 @@ type arrival struct {
 // sink is a UDP server that records every datagram it reads.
 type sink struct {
 	conn  *net.UDPConn
-	epoch time.Time
 	count atomic.Int64
-	done  chan struct{}
 
 	mu   sync.Mutex
 	pkts []arrival
@@ -37,29 +38,13 @@ type sink struct {
 
 func newSink(t *testing.T, epoch time.Time) *sink {
 	t.Helper()
-	conn := listen(t)
-	s := &sink{conn: conn, epoch: epoch, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		buf := make([]byte, maxDatagram)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			a := arrival{data: append([]byte(nil), buf[:n]...), at: time.Since(epoch)}
-			s.mu.Lock()
-			s.pkts = append(s.pkts, a)
-			s.mu.Unlock()
-			s.count.Add(1)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = conn.Close()
-		<-s.done
+	s := &sink{conn: listen(t)}
+	udptest.Serve(t, s.conn, func(b []byte, _ netip.AddrPort) {
+		a := arrival{data: append([]byte(nil), b...), at: time.Since(epoch)}
+		s.mu.Lock()
+		s.pkts = append(s.pkts, a)
+		s.mu.Unlock()
+		s.count.Add(1)
 	})
 	return s
 }
@@ -75,27 +60,7 @@ func (s *sink) received() []arrival {
 // newEcho starts a UDP server that sends every datagram back to its sender.
 func newEcho(t *testing.T) string {
 	t.Helper()
-	conn := listen(t)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			_, _ = conn.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = conn.Close()
-		<-done
-	})
-	return conn.LocalAddr().String()
+	return udptest.Echo(t, listen(t))
 }
 
 func listen(t *testing.T) *net.UDPConn {

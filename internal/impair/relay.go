@@ -313,21 +313,13 @@ func (r *Relay) now() time.Duration { return time.Since(r.epoch) }
 // sends each batch's immediate ones upstream together.
 func (r *Relay) readDownstream() {
 	defer r.wg.Done()
-	msgs := newReadBatch()
 	out := outbox{d: r.up}
-	for {
-		n, err := r.ln.ReadBatch(msgs)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
+	readBatches(r.ln, func(msgs []udpio.Msg) bool {
 		// One clock reading a batch, and one peer lookup for each run of
 		// datagrams from the same peer.
 		now := r.now()
 		var p *peer
-		for i := range msgs[:n] {
+		for i := range msgs {
 			m := &msgs[i]
 			pkt := m.Buf[:m.N]
 			if r.tap != nil {
@@ -348,7 +340,7 @@ func (r *Relay) readDownstream() {
 					r.peerLimitDrops.Add(1)
 				case errors.Is(err, errClosed):
 					out.flush()
-					return
+					return false
 				default:
 					r.peerErrors.Add(1)
 				}
@@ -357,7 +349,8 @@ func (r *Relay) readDownstream() {
 			r.up.process(pkt, p, &out, now)
 		}
 		out.flush()
-	}
+		return true
+	})
 }
 
 var (

@@ -1,7 +1,6 @@
 package impair
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -23,29 +22,17 @@ type batchSink struct {
 func newBatchSink(tb testing.TB) *batchSink {
 	tb.Helper()
 	s := &batchSink{conn: listenBatch(tb)}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		msgs := make([]udpio.Msg, 64)
-		for i := range msgs {
-			msgs[i].Buf = make([]byte, maxDatagram)
-		}
-		for {
-			n, err := s.conn.ReadBatch(msgs)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
+	s.wg.Go(func() {
+		readBatches(s.conn, func(msgs []udpio.Msg) bool {
 			var sum int64
-			for _, m := range msgs[:n] {
+			for _, m := range msgs {
 				sum += int64(m.N)
 			}
 			s.bytes.Add(sum)
-			s.count.Add(int64(n))
-		}
-	}()
+			s.count.Add(int64(len(msgs)))
+			return true
+		})
+	})
 	tb.Cleanup(func() {
 		_ = s.conn.Close()
 		s.wg.Wait()

@@ -1,3 +1,5 @@
+//go:build linux
+
 package labtest
 
 import (
@@ -8,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/netlab"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 const appAddr = "127.0.0.1:3000"
@@ -44,12 +46,12 @@ func (tp *topology) startAll(t *testing.T, serverFlags ...string) (srv, cl *netl
 }
 
 // status runs `mptunnel status --json` against a role's control socket.
-func (tp *topology) status(t *testing.T, role string) (control.Status, error) {
+func (tp *topology) status(t *testing.T, role string) (status.Status, error) {
 	out, err := exec.Command(tp.bins["mptunnel"], "status", "--json", "--control", tp.ctl(role)).Output()
 	if err != nil {
-		return control.Status{}, err
+		return status.Status{}, err
 	}
-	var st control.Status
+	var st status.Status
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatalf("status --json printed %q: %v", out, err)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package labtest
 
 import (
@@ -9,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/netlab"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // startClientArgs starts mpclient with extra flags and the three bridges as
@@ -215,7 +217,7 @@ func TestThreeTargets(t *testing.T) {
 	}
 	// Each target had the stream's flow and the first echo's, and its
 	// datagrams.
-	seen := map[string]control.Target{}
+	seen := map[string]status.Target{}
 	for _, tg := range st.Targets {
 		seen[tg.Name] = tg
 	}

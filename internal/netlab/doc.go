@@ -11,8 +11,9 @@
 // processes it started, and the next run deletes the namespaces left behind
 // once they are 15 minutes old and empty.
 //
-// Using the package needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the
-// ip command from iproute2; some helpers also need nft, tc, ss or socat.
+// The package exists only on Linux; elsewhere it is empty. Using it needs
+// root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and the ip command from iproute2;
+// some helpers also need nft, tc, ss or socat.
 // Tests call Require first, which skips the test with a clear message when
 // any of that is missing, so `go test ./...` passes for ordinary users.
 //

@@ -156,10 +156,26 @@ type probeSlot struct {
 	lost        bool
 }
 
-// bucket holds the counter deltas seen during one probe interval.
-type bucket struct {
-	peerTx, myRx uint64 // traffic towards us
-	myTx, peerRx uint64 // traffic away from us
+// counts are the packets one end sent on the path and the other received.
+type counts struct {
+	sent, received uint64
+}
+
+// The directions of the loss accounting: dirIn is the traffic towards us (the
+// peer's tx, our rx), dirOut the traffic away from us (our tx, the peer's rx).
+const (
+	dirIn = iota
+	dirOut
+)
+
+// bucket holds the counter deltas seen during one probe interval, by
+// direction.
+type bucket [2]counts
+
+// baseline is where a direction's counters stood at its last report.
+type baseline struct {
+	have bool
+	at   counts
 }
 
 // Path holds one path's measurements and health state. The zero value is not
@@ -198,14 +214,10 @@ type Path struct {
 	origin time.Time
 	// Each direction has its own baseline: loss out is measured only
 	// from replies, against this end's count as the probe left.
-	haveIn, haveOut bool
-	basePeerTx      uint64
-	basePeerRx      uint64
-	baseMyTx        uint64
-	baseMyRx        uint64
-	buckets         []bucket
-	curInterval     int64
-	windowString    string // the window length, for reasons
+	base         [2]baseline // by direction
+	buckets      []bucket
+	curInterval  int64
+	windowString string // the window length, for reasons
 
 	// Precomputed reasons for transitions whose wording is fixed.
 	reasonDown string
@@ -313,9 +325,9 @@ func (p *Path) OnReply(seq uint32, sentAt time.Time, now time.Time) {
 // sample.
 func (p *Path) OnReplyCounts(seq uint32, sentAt time.Time, peerTx, peerRx, myRx uint64, now time.Time) {
 	p.advance(now)
-	p.countsIn(peerTx, myRx)
+	p.addCounts(dirIn, counts{peerTx, myRx})
 	if tx, ok := p.onReply(seq, sentAt, now); ok && tx > 0 {
-		p.countsOut(tx, peerRx)
+		p.addCounts(dirOut, counts{tx, peerRx})
 	}
 }
 
@@ -386,8 +398,8 @@ func (p *Path) OnHeard(now time.Time) {
 // baseline restarts and the window is cleared.
 func (p *Path) OnPeerCounts(peerTx, peerRx uint64, myTx, myRx uint64, now time.Time) {
 	p.advance(now)
-	p.countsIn(peerTx, myRx)
-	p.countsOut(myTx, peerRx)
+	p.addCounts(dirIn, counts{peerTx, myRx})
+	p.addCounts(dirOut, counts{myTx, peerRx})
 }
 
 // OnProbeCounts takes the counters of the peer's probe: the peer's packets
@@ -397,40 +409,28 @@ func (p *Path) OnPeerCounts(peerTx, peerRx uint64, myTx, myRx uint64, now time.T
 // replies to our probes (OnReplyCounts).
 func (p *Path) OnProbeCounts(peerTx, myRx uint64, now time.Time) {
 	p.advance(now)
-	p.countsIn(peerTx, myRx)
+	p.addCounts(dirIn, counts{peerTx, myRx})
 }
 
-// countsIn adds the traffic towards us since the last report to the current
-// interval. A counter that goes backwards (an end restarted) restarts the
-// baselines and clears the window.
-func (p *Path) countsIn(peerTx, myRx uint64) {
-	if p.haveIn && (peerTx < p.basePeerTx || myRx < p.baseMyRx) {
+// addCounts adds direction dir's traffic since its last report to the
+// current interval. A counter that goes backwards (an end restarted)
+// restarts the baselines and clears the window.
+func (p *Path) addCounts(dir int, c counts) {
+	base := &p.base[dir]
+	if base.have && (c.sent < base.at.sent || c.received < base.at.received) {
 		p.restartCounts()
 	}
-	if p.haveIn {
-		b := &p.buckets[p.curInterval%int64(len(p.buckets))]
-		b.peerTx += peerTx - p.basePeerTx
-		b.myRx += myRx - p.baseMyRx
+	if base.have {
+		b := &p.buckets[p.curInterval%int64(len(p.buckets))][dir]
+		b.sent += c.sent - base.at.sent
+		b.received += c.received - base.at.received
 	}
-	p.basePeerTx, p.baseMyRx, p.haveIn = peerTx, myRx, true
-}
-
-// countsOut is countsIn for the traffic away from us.
-func (p *Path) countsOut(myTx, peerRx uint64) {
-	if p.haveOut && (myTx < p.baseMyTx || peerRx < p.basePeerRx) {
-		p.restartCounts()
-	}
-	if p.haveOut {
-		b := &p.buckets[p.curInterval%int64(len(p.buckets))]
-		b.myTx += myTx - p.baseMyTx
-		b.peerRx += peerRx - p.basePeerRx
-	}
-	p.baseMyTx, p.basePeerRx, p.haveOut = myTx, peerRx, true
+	*base = baseline{have: true, at: c}
 }
 
 func (p *Path) restartCounts() {
 	p.clearWindow()
-	p.haveIn, p.haveOut = false, false
+	p.base = [2]baseline{}
 }
 
 // advance moves the loss window forward to the probe interval containing now,
@@ -461,15 +461,14 @@ func (p *Path) clearWindow() {
 
 // losses returns the loss rates in and out over the window, each in [0, 1].
 func (p *Path) losses() (in, out, sent float64) {
-	var peerTx, myRx, myTx, peerRx float64
+	var sum [2]struct{ sent, received float64 }
 	for i := range p.buckets {
-		b := &p.buckets[i]
-		peerTx += float64(b.peerTx)
-		myRx += float64(b.myRx)
-		myTx += float64(b.myTx)
-		peerRx += float64(b.peerRx)
+		for dir, c := range p.buckets[i] {
+			sum[dir].sent += float64(c.sent)
+			sum[dir].received += float64(c.received)
+		}
 	}
-	return lossRate(peerTx, myRx), lossRate(myTx, peerRx), myTx
+	return lossRate(sum[dirIn].sent, sum[dirIn].received), lossRate(sum[dirOut].sent, sum[dirOut].received), sum[dirOut].sent
 }
 
 // lossRate is the fraction of sent that was not received, clamped to [0, 1];
@@ -543,8 +542,7 @@ func (p *Path) Tick(now time.Time) (changed bool, from, to State, reason string)
 		// Losses from before and during the outage say nothing about the
 		// path once it answers again; nor does a run of replies.
 		p.streak = 0
-		p.clearWindow()
-		p.haveIn, p.haveOut = false, false
+		p.restartCounts()
 	}
 	return true, from, to, reason
 }

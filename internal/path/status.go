@@ -3,14 +3,14 @@ package path
 import (
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // Status describes the link for the status socket, with the given remote and
 // local addresses.
-func (l *Link) Status(remote, local string) control.Path {
+func (l *Link) Status(remote, local string) status.Path {
 	st := l.Stats()
-	return control.Path{
+	return status.Path{
 		ID:         int(l.ID),
 		Remote:     remote,
 		Local:      local,
@@ -24,7 +24,7 @@ func (l *Link) Status(remote, local string) control.Path {
 		TxBytes:    l.TxBytes.Load(),
 		RxBytes:    l.RxBytes.Load(),
 		Duplicates: l.Duplicates.Load(),
-		LastSeen:   control.FormatTime(st.LastHeard),
+		LastSeen:   status.FormatTime(st.LastHeard),
 	}
 }
 

@@ -18,18 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/metrics"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 const ns = "mptunnel"
 
 // States a path can be in, for the mptunnel_path_state metric.
-var states = []string{control.PathProbing, control.PathUp, control.PathDegraded, control.PathDown}
+var states = []string{status.PathProbing, status.PathUp, status.PathDegraded, status.PathDown}
 
 // Collector turns status snapshots into metrics.
 type Collector struct {
-	status func() control.Status
+	status func() status.Status
 
 	info, uptime, sessions, flows                      *prometheus.Desc
 	rtt, jitter, loss, state                           *prometheus.Desc
@@ -39,11 +39,11 @@ type Collector struct {
 	names                                              []string
 }
 
-// NewCollector returns a collector reading status at each scrape.
-func NewCollector(status func() control.Status) *Collector {
+// NewCollector returns a collector calling snapshot at each scrape.
+func NewCollector(snapshot func() status.Status) *Collector {
 	path := []string{"session", "path", "remote"}
 	c := &Collector{
-		status:     status,
+		status:     snapshot,
 		info:       prometheus.NewDesc(ns+"_info", "The daemon's role and version; always 1.", []string{"role", "version"}, nil),
 		uptime:     prometheus.NewDesc(ns+"_uptime_seconds", "Seconds since the daemon started.", nil, nil),
 		sessions:   prometheus.NewDesc(ns+"_sessions", "Sessions up.", nil, nil),
@@ -63,7 +63,7 @@ func NewCollector(status func() control.Status) *Collector {
 		tRx:        prometheus.NewDesc(ns+"_target_received_datagrams_total", "Datagrams that came back from a target.", []string{"name", "target"}, nil),
 		tRefused:   prometheus.NewDesc(ns+"_target_refused_datagrams_total", "Datagrams dropped because the server refused the flow.", []string{"name", "target"}, nil),
 	}
-	for name := range (metrics.Snapshot{}).Map() {
+	for _, name := range metrics.Names() {
 		c.names = append(c.names, name)
 		c.counters[name] = prometheus.NewDesc(ns+"_"+name+"_total", counterHelp(name), nil, nil)
 	}
@@ -131,12 +131,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Handler returns the /metrics handler for status, with the Go runtime's
+// Handler returns the /metrics handler for snapshot, with the Go runtime's
 // and the process's metrics.
-func Handler(status func() control.Status) (http.Handler, error) {
+func Handler(snapshot func() status.Status) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	for _, col := range []prometheus.Collector{
-		NewCollector(status),
+		NewCollector(snapshot),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -147,9 +147,9 @@ func Handler(status func() control.Status) (http.Handler, error) {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
 }
 
-// Serve serves /metrics for status on ln until ctx ends.
-func Serve(ctx context.Context, ln net.Listener, status func() control.Status) error {
-	h, err := Handler(status)
+// Serve serves /metrics for snapshot on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, snapshot func() status.Status) error {
+	h, err := Handler(snapshot)
 	if err != nil {
 		return err
 	}

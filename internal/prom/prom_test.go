@@ -15,18 +15,18 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
-	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func sample() control.Status {
-	st := control.NewStatus("client", "1.2.3", time.Now().Add(-time.Minute), map[string]uint64{"tx_packets": 42, "too_old": 3})
-	st.Sessions = []control.Session{{ID: "0000002a", Mode: "redundant", Cipher: "aes-256-gcm", Flows: 2, Paths: []control.Path{
-		{ID: 0, Remote: "192.0.2.1:4000", State: control.PathUp, RTTms: 12.5, JitterMs: 1, LossOut: 0.1, LossIn: 0.2, TxPackets: 10, RxPackets: 9, TxBytes: 1000, RxBytes: 900, Duplicates: 4},
-		{ID: 1, Remote: "[2001:db8::1]:4000", State: control.PathDown},
+func sample() status.Status {
+	st := status.NewStatus("client", "1.2.3", time.Now().Add(-time.Minute), map[string]uint64{"tx_packets": 42, "too_old": 3})
+	st.Sessions = []status.Session{{ID: "0000002a", Mode: "redundant", Cipher: "aes-256-gcm", Flows: 2, Paths: []status.Path{
+		{ID: 0, Remote: "192.0.2.1:4000", State: status.PathUp, RTTms: 12.5, JitterMs: 1, LossOut: 0.1, LossIn: 0.2, TxPackets: 10, RxPackets: 9, TxBytes: 1000, RxBytes: 900, Duplicates: 4},
+		{ID: 1, Remote: "[2001:db8::1]:4000", State: status.PathDown},
 	}}}
-	st.Targets = []control.Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 3, TxDatagrams: 70, RxDatagrams: 60, Refused: 5}}
+	st.Targets = []status.Target{{Name: "127.0.0.1:5353", Target: "10.0.0.53:53", Flows: 3, TxDatagrams: 70, RxDatagrams: 60, Refused: 5}}
 	return st
 }
 

@@ -4,11 +4,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestLimiter(t *testing.T) {
 	var l Limiter

@@ -27,8 +27,26 @@ type kindState struct {
 // Warn logs msg for kind unless a line of that kind was written within the
 // interval, in which case it only counts it.
 func (l *Logger) Warn(kind, msg string, args ...any) {
+	if n, ok := l.admit(kind); ok {
+		l.write(msg, args, n)
+	}
+}
+
+// WarnLazy is Warn for a line whose attributes cost something to make (an
+// address's text, say): args is called only when the line is written, so an
+// event that is only counted costs no formatting.
+func (l *Logger) WarnLazy(kind, msg string, args func() []any) {
+	if n, ok := l.admit(kind); ok {
+		l.write(msg, args(), n)
+	}
+}
+
+// admit counts an event of kind and reports whether a line is due for it,
+// with how many events since the last line it stands for besides itself.
+func (l *Logger) admit(kind string) (suppressed int, ok bool) {
 	now := time.Now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.kinds == nil {
 		l.kinds = make(map[string]*kindState)
 	}
@@ -43,18 +61,20 @@ func (l *Logger) Warn(kind, msg string, args ...any) {
 	}
 	if !k.last.IsZero() && now.Sub(k.last) < iv {
 		k.suppressed++
-		l.mu.Unlock()
-		return
+		return 0, false
 	}
 	n := k.suppressed
 	k.last, k.suppressed = now, 0
-	l.mu.Unlock()
+	return n, true
+}
+
+func (l *Logger) write(msg string, args []any, suppressed int) {
 	log := l.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	if n > 0 {
-		args = append(args, "suppressed", n)
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
 	}
 	log.Warn(msg, args...)
 }

@@ -493,11 +493,18 @@ func FuzzFilter(f *testing.F) {
 	})
 }
 
+// benchFilter reports allocations and returns a filter of the default
+// size.
+func benchFilter(b *testing.B) *Filter {
+	b.ReportAllocs()
+	f := new(Filter)
+	f.Init(0)
+	return f
+}
+
 func BenchmarkUpdate(b *testing.B) {
 	b.Run("InOrder", func(b *testing.B) {
-		b.ReportAllocs()
-		var f Filter
-		f.Init(0)
+		f := benchFilter(b)
 		var c uint64
 		for b.Loop() {
 			f.Update(c)
@@ -507,9 +514,7 @@ func BenchmarkUpdate(b *testing.B) {
 	b.Run("ThreePaths", func(b *testing.B) {
 		// Each counter arrives three times, the copies interleaved with
 		// the next counters.
-		b.ReportAllocs()
-		var f Filter
-		f.Init(0)
+		f := benchFilter(b)
 		var c uint64 = 10
 		for b.Loop() {
 			f.Update(c)
@@ -519,9 +524,7 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	})
 	b.Run("Jumps", func(b *testing.B) {
-		b.ReportAllocs()
-		var f Filter
-		f.Init(0)
+		f := benchFilter(b)
 		var c uint64
 		for b.Loop() {
 			c += 1 << 20
@@ -531,9 +534,7 @@ func BenchmarkUpdate(b *testing.B) {
 }
 
 func BenchmarkCheck(b *testing.B) {
-	b.ReportAllocs()
-	var f Filter
-	f.Init(0)
+	f := benchFilter(b)
 	for c := uint64(0); c < 10000; c++ {
 		f.Update(c)
 	}

@@ -23,17 +23,17 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/allow"
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/metrics"
-	pathpkg "github.com/mptunnel/mptunnel/internal/path"
+	"github.com/mptunnel/mptunnel/internal/peer"
 	"github.com/mptunnel/mptunnel/internal/ratelimit"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/status"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -70,7 +70,7 @@ type Config struct {
 	// place.
 	MaxSessionsPerAddr int
 	MaxFlows           int           // flows per session (256)
-	MaxPaths           int           // paths per session (16)
+	MaxPaths           int           // paths per session (wire.MaxPaths, which is also the most)
 	SessionTimeout     time.Duration // a session with no authentic packet for this long is freed (60s)
 	FlowTimeout        time.Duration // a flow idle this long in both directions is freed (60s)
 	ProbeInterval      time.Duration // each path is probed this often (250ms)
@@ -82,36 +82,19 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.HandshakeLoad <= 0 {
-		c.HandshakeLoad = 1000
-	}
+	peer.Or(&c.HandshakeLoad, 1000)
 	if c.MTU == 0 {
-		c.MTU = 1400
+		c.MTU = wire.DefaultMTU
 	}
-	if c.MaxSessions <= 0 {
-		c.MaxSessions = 1024
-	}
-	if c.MaxSessionsPerAddr <= 0 {
-		c.MaxSessionsPerAddr = max(c.MaxSessions/4, 1)
-	}
-	if c.MaxFlows <= 0 {
-		c.MaxFlows = 256
-	}
-	if c.MaxPaths <= 0 {
-		c.MaxPaths = 16
-	}
-	if c.SessionTimeout <= 0 {
-		c.SessionTimeout = 60 * time.Second
-	}
-	if c.FlowTimeout <= 0 {
-		c.FlowTimeout = 60 * time.Second
-	}
-	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = 250 * time.Millisecond
-	}
-	if c.RekeyGrace <= 0 {
-		c.RekeyGrace = 10 * time.Second
-	}
+	peer.Or(&c.MaxSessions, 1024)
+	peer.Or(&c.MaxSessionsPerAddr, max(c.MaxSessions/4, 1))
+	peer.Or(&c.MaxFlows, peer.DefaultMaxFlows)
+	peer.Or(&c.MaxPaths, wire.MaxPaths)
+	c.MaxPaths = min(c.MaxPaths, wire.MaxPaths)
+	peer.Or(&c.SessionTimeout, peer.DefaultSessionTimeout)
+	peer.Or(&c.FlowTimeout, peer.DefaultFlowTimeout)
+	peer.Or(&c.ProbeInterval, peer.DefaultProbeInterval)
+	peer.Or(&c.RekeyGrace, 10*time.Second)
 	if c.Net == nil {
 		c.Net = udpio.OS{Options: udpio.Options{PktInfo: true}}
 	}
@@ -143,6 +126,7 @@ type Server struct {
 	loadStart           time.Time
 	loadCount, loadPrev int
 	cnt                 metrics.Counters
+	w                   peer.Writer // counts into cnt, warns through warn
 
 	mu       sync.RWMutex
 	sessions map[uint32]*sess
@@ -160,20 +144,16 @@ type sess struct {
 	lastRx  atomic.Int64 // unix nanos of the last authentic packet
 	v6      atomic.Bool  // some path is IPv6: smaller packets
 
+	srv    *Server
 	pathMu sync.Mutex
-	paths  atomic.Pointer[[]*path]
+	paths  atomic.Pointer[[]*peer.Path]
 
 	flowMu sync.Mutex
 	flows  map[uint32]*flow
 	closed bool
 
-	lastData atomic.Pointer[path] // the path the client's latest datagram came by first
-
-	schedMu sync.Mutex // guards sched and its scratch; flows send concurrently
-	sched   *sched.Scheduler
-	spaths  []sched.Path
-	per     [][]int
-	proven  []*path
+	lastData atomic.Pointer[peer.Path] // the path the client's latest datagram came by first
+	spread   *peer.Spreader            // the session's mode, putting its packets on its paths
 
 	// deliverFn takes the session's datagrams to their flows; made once so
 	// the receive path allocates nothing per packet.
@@ -191,37 +171,6 @@ type sess struct {
 	succ     *sess
 	retireAt atomic.Int64
 	lin      *lineage // s.mu guards its members
-}
-
-// path is one of a session's paths: the client's path ID, where its packets
-// come from now, and its counters and health.
-type path struct {
-	*pathpkg.Link
-	fastTx uint64 // packets sent as of the prober's last tick; the prober's own
-	addr   atomic.Pointer[netip.AddrPort]
-	local  atomic.Pointer[netip.Addr] // our address the path's packets arrive at
-	// proven is set once the client answered a probe sent to addr: replies
-	// go on the paths proven (on every path while none is).
-	proven atomic.Bool
-
-	// newest is one more than the largest counter of an authentic packet
-	// from addr (0: none yet); the read goroutine's own. A move needs a
-	// newer packet.
-	newest uint64
-	// A new address the client seems to have moved to, and the probe sent
-	// there to prove it (pathMu guards them).
-	cand    netip.AddrPort
-	candSeq uint32
-	candAt  time.Time
-}
-
-// heard counts an authentic packet of n bytes, sealed with counter ctr,
-// from the path's address. The read goroutine alone calls it.
-func (p *path) heard(n int, ctr uint64) {
-	p.CountRx(n)
-	if ctr >= p.newest {
-		p.newest = ctr + 1
-	}
 }
 
 type flow struct {
@@ -266,17 +215,9 @@ func Listen(cfg Config) (*Server, error) {
 	if !tap.IsValid() && len(rules) == 0 {
 		return nil, errors.New("server: no target and no allow rules: clients could reach nothing")
 	}
-	laddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	conn, err := peer.Listen(cfg.Net, cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("bad listen address %s: %w", cfg.Listen, err)
-	}
-	lap := laddr.AddrPort()
-	if laddr.IP == nil {
-		lap = netip.AddrPortFrom(netip.Addr{}, uint16(laddr.Port))
-	}
-	conn, err := cfg.Net.Listen(lap, "")
-	if err != nil {
-		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+		return nil, err
 	}
 	s := &Server{
 		cfg:       cfg,
@@ -290,6 +231,7 @@ func Listen(cfg Config) (*Server, error) {
 		byAddr:    make(map[netip.Addr]int),
 	}
 	s.warn.Log = cfg.Logger
+	s.w = peer.Writer{Cnt: &s.cnt, Warn: &s.warn}
 	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
 		conn.Close()
 		return nil, err
@@ -298,6 +240,14 @@ func Listen(cfg Config) (*Server, error) {
 		s.SetKeys(append([]handshake.Key{cfg.Key}, cfg.OldKeys...))
 	}
 	return s, nil
+}
+
+// Close frees the socket Listen bound, for a server whose Serve never ran;
+// Serve frees it itself when its context ends. Close may be called more
+// than once, and after Serve.
+func (s *Server) Close() error {
+	s.conn.Close()
+	return nil
 }
 
 // Addr returns the address paths reach the server on.
@@ -380,15 +330,11 @@ func (s *Server) readLoop() {
 	for i := range in {
 		in[i].Buf = make([]byte, wire.MaxPacket+1)
 	}
-	var o session.Opener
-	sl := session.NewSealer()
+	r := peer.NewReceiver(s.w)
 	for {
-		n, err := s.conn.ReadBatch(in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+		n, ok := udpio.Read(s.conn, in)
+		if !ok {
+			return
 		}
 		// One clock reading for the batch: it arrived at once.
 		now := time.Now()
@@ -397,141 +343,92 @@ func (s *Server) readLoop() {
 			m := &in[i]
 			bytes += uint64(m.N)
 			from := netip.AddrPortFrom(m.Addr.Addr().Unmap(), m.Addr.Port())
-			s.handle(m.Buf[:m.N], from, m.Local, now, &o, sl)
+			r.Packet(s, m.Buf[:m.N], nil, from, m.Local, now)
 		}
+		r.EndBatch(now)
 		s.cnt.RxPackets.Add(uint64(n))
 		s.cnt.RxBytes.Add(bytes)
 		s.flush(now)
 	}
 }
 
-// handle acts on one packet from the address from, which it reached on our
-// local address local (invalid when unknown), read at now.
-func (s *Server) handle(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time, o *session.Opener, sl *session.Sealer) {
-	switch wire.Type(pkt) {
-	case wire.TypeTransport:
-		h, err := wire.ParseHeader(pkt)
-		if err != nil {
-			s.cnt.Malformed.Add(1)
-			return
-		}
-		s.mu.RLock()
-		ss := s.sessions[h.Receiver]
-		s.mu.RUnlock()
-		if ss == nil {
-			s.cnt.UnknownSess.Add(1)
-			return
-		}
-		p := ss.pathByAddr(from)
-		// A datagram Receive delivers itself (the last fragment, an FEC
-		// shard) finds its flow through flowFor, which also takes a
-		// rekeyed session's flows over first.
-		// A copy from no path's address counts nowhere: it is dropped
-		// without the cost of authenticating it.
-		o.UncheckedCopies = p == nil
-		m, err := o.Receive(ss.st, pkt, h, now, &s.cnt, ss.deliverFn)
-		if err != nil {
-			switch {
-			case errors.Is(err, session.ErrDuplicate), errors.Is(err, session.ErrTooOld):
-				// An authentic copy: the path carried it.
-				if p != nil {
-					p.heard(len(pkt), h.Counter)
-					if errors.Is(err, session.ErrDuplicate) {
-						p.Duplicates.Add(1)
-					}
-				}
-			case errors.Is(err, session.ErrAuth):
-				s.warn.Warn("auth", "packet for a session failed authentication, dropped (forged, or corrupted on the way)", "from", from.String())
-			}
-			return
-		}
-		// Only authentic packets count on a path: its counts steer the
-		// scheduler through the loss they show.
-		if p != nil {
-			p.heard(len(pkt), h.Counter)
-		}
-		ss.lastRx.Store(now.UnixNano())
-		if ss.pred.Load() != nil {
-			// The client's first authentic packet under a session made by
-			// a rekey: it has the new keys, so the flows move over.
-			s.adopt(ss, now)
-		}
-		if ro := ss.st.Reorder; ro != nil {
-			// Every counter takes its place; only data waits.
-			if m.Kind == wire.MsgData {
-				ro.Push(h.Counter, m.Flow, m.Body, now)
-				if p != nil {
-					ss.lastData.Store(p)
-					p.OnHeard(now)
-				}
-				return
-			}
-			ro.Push(h.Counter, 0, nil, now)
-		}
-		switch m.Kind {
-		case wire.MsgProbe:
-			if p == nil || p.ID != m.Probe.Path {
-				if p = s.probed(ss, &m, h.Counter, from, now, sl); p == nil {
-					return
-				}
-				p.heard(len(pkt), h.Counter)
-			}
-			s.setLocal(p, local)
-			// Answer on the path the probe came by.
-			reply := p.OnProbe(m.Probe, now)
-			if out, err := sl.SealProbe(ss.st, wire.MsgProbeReply, reply); err == nil {
-				s.sendPath(out, p)
-			}
-		case wire.MsgProbeReply:
-			if p == nil || p.ID != m.Probe.Path {
-				if p = s.probed(ss, &m, h.Counter, from, now, sl); p == nil {
-					return
-				}
-				p.heard(len(pkt), h.Counter)
-			}
-			s.setLocal(p, local)
-			// The client got our probe at this address: proven.
-			p.proven.Store(true)
-			p.OnProbeReply(m.Probe, now)
-		case wire.MsgDataTo, wire.MsgOpen:
-			// A flow the client names the target of, until we tell it we
-			// have it.
-			tg := m.Target
-			var f *flow
-			if m.Kind == wire.MsgDataTo {
-				f = s.queueTo(ss, m.Flow, &tg, m.Body, now)
-			} else {
-				f = s.flowFor(ss, m.Flow, &tg, now)
-			}
-			if f != nil {
-				s.ackFlow(f, now)
-			}
-			if p != nil {
-				ss.lastData.Store(p)
-				p.OnHeard(now)
-			}
-		case wire.MsgRekey:
-			s.handleRekey(ss, m.Body, p, now)
-		case wire.MsgClose:
-			s.log.Info("session closed by client", "session", control.SessionID(ss.index))
-			s.mu.Lock()
-			s.closeSessionLocked(ss.index, ss)
-			s.mu.Unlock()
-		default:
-			if m.Kind == wire.MsgData {
-				s.queue(ss, m.Flow, m.Body, now)
-				if p != nil {
-					ss.lastData.Store(p)
-				}
-			}
-			if p != nil {
-				p.OnHeard(now)
-			}
-		}
-	case wire.TypeInit:
-		s.handleInit(pkt, from, local, now)
-	default:
+// Session returns the session receiver names (peer.Endpoint).
+func (s *Server) Session(receiver uint32, now time.Time) peer.Session {
+	s.mu.RLock()
+	ss := s.sessions[receiver]
+	s.mu.RUnlock()
+	if ss == nil {
+		return nil
+	}
+	return ss
+}
+
+// Handshake takes a handshake packet (peer.Endpoint): a server answers
+// initiations only.
+func (s *Server) Handshake(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time) {
+	if wire.Type(pkt) != wire.TypeInit {
 		s.cnt.Malformed.Add(1)
+		return
+	}
+	s.handleInit(pkt, from, local, now)
+}
+
+// The session as the receive path sees it (peer.Session).
+
+func (ss *sess) State() *session.State                   { return ss.st }
+func (ss *sess) Deliver() func(flow uint32, d []byte)    { return ss.deliverFn }
+func (ss *sess) PathFrom(addr netip.AddrPort) *peer.Path { return ss.pathByAddr(addr) }
+
+// Authentic takes note of an authentic packet: the session lives on, a
+// rekey's session the client has used takes its predecessor's flows, and
+// the path a datagram came by first is where replies prefer to go.
+func (ss *sess) Authentic(p *peer.Path, kind byte, now time.Time) {
+	ss.lastRx.Store(now.UnixNano())
+	if ss.pred.Load() != nil {
+		// The client's first authentic packet under a session made by
+		// a rekey: it has the new keys, so the flows move over.
+		ss.srv.adopt(ss, now)
+	}
+	if p != nil && (kind == wire.MsgData || kind == wire.MsgDataTo || kind == wire.MsgOpen) {
+		ss.lastData.Store(p)
+	}
+}
+
+// ProbePath learns or follows the path a probe names (see probed).
+func (ss *sess) ProbePath(m wire.Message, _ *peer.Path, ctr uint64, from netip.AddrPort, now time.Time, sl *session.Sealer) *peer.Path {
+	return ss.srv.probed(ss, m, ctr, from, now, sl)
+}
+
+// Data queues a datagram for its flow's target.
+func (ss *sess) Data(_ *peer.Path, flow uint32, body []byte, now time.Time) {
+	ss.srv.queue(ss, flow, body, now)
+}
+
+// Message takes what only a client sends: flows that name their target,
+// rekeys, the end of the session.
+func (ss *sess) Message(p *peer.Path, m wire.Message, now time.Time) {
+	s := ss.srv
+	switch m.Kind {
+	case wire.MsgDataTo, wire.MsgOpen:
+		// A flow the client names the target of, until we tell it we
+		// have it.
+		tg := m.Target
+		var f *flow
+		if m.Kind == wire.MsgDataTo {
+			f = s.queueTo(ss, m.Flow, &tg, m.Body, now)
+		} else {
+			f = s.flowFor(ss, m.Flow, &tg, now)
+		}
+		if f != nil {
+			s.ackFlow(f, now)
+		}
+	case wire.MsgRekey:
+		s.handleRekey(ss, m.Body, p, now)
+	case wire.MsgClose:
+		s.log.Info("session closed by client", "session", status.SessionID(ss.index))
+		s.mu.Lock()
+		s.closeSessionLocked(ss.index, ss)
+		s.mu.Unlock()
 	}
 }
 
@@ -553,7 +450,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	if s.resp.Seen(msg) {
 		// A copy by another path of one accepted, or a replay: known by
 		// its ephemeral key before any cryptography, and not answered.
-		s.cnt.HandshakeRply.Add(1)
+		s.cnt.HandshakeReplay.Add(1)
 		return
 	}
 	if s.underLoad(now) {
@@ -567,7 +464,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 				s.send(out, from, local)
 				s.cnt.Cookies.Add(1)
 			case errors.Is(err, cookie.ErrAnswered):
-				s.cnt.HandshakeRply.Add(1)
+				s.cnt.HandshakeReplay.Add(1)
 			}
 			return
 		}
@@ -605,7 +502,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", control.SessionID(a.Index), "from", from.String(), "mode", ss.sched.Mode().String(), "cipher", a.Cipher.String())
+	s.log.Info("session up", "session", status.SessionID(a.Index), "from", from.String(), "mode", ss.spread.Mode().String(), "cipher", a.Cipher.String())
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
 }
@@ -650,19 +547,19 @@ func (s *Server) accept(msg []byte, from netip.AddrPort, rekey bool, now time.Ti
 	case err == nil:
 		return a, true
 	case errors.Is(err, handshake.ErrReplay):
-		s.cnt.HandshakeRply.Add(1)
+		s.cnt.HandshakeReplay.Add(1)
 	case errors.Is(err, handshake.ErrSourceFull), errors.Is(err, handshake.ErrCacheFull):
 		s.cnt.HandshakeRate.Add(1)
 		s.warn.Warn("handshake-memory", "handshake refused: too many recent handshakes (from this address, or in all)", "from", from.String())
 	case errors.Is(err, handshake.ErrBeforeStart):
-		s.cnt.HandshakeOld.Add(1)
+		s.cnt.HandshakeStale.Add(1)
 		s.warn.Warn("before-start", "handshake refused: it was made before this server started (a replay, or the client's clock is behind ours; it is accepted once our uptime passes the difference)",
 			"from", from.String(), "skew", skew.Round(time.Millisecond).String())
 	case errors.Is(err, handshake.ErrCipher):
 		s.cnt.HandshakeBad.Add(1)
 		s.warn.Warn("cipher", "handshake refused: the client offers no cipher this server accepts", "cipher", s.cfg.Cipher.String(), "from", from.String())
 	case errors.Is(err, handshake.ErrStale):
-		s.cnt.HandshakeOld.Add(1)
+		s.cnt.HandshakeStale.Add(1)
 		s.warn.Warn("stale", "handshake refused: the client's clock differs from ours by more than allowed; synchronise both clocks (NTP)",
 			"from", from.String(), "skew", skew.Round(time.Second).String(), "allowed", handshake.DefaultWindow.String())
 	default:
@@ -688,7 +585,7 @@ func (s *Server) newSess(a handshake.Accepted, from netip.AddrPort, now time.Tim
 		s.warn.Warn("mode", "session refused: the client asks for a mode this server does not know", "mode", a.Mode, "from", from.String())
 		return nil
 	}
-	ss := &sess{index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), sched: sc}
+	ss := &sess{srv: s, index: a.Index, st: st, created: now, flows: make(map[uint32]*flow), spread: peer.NewSpreader(sc, s.w)}
 	if sc.Mode() == sched.FEC {
 		p, err := fec.ParamsFromByte(a.FEC)
 		if err == nil {
@@ -705,7 +602,7 @@ func (s *Server) newSess(a handshake.Accepted, from netip.AddrPort, now time.Tim
 		st.Reorder = reorder.NewTimed(s.cfg.Reorder, 0, ss.deliverFn)
 	}
 	ss.lastRx.Store(now.UnixNano())
-	empty := []*path{}
+	empty := []*peer.Path{}
 	ss.paths.Store(&empty)
 	return ss
 }
@@ -726,10 +623,10 @@ const minRekeyGap = 100 * time.Millisecond
 // client chains them: a rekey past the bound retires the lineage's oldest
 // replaced session at once. Under load, rekeys count as initiations and
 // take from their address's handshake rate like them.
-func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
+func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time) {
 	from := netip.AddrPort{}
 	if p != nil {
-		from = *p.addr.Load()
+		from = p.Addr()
 	}
 	old.flowMu.Lock()
 	retired := old.succ != nil || old.closed
@@ -745,12 +642,12 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 		// A client retries a rekey every second: faster is a key holder
 		// spending our CPU, refused like a handshake flood.
 		s.cnt.HandshakeRate.Add(1)
-		s.warn.Warn("rekey-rate", "rekey refused: asked again too soon", "session", control.SessionID(old.index))
+		s.warn.Warn("rekey-rate", "rekey refused: asked again too soon", "session", status.SessionID(old.index))
 		return
 	}
 	if s.underLoad(now) && !s.limiter.Allow(lin.origin, now) {
 		s.cnt.HandshakeRate.Add(1)
-		s.warn.Warn("handshake-rate", "rekey refused: too many handshakes from this address while under load", "session", control.SessionID(old.index))
+		s.warn.Warn("handshake-rate", "rekey refused: too many handshakes from this address while under load", "session", status.SessionID(old.index))
 		return
 	}
 	lin.rekeyAt = now
@@ -766,13 +663,9 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 	// The old session's paths are proven: the new one starts with them,
 	// so its replies have every path from the first.
 	olds := *old.paths.Load()
-	paths := make([]*path, len(olds))
+	paths := make([]*peer.Path, len(olds))
 	for i, q := range olds {
-		np := &path{Link: pathpkg.NewLink(q.ID, pathpkg.Params{ProbeInterval: s.cfg.ProbeInterval}, now)}
-		np.addr.Store(q.addr.Load()) // the pointed-to values are never changed, only replaced
-		np.local.Store(q.local.Load())
-		np.proven.Store(q.proven.Load())
-		paths[i] = np
+		paths[i] = q.Successor(s.cfg.ProbeInterval, now)
 	}
 	ss.paths.Store(&paths)
 	ss.v6.Store(old.v6.Load())
@@ -806,13 +699,13 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *path, now time.Time) {
 	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Debug("session rekeying", "session", control.SessionID(old.index), "new", control.SessionID(a.Index))
+	s.log.Debug("session rekeying", "session", status.SessionID(old.index), "new", status.SessionID(a.Index))
 	// The response goes on every path of the old session, as plain
 	// handshake responses do: the client takes the first. Like those, it
 	// is not counted on the paths (the client does not count it).
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	for _, q := range *old.paths.Load() {
-		s.send(out, *q.addr.Load(), *q.local.Load())
+		s.send(out, q.Addr(), q.Local())
 	}
 }
 
@@ -850,7 +743,7 @@ func (s *Server) adopt(ss *sess, now time.Time) {
 	}
 	old.retireAt.Store(now.Add(s.cfg.RekeyGrace).UnixNano())
 	s.cnt.Rekeys.Add(1)
-	s.log.Info("session rekeyed", "session", control.SessionID(old.index), "new", control.SessionID(ss.index), "flows", moved)
+	s.log.Info("session rekeyed", "session", status.SessionID(old.index), "new", status.SessionID(ss.index), "flows", moved)
 }
 
 // underLoad counts an initiation at now and reports whether more than
@@ -879,25 +772,16 @@ func (s *Server) newIndex() uint32 {
 	}
 }
 
-// send sends one packet to to, from our address local (when valid).
+// send sends one handshake packet to to, from our address local (when
+// valid).
 func (s *Server) send(pkt []byte, to netip.AddrPort, local netip.Addr) {
-	msg := [1]udpio.Msg{{Buf: pkt, Addr: to, Local: local}}
-	s.write(msg[:])
+	s.w.SendTo(s.conn, pkt, to, local)
 }
 
-// write sends a batch of addressed packets and counts them.
-func (s *Server) write(msgs []udpio.Msg) {
-	sent, bytes, err := udpio.Write(s.conn, msgs)
-	s.cnt.TxPackets.Add(uint64(sent))
-	s.cnt.TxBytes.Add(uint64(bytes))
-	switch {
-	case err == nil:
-	case errors.Is(err, udpio.ErrQueueFull):
-		s.cnt.QueueFull.Add(uint64(len(msgs) - sent))
-		s.warn.Warn("queue-full", "path socket send buffer full: packets dropped")
-	default:
-		s.cnt.SendErrors.Add(uint64(len(msgs) - sent))
-	}
+// sendAll puts pkts on ss's paths as its mode says (on every usable one when
+// all is set).
+func (s *Server) sendAll(ss *sess, pkts [][]byte, all bool) {
+	ss.spread.Send(*ss.paths.Load(), pkts, all, ss.lastData.Load(), time.Now())
 }
 
 // queue puts one of ss's datagrams, which stays valid until the read
@@ -951,7 +835,7 @@ func (s *Server) writeTarget(f *flow, msgs []udpio.Msg) {
 	sent, bytes, err := udpio.Write(f.conn, msgs)
 	f.ts.tx.Add(uint64(sent))
 	s.cnt.Delivered.Add(uint64(sent))
-	s.cnt.DeliveredBy.Add(uint64(bytes))
+	s.cnt.DeliveredBytes.Add(uint64(bytes))
 	if errors.Is(err, udpio.ErrQueueFull) {
 		s.cnt.QueueFull.Add(uint64(len(msgs) - sent))
 		s.warn.Warn("queue-full", "flow send buffer full: datagrams for the target dropped (the target is slower than its traffic)", "target", f.name)
@@ -1027,8 +911,7 @@ func (s *Server) flowLoop(f *flow) {
 	var (
 		b        *session.Batch // one slot while the flow is quiet, flowBatch while busy
 		in       []udpio.Msg    // b's slots
-		out      []udpio.Msg
-		winStart time.Time // when the current count of single reads began
+		winStart time.Time      // when the current count of single reads began
 		winCount int
 		lastMany time.Time // the last read of more than one datagram
 	)
@@ -1053,7 +936,7 @@ func (s *Server) flowLoop(f *flow) {
 		now := time.Now()
 		f.lastActive.Store(now.UnixNano())
 		f.ts.rx.Add(uint64(k))
-		out = s.reply(f.s.Load(), f, b, in[:k], now, out)
+		s.reply(f.s.Load(), f, b, in[:k], now)
 		switch {
 		case b.Size() == 1:
 			if now.Sub(winStart) > flowBusyWindow {
@@ -1074,21 +957,26 @@ func (s *Server) flowLoop(f *flow) {
 
 // reply seals the datagrams the target sent flow f, read into b's slots,
 // and sends them over ss's paths with one write.
-func (s *Server) reply(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now time.Time, out []udpio.Msg) []udpio.Msg {
+func (s *Server) reply(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now time.Time) {
 	maxPlain := wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())
-	fec := ss.st.FECTx != nil
+	tx := ss.st.FECTx
+	fec := tx != nil
 	var forwarded uint64
 	b.Reset()
 	for i := range in {
 		n := in[i].N
 		if fec && n <= wire.MaxDatagram && session.FECFits(n, maxPlain) {
-			out = s.sendFEC(ss, f.id, in[i].Buf[:n], now, out)
+			// A shard, one path each; it goes at the flush below.
+			if err := tx.Add(ss.st, f.id, in[i].Buf[:n], now); err != nil {
+				s.log.Error("fec", "err", err)
+				continue
+			}
 			forwarded++
 			continue
 		}
 		err := b.Add(ss.st, i, f.id, n, maxPlain)
 		if errors.Is(err, session.ErrBatchFull) {
-			out = s.sendAll(ss, b.Pkts, out, fec)
+			s.sendAll(ss, b.Pkts, fec)
 			b.Reset()
 			err = b.Add(ss.st, i, f.id, n, maxPlain)
 		}
@@ -1101,44 +989,23 @@ func (s *Server) reply(ss *sess, f *flow, b *session.Batch, in []udpio.Msg, now 
 		}
 	}
 	if len(b.Pkts) > 0 {
-		out = s.sendAll(ss, b.Pkts, out, fec)
+		s.sendAll(ss, b.Pkts, fec)
+	}
+	if fec {
+		tx.Flush(now)
 	}
 	s.cnt.Forwarded.Add(forwarded)
-	return out
 }
 
-// sendFEC seals datagram, of flow, as an FEC shard of ss and sends it and
-// any parity it completes, one path each.
-func (s *Server) sendFEC(ss *sess, flow uint32, datagram []byte, now time.Time, out []udpio.Msg) []udpio.Msg {
-	tx := ss.st.FECTx
-	tx.Lock()
-	defer tx.Unlock()
-	if err := tx.Add(ss.st, flow, datagram, now); err != nil {
-		s.log.Error("fec", "err", err)
-		return out
-	}
-	out = s.flushFEC(ss, tx, out)
-	tx.Arm(now)
-	return out
-}
-
-// flushFEC sends the shards tx has sealed and resets it; the caller holds
-// its lock.
-func (s *Server) flushFEC(ss *sess, tx *session.FECSender, out []udpio.Msg) []udpio.Msg {
-	if len(tx.Pkts) > 0 {
-		out = s.sendAll(ss, tx.Pkts, out, false)
-		s.cnt.FECParity.Add(tx.Parity)
-	}
-	tx.Reset()
-	return out
-}
-
-// newFEC gives ss the fec mode's sender and receiver; its parity is flushed
-// by a timer when a group does not fill in time.
+// newFEC gives ss the fec mode's sender and receiver: its shards go one
+// path each, and its parity is flushed by a timer when a group does not fill
+// in time.
 func (s *Server) newFEC(ss *sess, p fec.Params, depth int) error {
-	var out []udpio.Msg // the timer's scratch; the sender's lock guards it
 	return session.EnableFEC(ss.st, p, 0, depth,
-		func(tx *session.FECSender) { out = s.flushFEC(ss, tx, out) },
+		func(pkts [][]byte, parity uint64) {
+			s.sendAll(ss, pkts, false)
+			s.cnt.FECParity.Add(parity)
+		},
 		func(err error) { s.log.Error("fec", "err", err) })
 }
 
@@ -1166,7 +1033,7 @@ func (s *Server) expire(now time.Time) {
 			continue
 		}
 		if r := ss.retireAt.Load(); r != 0 && now.UnixNano() > r {
-			s.log.Debug("session retired", "session", control.SessionID(id))
+			s.log.Debug("session retired", "session", status.SessionID(id))
 			s.closeSessionLocked(id, ss)
 			continue
 		}
@@ -1176,7 +1043,7 @@ func (s *Server) expire(now time.Time) {
 			if now.Sub(time.Unix(0, f.lastActive.Load())) > s.cfg.FlowTimeout {
 				f.close()
 				delete(ss.flows, fid)
-				s.cnt.FlowsGone.Add(1)
+				s.cnt.FlowsFreed.Add(1)
 			}
 		}
 		ss.flowMu.Unlock()
@@ -1188,6 +1055,7 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 		return // closed already
 	}
 	delete(s.sessions, id)
+	ss.st.Stop()
 	if lin := ss.lin; lin != nil {
 		for i, m := range lin.members {
 			if m == ss {
@@ -1201,21 +1069,15 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 			}
 		}
 	}
-	if ss.st.FECTx != nil {
-		ss.st.FECTx.Stop()
-	}
-	if ss.st.Reorder != nil {
-		ss.st.Reorder.Stop()
-	}
 	ss.flowMu.Lock()
 	ss.closed = true
 	for fid, f := range ss.flows {
 		f.close()
 		delete(ss.flows, fid)
-		s.cnt.FlowsGone.Add(1)
+		s.cnt.FlowsFreed.Add(1)
 	}
 	ss.flowMu.Unlock()
-	s.cnt.SessionsGone.Add(1)
+	s.cnt.SessionsFreed.Add(1)
 }
 
 func randUint32() uint32 {

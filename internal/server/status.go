@@ -5,12 +5,12 @@ import (
 	"sort"
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // Status returns the server's state for the status socket.
-func (s *Server) Status(version string, started time.Time) control.Status {
-	st := control.NewStatus("server", version, started, s.cnt.Snapshot().Map())
+func (s *Server) Status(version string, started time.Time) status.Status {
+	st := status.NewStatus("server", version, started, s.cnt.Snapshot().Map())
 	local := s.Addr().String()
 	byName := make(map[string]int)
 	s.mu.RLock()
@@ -21,13 +21,13 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 			byName[f.name]++
 		}
 		ss.flowMu.Unlock()
-		cs := control.Session{ID: control.SessionID(ss.index), Mode: ss.sched.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []control.Path{}}
+		cs := status.Session{ID: status.SessionID(ss.index), Mode: ss.spread.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []status.Path{}}
 		for _, p := range *ss.paths.Load() {
 			l := local
-			if a := *p.local.Load(); a.IsValid() {
+			if a := p.Local(); a.IsValid() {
 				l = netip.AddrPortFrom(a, s.Addr().Port()).String()
 			}
-			cs.Paths = append(cs.Paths, p.Status(p.addr.Load().String(), l))
+			cs.Paths = append(cs.Paths, p.Status(p.Addr().String(), l))
 		}
 		sort.Slice(cs.Paths, func(i, j int) bool { return cs.Paths[i].ID < cs.Paths[j].ID })
 		cs.SetShares()
@@ -41,7 +41,7 @@ func (s *Server) Status(version string, started time.Time) control.Status {
 		if name == s.target.String() {
 			to = ""
 		}
-		st.Targets = append(st.Targets, control.Target{Name: name, Target: to, Flows: byName[name],
+		st.Targets = append(st.Targets, status.Target{Name: name, Target: to, Flows: byName[name],
 			TxDatagrams: ts.tx.Load(), RxDatagrams: ts.rx.Load(), Refused: ts.refused.Load()})
 	}
 	s.statsMu.Unlock()

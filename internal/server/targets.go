@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/status"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -145,7 +145,7 @@ func (s *Server) dial(f *flow, dst netip.AddrPort, tell bool) {
 	}
 	f.waitMu.Unlock()
 	if ss := f.s.Load(); ss != nil {
-		s.log.Debug("flow open", "session", control.SessionID(ss.index), "flow", f.id, "target", f.name, "local", conn.LocalAddr().String())
+		s.log.Debug("flow open", "session", status.SessionID(ss.index), "flow", f.id, "target", f.name, "local", conn.LocalAddr().String())
 	}
 	s.wg.Add(1)
 	go func() {
@@ -228,7 +228,7 @@ func (s *Server) tellFlow(ss *sess, id uint32, status byte) {
 		return
 	}
 	for _, p := range *ss.paths.Load() {
-		s.sendPath(pkt, p)
+		s.w.SendPath(p, pkt)
 	}
 }
 

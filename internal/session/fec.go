@@ -23,24 +23,24 @@ const fecOverhead = 1 + fec.HeaderLen + 4
 func FECFits(n, maxPlain int) bool { return fecOverhead+n+2 <= maxPlain }
 
 // FECSender turns one direction of a session's datagrams into sealed FEC
-// shards: each datagram leaves at once as a data shard, and every group's
-// parity follows when the group fills or its flush delay passes. It is not
-// safe for concurrent use: callers hold its lock (Lock, Unlock) from Add or
-// FlushDue until they have sent Pkts and called Reset.
+// shards: each datagram leaves as a data shard, and every group's parity
+// follows when the group fills or its flush delay passes. It is safe for
+// concurrent use: Add seals under the sender's own lock, and Flush (or the
+// flush timer) hands what was sealed to the send function EnableFEC was
+// given, under the same lock, which is taken before any the send function
+// takes.
 type FECSender struct {
-	sync.Mutex
+	mu      sync.Mutex
 	encs    []*fec.Encoder // interleaved: datagram i goes to encs[i%len]
 	turn    int
 	bufs    [][]byte // packet buffers, reused from batch to batch
 	scratch []byte   // flow and datagram, the encoder's input
 	nonce   Nonce
-	// Pkts are the sealed packets since the last Reset, in order.
-	Pkts [][]byte
-	// Parity counts the parity packets among Pkts, for the caller's
-	// counters.
-	Parity uint64
+	pkts    [][]byte // the packets sealed since the last flush, in order
+	parity  uint64   // how many of pkts are parity
 
-	timer   *time.Timer // runs the flush function when parity is due
+	send    func(pkts [][]byte, parity uint64)
+	timer   *time.Timer // runs the flush when parity is due
 	armed   time.Time   // the deadline the timer is set for
 	stopped bool
 }
@@ -48,7 +48,8 @@ type FECSender struct {
 // NewFECSender returns a sender for groups of shape p whose parity is due
 // flushDelay after a group's first datagram. With depth D above 1, D groups
 // are open at once and consecutive datagrams go to each in turn, so that a
-// burst of losses on one path is shared among D groups.
+// burst of losses on one path is shared among D groups. What it seals is
+// dropped until EnableFEC gives it somewhere to go.
 func NewFECSender(p fec.Params, flushDelay time.Duration, depth int) (*FECSender, error) {
 	depth = max(depth, 1)
 	f := &FECSender{}
@@ -63,9 +64,9 @@ func NewFECSender(p fec.Params, flushDelay time.Duration, depth int) (*FECSender
 	return f, nil
 }
 
-// Deadline returns when the earliest open group's parity is due, and false
+// deadline returns when the earliest open group's parity is due, and false
 // when no group is open.
-func (f *FECSender) Deadline() (time.Time, bool) {
+func (f *FECSender) deadline() (time.Time, bool) {
 	var first time.Time
 	ok := false
 	for _, e := range f.encs {
@@ -76,18 +77,10 @@ func (f *FECSender) Deadline() (time.Time, bool) {
 	return first, ok
 }
 
-// SetFlush makes the sender call flush, in a goroutine of its own, when an
-// open group's parity falls due after Arm; flush takes the lock and calls
-// FlushDue. Call it once, before the first Arm.
-func (f *FECSender) SetFlush(flush func()) {
-	f.timer = time.AfterFunc(time.Hour, flush)
-	f.timer.Stop()
-}
-
-// Arm sets the flush timer for the open group's deadline if it is not set
-// for it already. Call it with the lock held, after Add or FlushDue.
-func (f *FECSender) Arm(now time.Time) {
-	d, ok := f.Deadline()
+// arm sets the flush timer for the open group's deadline if it is not set
+// for it already; the caller holds the lock.
+func (f *FECSender) arm(now time.Time) {
+	d, ok := f.deadline()
 	if !ok || f.timer == nil || f.stopped || d.Equal(f.armed) {
 		return
 	}
@@ -96,30 +89,22 @@ func (f *FECSender) Arm(now time.Time) {
 }
 
 // Stop stops the flush timer for good; a flush already started may still
-// run. It takes the lock.
+// run, and sends nothing once it has the lock.
 func (f *FECSender) Stop() {
-	f.Lock()
-	defer f.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.stopped = true
 	if f.timer != nil {
 		f.timer.Stop()
 	}
 }
 
-// Stopped reports whether Stop was called; a flush function checks it with
-// the lock held.
-func (f *FECSender) Stopped() bool { return f.stopped }
-
-// Reset forgets the packets sealed so far; their buffers are reused.
-func (f *FECSender) Reset() {
-	f.Pkts = f.Pkts[:0]
-	f.Parity = 0
-}
-
 // Add seals datagram, of flow, as a data shard, and the parity of its group
-// if it fills it, appending the packets to Pkts. The datagram must fit (see
+// if it fills it; they go at the next Flush. The datagram must fit (see
 // FECFits).
 func (f *FECSender) Add(st *State, flow uint32, datagram []byte, now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.scratch = append(binary.BigEndian.AppendUint32(f.scratch[:0], flow), datagram...)
 	enc := f.encs[f.turn]
 	f.turn = (f.turn + 1) % len(f.encs)
@@ -133,8 +118,27 @@ func (f *FECSender) Add(st *State, flow uint32, datagram []byte, now time.Time) 
 	return f.sealParity(st, parity)
 }
 
-// FlushDue seals the parity of the open groups whose flush delay has passed.
-func (f *FECSender) FlushDue(st *State, now time.Time) error {
+// Flush sends what Add sealed since the last flush and arms the flush timer
+// for the parity of groups that are still open.
+func (f *FECSender) Flush(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushLocked(now)
+}
+
+// flushLocked is Flush with the lock held.
+func (f *FECSender) flushLocked(now time.Time) {
+	if len(f.pkts) > 0 && f.send != nil && !f.stopped {
+		f.send(f.pkts, f.parity)
+	}
+	f.pkts = f.pkts[:0]
+	f.parity = 0
+	f.arm(now)
+}
+
+// flushDue seals the parity of the open groups whose flush delay has passed;
+// the caller holds the lock.
+func (f *FECSender) flushDue(st *State, now time.Time) error {
 	for _, e := range f.encs {
 		parity, err := e.FlushDue(now)
 		if err != nil {
@@ -152,7 +156,7 @@ func (f *FECSender) sealParity(st *State, parity []fec.Shard) error {
 		if err := f.seal(st, p); err != nil {
 			return err
 		}
-		f.Parity++
+		f.parity++
 	}
 	return nil
 }
@@ -160,7 +164,7 @@ func (f *FECSender) sealParity(st *State, parity []fec.Shard) error {
 // seal seals one shard into the next packet buffer.
 func (f *FECSender) seal(st *State, s fec.Shard) error {
 	n := 1 + fec.HeaderLen + len(s.Body)
-	i := len(f.Pkts)
+	i := len(f.pkts)
 	if i == len(f.bufs) {
 		f.bufs = append(f.bufs, nil)
 	}
@@ -175,7 +179,7 @@ func (f *FECSender) seal(st *State, s fec.Shard) error {
 	if err != nil {
 		return err
 	}
-	f.Pkts = append(f.Pkts, pkt)
+	f.pkts = append(f.pkts, pkt)
 	return nil
 }
 
@@ -240,10 +244,11 @@ const FECRxBytes = 2 << 20
 
 // EnableFEC gives st the fec mode's sender and receiver: groups of shape p
 // (fec.DefaultParams when zero), flushDelay and depth as NewFECSender takes
-// them, and a decoder bounded by FECRxBytes. When a group's parity falls due
-// by the timer, send is called with the sender's lock held to put its
-// packets on the paths; it must Reset the sender. Sealing errors go to fail.
-func EnableFEC(st *State, p fec.Params, flushDelay time.Duration, depth int, send func(*FECSender), fail func(error)) error {
+// them, and a decoder bounded by FECRxBytes. The sealed packets go to send,
+// called with the sender's lock held, at each Flush and when a group's
+// parity falls due by the timer: it puts them on the paths (parity of them
+// are parity shards) and must not keep them. Sealing errors go to fail.
+func EnableFEC(st *State, p fec.Params, flushDelay time.Duration, depth int, send func(pkts [][]byte, parity uint64), fail func(error)) error {
 	if p == (fec.Params{}) {
 		p = fec.DefaultParams()
 	}
@@ -251,19 +256,20 @@ func EnableFEC(st *State, p fec.Params, flushDelay time.Duration, depth int, sen
 	if err != nil {
 		return err
 	}
-	tx.SetFlush(func() {
-		tx.Lock()
-		defer tx.Unlock()
-		if tx.Stopped() {
+	tx.send = send
+	tx.timer = time.AfterFunc(time.Hour, func() {
+		tx.mu.Lock()
+		defer tx.mu.Unlock()
+		if tx.stopped {
 			return
 		}
 		now := time.Now()
-		if err := tx.FlushDue(st, now); err != nil {
+		if err := tx.flushDue(st, now); err != nil {
 			fail(err)
 		}
-		send(tx)
-		tx.Arm(now)
+		tx.flushLocked(now)
 	})
+	tx.timer.Stop()
 	st.FECTx = tx
 	st.FECRx = NewFECReceiver(fec.Limits{Bytes: FECRxBytes})
 	return nil

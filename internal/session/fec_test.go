@@ -39,17 +39,17 @@ func TestFEC(t *testing.T) {
 	}
 	// Groups 0 and 1 are full (4 data + 2 parity each); group 2 holds two
 	// datagrams and is flushed after its delay.
-	if err := tx.FlushDue(a, now.Add(time.Millisecond)); err != nil {
+	if err := tx.flushDue(a, now.Add(time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	if len(tx.Pkts) != 10+3*2 || tx.Parity != 6 {
-		t.Fatalf("%d packets, %d parity; want 16 and 6", len(tx.Pkts), tx.Parity)
+	if len(tx.pkts) != 10+3*2 || tx.parity != 6 {
+		t.Fatalf("%d packets, %d parity; want 16 and 6", len(tx.pkts), tx.parity)
 	}
 	// Order: g0 d0 d1 d2 d3 p p, g1 d4 d5 d6 d7 p p, g2 d8 d9 p p.
 	// Lose two data shards of group 0 (repairable) and three of group 1's
 	// six shards (not repairable: one datagram lost for good).
 	lost := map[int]bool{1: true, 2: true, 6: true, 7: true, 10: true}
-	for k, p := range tx.Pkts {
+	for k, p := range tx.pkts {
 		if lost[k] {
 			continue
 		}
@@ -63,7 +63,7 @@ func TestFEC(t *testing.T) {
 			t.Fatalf("packet %d: kind %d, %v", k, m.Kind, err)
 		}
 	}
-	tx.Reset()
+	tx.Flush(now) // no send function: what was sealed is dropped
 	for i := range 10 {
 		d := fmt.Sprintf("datagram %d", i)
 		flow, ok := got[d]
@@ -86,7 +86,7 @@ func TestFEC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range tx.Pkts {
+	for _, p := range tx.pkts {
 		h, _ := wire.ParseHeader(p)
 		if _, err := o.Receive(b, p, h, now, &cnt, deliver); err != nil {
 			t.Fatal(err)
@@ -110,8 +110,8 @@ func TestFECNotNegotiated(t *testing.T) {
 	}
 	var o Opener
 	var cnt metrics.Counters
-	h, _ := wire.ParseHeader(tx.Pkts[0])
-	if _, err := o.Receive(b, tx.Pkts[0], h, time.Now(), &cnt, func(uint32, []byte) { t.Fatal("delivered") }); err == nil {
+	h, _ := wire.ParseHeader(tx.pkts[0])
+	if _, err := o.Receive(b, tx.pkts[0], h, time.Now(), &cnt, func(uint32, []byte) { t.Fatal("delivered") }); err == nil {
 		t.Fatal("a shard was accepted outside fec mode")
 	}
 	if cnt.Malformed.Load() != 1 {

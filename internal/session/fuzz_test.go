@@ -40,7 +40,7 @@ func validPackets(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range tx.Pkts {
+	for _, p := range tx.pkts {
 		out = append(out, append([]byte(nil), p...))
 	}
 	return out

@@ -112,6 +112,17 @@ func New(keys handshake.Keys, c aead.Cipher, peerIndex uint32, window int) (*Sta
 	return st, nil
 }
 
+// Stop stops the session's timers, the FEC sender's flush and the reorder
+// buffer's release, for good: the one place a session that ends is stopped.
+func (c *State) Stop() {
+	if c.FECTx != nil {
+		c.FECTx.Stop()
+	}
+	if c.Reorder != nil {
+		c.Reorder.Stop()
+	}
+}
+
 // Sent returns how many packets this end has sealed.
 func (c *State) Sent() uint64 { return c.counter.Load() }
 

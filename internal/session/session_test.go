@@ -18,6 +18,14 @@ func pair(t testing.TB) (a, b *State) {
 	return pairWith(t, aead.ChaCha20Poly1305)
 }
 
+// sealPair returns the two ends of a session with cipher c and a sealer for
+// a's packets.
+func sealPair(t testing.TB, c aead.Cipher) (a, b *State, sl *Sealer) {
+	t.Helper()
+	a, b = pairWith(t, c)
+	return a, b, NewSealer()
+}
+
 func pairWith(t testing.TB, c aead.Cipher) (a, b *State) {
 	t.Helper()
 	var k1, k2 [32]byte
@@ -34,15 +42,17 @@ func pairWith(t testing.TB, c aead.Cipher) (a, b *State) {
 	return a, b
 }
 
-func TestSealReceive(t *testing.T) {
+// eachCipher runs f for every cipher, as a subtest or a sub-benchmark of tb.
+func eachCipher[T interface{ Run(string, func(T)) bool }](tb T, f func(T, aead.Cipher)) {
 	for _, c := range []aead.Cipher{aead.ChaCha20Poly1305, aead.AES256GCM} {
-		t.Run(c.String(), func(t *testing.T) { testSealReceive(t, c) })
+		tb.Run(c.String(), func(tb T) { f(tb, c) })
 	}
 }
 
+func TestSealReceive(t *testing.T) { eachCipher(t, testSealReceive) }
+
 func testSealReceive(t *testing.T, c aead.Cipher) {
-	a, b := pairWith(t, c)
-	sl := NewSealer()
+	a, b, sl := sealPair(t, c)
 	var o Opener
 	var cnt metrics.Counters
 	for _, n := range []int{0, 1, 1335, 1336, 8000, wire.MaxDatagram} {
@@ -85,8 +95,7 @@ func testSealReceive(t *testing.T, c aead.Cipher) {
 }
 
 func TestOpenRejects(t *testing.T) {
-	a, b := pair(t)
-	sl := NewSealer()
+	a, b, sl := sealPair(t, aead.ChaCha20Poly1305)
 	var o Opener
 	copy(sl.Payload(), "hello")
 	pkts, _ := sl.Seal(a, 1, 5, 1000)
@@ -128,15 +137,10 @@ func TestOpenRejects(t *testing.T) {
 	}
 }
 
-func BenchmarkSealOpen(b *testing.B) {
-	for _, c := range []aead.Cipher{aead.ChaCha20Poly1305, aead.AES256GCM} {
-		b.Run(c.String(), func(b *testing.B) { benchSealOpen(b, c) })
-	}
-}
+func BenchmarkSealOpen(b *testing.B) { eachCipher(b, benchSealOpen) }
 
 func benchSealOpen(b *testing.B, c aead.Cipher) {
-	x, y := pairWith(b, c)
-	sl := NewSealer()
+	x, y, sl := sealPair(b, c)
 	var o Opener
 	var cnt metrics.Counters
 	deliver := func(uint32, []byte) {}
@@ -162,8 +166,7 @@ func benchSealOpen(b *testing.B, c aead.Cipher) {
 // so a spoofed packet with a seen counter counted as a received duplicate on
 // its path.
 func TestDuplicatesAuthenticated(t *testing.T) {
-	a, b := pair(t)
-	sl := NewSealer()
+	a, b, sl := sealPair(t, aead.ChaCha20Poly1305)
 	var o Opener
 	seal := func() []byte {
 		pkt, err := sl.SealClose(a)

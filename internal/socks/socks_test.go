@@ -6,12 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestRequest(t *testing.T) {
 	for _, c := range []struct {

@@ -2,6 +2,7 @@ package udpio
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 )
 
@@ -63,4 +64,20 @@ func Write(c Conn, msgs []Msg) (sent, bytes int, err error) {
 		bytes += len(msgs[i].Buf)
 	}
 	return sent, bytes, err
+}
+
+// Read reads a batch from c into msgs, reading again after an error other
+// than the socket's closing (a transient one, such as an ICMP error surfacing
+// on a connected socket), and returns how many arrived; ok is false once c is
+// closed, which ends its reader.
+func Read(c Conn, msgs []Msg) (n int, ok bool) {
+	for {
+		n, err := c.ReadBatch(msgs)
+		if err == nil {
+			return n, true
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return 0, false
+		}
+	}
 }

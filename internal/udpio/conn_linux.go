@@ -420,39 +420,39 @@ func zoneIndex(z string) uint32 {
 // cannot send from local.
 func putSourceCmsg(b []byte, v6 bool, local netip.Addr) int {
 	if v6 {
-		n := unix.CmsgSpace(unix.SizeofInet6Pktinfo)
-		clear(b[:n])
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
-		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+		data, n := putCmsg(b, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
 		a := local.As16()
-		copy(b[unix.CmsgLen(0):], a[:])
+		copy(data, a[:])
 		return n
 	}
 	local = local.Unmap()
 	if !local.Is4() {
 		return 0
 	}
-	n := unix.CmsgSpace(unix.SizeofInet4Pktinfo)
-	clear(b[:n])
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
-	h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+	data, n := putCmsg(b, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
 	a := local.As4()
-	copy(b[unix.CmsgLen(0)+4:], a[:]) // spec_dst, after the interface index
+	copy(data[4:], a[:]) // spec_dst, after the interface index
 	return n
 }
 
 // putSegmentCmsg writes the UDP_SEGMENT control message for segments of
 // size bytes and returns its length.
 func putSegmentCmsg(b []byte, size int) int {
-	n := unix.CmsgSpace(2)
+	data, n := putCmsg(b, unix.SOL_UDP, unix.UDP_SEGMENT, 2)
+	binary.NativeEndian.PutUint16(data, uint16(size))
+	return n
+}
+
+// putCmsg writes into b the header of a control message of the given level
+// and type with size bytes of zeroed data, and returns the data and the
+// message's length with its padding.
+func putCmsg(b []byte, level, typ int32, size int) (data []byte, n int) {
+	n = unix.CmsgSpace(size)
 	clear(b[:n])
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))
-	return n
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(size))
+	return b[unix.CmsgLen(0):unix.CmsgLen(size)], n
 }
 
 // batchWriter is the scratch of one WriteBatch.

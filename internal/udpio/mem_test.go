@@ -75,3 +75,43 @@ func TestMemNet(t *testing.T) {
 	}
 	b.Close()
 }
+
+// flaky is a Conn whose first read fails with a transient error.
+type flaky struct {
+	Conn
+	failed bool
+}
+
+func (f *flaky) ReadBatch(msgs []Msg) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, errors.New("connection refused")
+	}
+	return f.Conn.ReadBatch(msgs)
+}
+
+// TestRead: Read goes on after a transient error and ends when the socket
+// closes.
+func TestRead(t *testing.T) {
+	var n MemNet
+	a, err := n.Listen(netip.AddrPort{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.Listen(netip.AddrPort{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.WriteBatch([]Msg{{Buf: []byte("hi"), Addr: a.LocalAddr()}}); err != nil {
+		t.Fatal(err)
+	}
+	in := []Msg{{Buf: make([]byte, 16)}}
+	if got, ok := Read(&flaky{Conn: a}, in); !ok || got != 1 || string(in[0].Buf[:in[0].N]) != "hi" {
+		t.Fatalf("Read = %d, %v, %q", got, ok, in[0].Buf[:in[0].N])
+	}
+	a.Close()
+	if got, ok := Read(a, in); ok || got != 0 {
+		t.Fatalf("Read after Close = %d, %v; want 0, false", got, ok)
+	}
+}

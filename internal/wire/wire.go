@@ -377,8 +377,16 @@ func IPUDPOverhead(ipv6 bool) int {
 	return 28
 }
 
-// MinMTU is the smallest path MTU the tunnel accepts.
-const MinMTU = 576
+// MinMTU is the smallest path MTU the tunnel accepts, and DefaultMTU the
+// one it puts on paths unless told otherwise.
+const (
+	MinMTU     = 576
+	DefaultMTU = 1400
+)
+
+// MaxPaths is how many paths a session has at most: a server keeps this many
+// per session, so a client is configured with no more.
+const MaxPaths = 16
 
 // MaxPlaintext is the largest sealed plaintext that keeps a tunnel packet
 // within an IP packet of mtu bytes.

@@ -1,4 +1,4 @@
-package cli
+package extra
 
 import (
 	"encoding/json"
@@ -14,13 +14,14 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/bench"
+	"github.com/mptunnel/mptunnel/internal/cli"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/sched"
 )
 
 // runBench measures the tunnel on loopback against a direct baseline.
-func runBench(args []string, env Env) error {
-	fs := newFlagSet("mptunnel bench", env, "[flags]")
+func runBench(args []string, env cli.Env) error {
+	fs := cli.NewFlagSet("mptunnel bench", env, "[flags]")
 	paths := fs.Int("paths", 3, "bridges, each a path of the tunnel")
 	size := fs.Int("size", 1200, "datagram size in bytes")
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
@@ -46,36 +47,36 @@ func runBench(args []string, env Env) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	samplesFile := fs.String("samples", "", "latency: write every round trip to this file, a line each: SETUP SENT_US RTT_US")
 	traceFile := fs.String("trace", "", "write an execution trace of the whole run to this file (go tool trace)")
-	if err := parse(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
-		return usagef("bench takes no arguments")
+		return cli.Usagef("bench takes no arguments")
 	}
 	mode, err := sched.ParseMode(*modeName)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError(err)
 	}
 	ciph, err := aead.Parse(*cipherName)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError(err)
 	}
 	shape, err := fec.ParseParams(*fecShape)
 	if err != nil {
-		return usageError{err}
+		return cli.UsageError(err)
 	}
 	cfg := bench.Config{
 		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, FECDepth: *fecDepth, FECFlush: *fecFlush, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, BothWays: *bothWays, MaxSteps: *steps,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
-		Progress: env.Stderr, ProgressTTY: isTerminal(env.Stderr),
+		Progress: env.Stderr, ProgressTTY: cli.IsTerminal(env.Stderr),
 	}
 	if *bridgeRates != "" {
 		for _, f := range strings.Split(*bridgeRates, ",") {
 			r, err := parseRate(strings.TrimSpace(f))
 			if err != nil {
-				return usagef("bad --bridge-rates: %w", err)
+				return cli.Usagef("bad --bridge-rates: %w", err)
 			}
 			cfg.BridgeRates = append(cfg.BridgeRates, r)
 		}
@@ -93,7 +94,7 @@ func runBench(args []string, env Env) error {
 		cfg.ServerExe = exe
 	}
 	if err := bench.CheckConfig(cfg); err != nil {
-		return usageError{err}
+		return cli.UsageError(err)
 	}
 	// Files the run writes to: each is created, started before the run
 	// and stopped after it.
@@ -130,16 +131,6 @@ func runBench(args []string, env Env) error {
 		return enc.Encode(rep)
 	}
 	return rep.WriteTable(env.Stdout)
-}
-
-// isTerminal reports whether w is a character device such as a terminal.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // parseRate reads a rate in bits per second: a number with an optional k, M

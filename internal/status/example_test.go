@@ -1,38 +1,38 @@
-package control_test
+package status_test
 
 import (
 	"os"
 	"time"
 
-	"github.com/mptunnel/mptunnel/internal/control"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // exampleStatus is the sample shown in docs/STATUS.md.
-func exampleStatus(now time.Time) control.Status {
-	return control.Status{
+func exampleStatus(now time.Time) status.Status {
+	return status.Status{
 		Role:    "client",
 		Version: "1.0.0",
 		Uptime:  7384.2,
-		Sessions: []control.Session{{
-			ID:     control.SessionID(0x2a),
-			Mode:   control.ModeRedundant,
+		Sessions: []status.Session{{
+			ID:     status.SessionID(0x2a),
+			Mode:   status.ModeRedundant,
 			Cipher: "aes-256-gcm",
 			Flows:  3,
-			Paths: []control.Path{
+			Paths: []status.Path{
 				{
-					Remote: "203.0.113.10:4000", Local: "192.0.2.1:50001", State: control.PathUp,
+					Remote: "203.0.113.10:4000", Local: "192.0.2.1:50001", State: status.PathUp,
 					RTTms: 12.34, JitterMs: 1.2, LossOut: 0.001, LossIn: 0,
 					TxPackets: 1234, RxPackets: 3_412_345, TxBytes: 1_523_456, RxBytes: 4_213_456_789,
-					Duplicates: 12, LastSeen: control.FormatTime(now.Add(-300 * time.Millisecond)),
+					Duplicates: 12, LastSeen: status.FormatTime(now.Add(-300 * time.Millisecond)),
 				},
 				{
-					ID: 1, Remote: "198.51.100.7:4000", Local: "10.0.0.2:50002", State: control.PathDegraded,
+					ID: 1, Remote: "198.51.100.7:4000", Local: "10.0.0.2:50002", State: status.PathDegraded,
 					RTTms: 48.9, JitterMs: 15.25, LossOut: 0.083, LossIn: 0.12,
 					TxPackets: 1230, RxPackets: 3_001_002, TxBytes: 1_519_804, RxBytes: 3_712_004_113,
-					Duplicates: 3_398_117, LastSeen: control.FormatTime(now.Add(-1700 * time.Millisecond)),
+					Duplicates: 3_398_117, LastSeen: status.FormatTime(now.Add(-1700 * time.Millisecond)),
 				},
 				{
-					ID: 2, Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50003", State: control.PathDown,
+					ID: 2, Remote: "[2001:db8::7]:4000", Local: "[2001:db8::1]:50003", State: status.PathDown,
 					RTTms: 0, JitterMs: 0, LossOut: 1, LossIn: 1,
 					TxPackets: 57, RxPackets: 0, TxBytes: 70_308, RxBytes: 0,
 					Duplicates: 0, LastSeen: "",
@@ -46,7 +46,7 @@ func exampleStatus(now time.Time) control.Status {
 var exampleNow = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
 func ExampleWriteTable() {
-	if err := control.WriteTable(os.Stdout, exampleStatus(exampleNow), exampleNow); err != nil {
+	if err := status.WriteTable(os.Stdout, exampleStatus(exampleNow), exampleNow); err != nil {
 		panic(err)
 	}
 	// Output:
@@ -61,7 +61,7 @@ func ExampleWriteTable() {
 }
 
 func ExampleWriteJSON() {
-	if err := control.WriteJSON(os.Stdout, exampleStatus(exampleNow)); err != nil {
+	if err := status.WriteJSON(os.Stdout, exampleStatus(exampleNow)); err != nil {
 		panic(err)
 	}
 	// Output:

@@ -1,0 +1,65 @@
+package peer
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// FastProbes is how many times a probe interval failover mode probes the
+// paths that carry its data, so that a dead one is suspected, and copies
+// start on the next, within about a fifth of a probe interval.
+const FastProbes = 5
+
+// Prober probes a session's paths and runs their state machines; it is one
+// timer goroutine's, with that goroutine's sealer.
+type Prober struct {
+	W   Writer
+	Log *slog.Logger
+	sl  *session.Sealer
+}
+
+// NewProber returns a Prober that sends with w and logs path state changes
+// to log.
+func NewProber(w Writer, log *slog.Logger) *Prober {
+	return &Prober{W: w, Log: log, sl: session.NewSealer()}
+}
+
+// probe sends a probe on p under st.
+func (pr *Prober) probe(st *session.State, p *Path, now time.Time) {
+	if pkt, err := pr.sl.SealProbe(st, wire.MsgProbe, p.Probe(now)); err == nil {
+		pr.W.SendPath(p, pkt)
+	}
+}
+
+// Fast probes, in failover mode, each path that sent anything but probes
+// since the last round (it carries data); st nil probes nothing.
+func (pr *Prober) Fast(st *session.State, paths []*Path, now time.Time) {
+	for _, p := range paths {
+		if st != nil && p.TxPackets.Load() != p.fastTx {
+			pr.probe(st, p, now)
+		}
+		p.fastTx = p.TxPackets.Load()
+	}
+}
+
+// Round is the once-a-probe-interval round: a probe on every path (all) or
+// on each whose probe is due (st nil: none), then each path's state machine,
+// each change logged with attrs (the session, say) and its reason.
+func (pr *Prober) Round(st *session.State, paths []*Path, all bool, now time.Time, attrs ...any) {
+	for _, p := range paths {
+		if st != nil && (all || p.ProbeDue(now)) {
+			pr.probe(st, p, now)
+		}
+		if changed, from, to, reason := p.Tick(now); changed {
+			a := append(attrs[:len(attrs):len(attrs)], "path", p.ID, "addr", p.Addr().String())
+			if p.Name != "" {
+				a = append(attrs[:len(attrs):len(attrs)], "path", p.Name)
+			}
+			pr.Log.Info("path state", append(a, "from", from.String(), "to", to.String(), "reason", reason)...)
+		}
+		p.fastTx = p.TxPackets.Load()
+	}
+}
