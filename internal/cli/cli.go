@@ -184,14 +184,9 @@ func runGenkey(args []string, env Env) error {
 // common holds the flags both tunnel ends take.
 type common struct {
 	keyFile  string
-	mtu      int
-	window   int
-	maxFlows int
-	flowTO   time.Duration
 	logLevel string
 	control  string
 	cipher   string
-	reorder  time.Duration
 	io       udpio.Options
 	logFmt   string
 	metrics  string
@@ -199,9 +194,11 @@ type common struct {
 	level    slog.LevelVar
 }
 
-// fromFile sets *dst to the file's value v unless the flag was given on the
-// command line or the file leaves the key out (the zero value).
-func fromFile[T comparable](dst *T, flagSet bool, v T) {
+// setFromFile sets *dst to the file's value v unless the flag was given on
+// the command line or the file leaves the key out (the zero value): for the
+// options that are not fields of a role's Config as they are (the key file,
+// the log, the mode's name), which binder does for the others.
+func setFromFile[T comparable](dst *T, flagSet bool, v T) {
 	var zero T
 	if !flagSet && v != zero {
 		*dst = v
@@ -210,21 +207,16 @@ func fromFile[T comparable](dst *T, flagSet bool, v T) {
 
 // applyFile takes the common options the command line did not set from f.
 func (c *common) applyFile(set map[string]bool, f conffile.Common) {
-	fromFile(&c.keyFile, set["key-file"], f.KeyFile)
-	fromFile(&c.mtu, set["mtu"], f.MTU)
-	fromFile(&c.window, set["window"], f.Window)
-	fromFile(&c.maxFlows, set["max-flows"], f.MaxFlows)
-	fromFile(&c.flowTO, set["flow-timeout"], f.FlowTimeout.D())
-	fromFile(&c.logLevel, set["log-level"], f.Log.Level)
-	fromFile(&c.logFmt, set["log-format"], f.Log.Format)
-	fromFile(&c.control, set["control"], f.Control)
-	fromFile(&c.cipher, set["cipher"], f.Cipher)
-	fromFile(&c.reorder, set["reorder"], f.Reorder.D())
-	fromFile(&c.metrics, set["metrics"], f.Metrics)
-	fromFile(&c.io.NoGSO, set["no-gso"], f.IO.NoGSO)
-	fromFile(&c.io.NoGRO, set["no-gro"], f.IO.NoGRO)
-	fromFile(&c.io.NoBatch, set["no-batch"], f.IO.NoBatch)
-	fromFile(&c.io.SendBuffer, set["send-buffer"], f.IO.SendBuffer)
+	setFromFile(&c.keyFile, set["key-file"], f.KeyFile)
+	setFromFile(&c.logLevel, set["log-level"], f.Log.Level)
+	setFromFile(&c.logFmt, set["log-format"], f.Log.Format)
+	setFromFile(&c.control, set["control"], f.Control)
+	setFromFile(&c.cipher, set["cipher"], f.Cipher)
+	setFromFile(&c.metrics, set["metrics"], f.Metrics)
+	setFromFile(&c.io.NoGSO, set["no-gso"], f.IO.NoGSO)
+	setFromFile(&c.io.NoGRO, set["no-gro"], f.IO.NoGRO)
+	setFromFile(&c.io.NoBatch, set["no-batch"], f.IO.NoBatch)
+	setFromFile(&c.io.SendBuffer, set["send-buffer"], f.IO.SendBuffer)
 }
 
 // visited returns the names of the flags given on the command line.
@@ -236,10 +228,6 @@ func visited(fs *flag.FlagSet) map[string]bool {
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.keyFile, "key-file", "", "file holding the shared key, readable by its owner only (default: $MPTUNNEL_KEY)")
-	fs.IntVar(&c.mtu, "mtu", 1400, "largest IP packet put on a path, in bytes")
-	fs.IntVar(&c.window, "window", 0, "replay window in packets (default 8192, rounded up)")
-	fs.IntVar(&c.maxFlows, "max-flows", 256, "flows per session")
-	fs.DurationVar(&c.flowTO, "flow-timeout", 60*time.Second, "free a flow idle this long")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFmt, "log-format", "text", "text or json")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9150 (/metrics; default: none)")
@@ -249,7 +237,6 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
 	fs.IntVar(&c.io.SendBuffer, "send-buffer", udpio.DefaultBuffer, "bytes a path socket may hold unsent; past it packets are dropped and counted (queue_full), never waited for")
 	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
-	fs.DurationVar(&c.reorder, "reorder", 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
 	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run, ~/.mptunnel or the temp dir)")
 }
 
@@ -336,10 +323,12 @@ func runServer(name string, args []string, env Env) error {
 	fs := newFlagSet(name, env, "[flags] PORT TARGET_HOST TARGET_PORT\n       "+name+" -c FILE [flags] [PORT TARGET_HOST TARGET_PORT]")
 	var c common
 	c.register(fs)
-	maxSessions := fs.Int("max-sessions", 1024, "concurrent sessions")
+	// The flags set cfg's fields; the TOML file's values are in fromFile.
+	var cfg, fromFile server.Config
+	b := binder{fs: fs}
+	b.serverFlags(&cfg, &fromFile)
 	var allowRules listFlag
 	fs.Var(&allowRules, "allow", "a target clients may name besides the default one, HOST:PORTS (10.0.0.53:53, 10.0.0.0/8:1000-2000, dns.example:53, [2001:db8::/32]:*); repeat for more")
-	sessTO := fs.Duration("session-timeout", 60*time.Second, "free a session silent this long")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -353,13 +342,13 @@ func runServer(name string, args []string, env Env) error {
 		}
 		file = f
 		c.applyFile(set, f.Common)
-		fromFile(maxSessions, set["max-sessions"], f.MaxSessions)
-		fromFile(sessTO, set["session-timeout"], f.SessionTimeout.D())
+		fromFile = serverFile(f)
 		if !set["allow"] {
-			allowRules = f.Allow
+			allowRules = fromFile.Allow
 		}
-		listen, target = f.Listen, f.Target
+		listen, target = fromFile.Listen, fromFile.Target
 	}
+	b.take(set)
 	switch {
 	case fs.NArg() == 3:
 		port, err := parsePort(fs.Arg(0))
@@ -384,23 +373,11 @@ func runServer(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.Listen(server.Config{
-		Listen:         listen,
-		Target:         target,
-		Allow:          allowRules,
-		Key:            keys[0],
-		OldKeys:        keys[1:],
-		Cipher:         ciph,
-		Reorder:        c.reorder,
-		MTU:            c.mtu,
-		Window:         c.window,
-		MaxSessions:    *maxSessions,
-		MaxFlows:       c.maxFlows,
-		SessionTimeout: *sessTO,
-		Net:            udpio.OS{Options: withPktInfo(c.io)},
-		FlowTimeout:    c.flowTO,
-		Logger:         log,
-	})
+	cfg.Listen, cfg.Target, cfg.Allow = listen, target, allowRules
+	cfg.Key, cfg.OldKeys, cfg.Cipher = keys[0], keys[1:], ciph
+	cfg.Net = udpio.OS{Options: withPktInfo(c.io)}
+	cfg.Logger = log
+	srv, err := server.Listen(cfg)
 	if err != nil {
 		return err
 	}
@@ -465,18 +442,15 @@ func runClient(name string, args []string, env Env) error {
 	fs := newFlagSet(name, env, "[flags] CONFIG\n       "+name+" -c FILE [flags] [CONFIG]")
 	var c common
 	c.register(fs)
-	listen := fs.String("listen", "127.0.0.1:3000", "address local applications send to")
+	// The flags set cfg's fields; the TOML file's values are in fromFile.
+	var cfg, fromFile client.Config
+	b := binder{fs: fs}
+	b.clientFlags(&cfg, &fromFile)
 	modeName := fs.String("mode", "redundant", "how datagrams use the paths: redundant, failover, balance, adaptive or fec")
 	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group, 1 to 15 each (both directions)")
-	fecDepth := fs.Int("fec-interleave", 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
-	fecFlush := fs.Duration("fec-flush", 5*time.Millisecond, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
-	targetLoss := fs.Float64("target-loss", 0.001, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
-	socksAddr := fs.String("socks", "", "serve a SOCKS5 front here (UDP ASSOCIATE; loopback when no host is given, such as :1080): each datagram goes to the destination it names, which the server must allow")
 	socksAuth := fs.String("socks-auth-file", "", "file holding USER:PASSWORD that SOCKS5 clients must give (RFC 1929); readable by its owner only")
 	var forwards listFlag
 	fs.Var(&forwards, "L", "a port forward, LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; repeat for more")
-	rekeyAfter := fs.Duration("rekey-after", client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
-	rekeyPackets := fs.Uint64("rekey-packets", client.DefaultRekeyPackets, "replace the session's keys once either end has sealed this many packets under them")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -490,23 +464,18 @@ func runClient(name string, args []string, env Env) error {
 		}
 		file = f
 		c.applyFile(set, f.Common)
-		fromFile(listen, set["listen"], f.Listen)
-		fromFile(modeName, set["mode"], f.Mode)
-		fromFile(fecShape, set["fec"], f.FEC.Shape)
-		fromFile(fecDepth, set["fec-interleave"], f.FEC.Interleave)
-		fromFile(fecFlush, set["fec-flush"], f.FEC.Flush.D())
-		fromFile(targetLoss, set["target-loss"], f.TargetLoss)
-		fromFile(rekeyAfter, set["rekey-after"], f.Rekey.After.D())
-		fromFile(socksAddr, set["socks"], f.Socks.Listen)
-		fromFile(socksAuth, set["socks-auth-file"], f.Socks.AuthFile)
+		fromFile = clientFile(f)
+		setFromFile(modeName, set["mode"], f.Mode)
+		setFromFile(fecShape, set["fec"], f.FEC.Shape)
+		setFromFile(socksAuth, set["socks-auth-file"], f.Socks.AuthFile)
 		if !set["L"] {
-			for _, fw := range f.Forwards {
+			for _, fw := range fromFile.Forwards {
 				forwards = append(forwards, fw.Listen+"="+fw.Target)
 			}
 		}
-		fromFile(rekeyPackets, set["rekey-packets"], f.Rekey.Packets)
-		paths = filePaths(f.Paths)
+		paths = fromFile.Paths
 	}
+	b.take(set)
 	mode, err := sched.ParseMode(*modeName)
 	if err != nil {
 		return usageError{err}
@@ -515,17 +484,17 @@ func runClient(name string, args []string, env Env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if *fecDepth < 1 || *fecDepth > 15 {
-		return usagef("bad --fec-interleave %d: want 1 to 15", *fecDepth)
+	if cfg.FECDepth < 1 || cfg.FECDepth > 15 {
+		return usagef("bad --fec-interleave %d: want 1 to 15", cfg.FECDepth)
 	}
-	if *rekeyAfter < 10*time.Second {
-		return usagef("bad --rekey-after %v: want 10s or more", *rekeyAfter)
+	if cfg.RekeyAfter < 10*time.Second {
+		return usagef("bad --rekey-after %v: want 10s or more", cfg.RekeyAfter)
 	}
-	if *rekeyPackets < 1<<16 {
-		return usagef("bad --rekey-packets %d: want 65536 or more", *rekeyPackets)
+	if cfg.RekeyPackets < 1<<16 {
+		return usagef("bad --rekey-packets %d: want 65536 or more", cfg.RekeyPackets)
 	}
-	if *targetLoss <= 0 || *targetLoss >= 1 {
-		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", *targetLoss)
+	if cfg.TargetLoss <= 0 || cfg.TargetLoss >= 1 {
+		return usagef("bad --target-loss %v: want a fraction between 0 and 1, such as 0.001", cfg.TargetLoss)
 	}
 	switch {
 	case fs.NArg() == 1:
@@ -570,31 +539,12 @@ func runClient(name string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	key := keys[0]
-	cfg := client.Config{
-		Listen:       *listen,
-		Forwards:     fwds,
-		Socks:        *socksAddr,
-		SocksUser:    socksUser,
-		SocksPass:    socksPass,
-		Paths:        paths,
-		Key:          key,
-		Cipher:       ciph,
-		FEC:          shape,
-		FECDepth:     *fecDepth,
-		FECFlush:     *fecFlush,
-		TargetLoss:   *targetLoss,
-		RekeyAfter:   *rekeyAfter,
-		RekeyPackets: *rekeyPackets,
-		Reorder:      c.reorder,
-		MTU:          c.mtu,
-		Window:       c.window,
-		MaxFlows:     c.maxFlows,
-		FlowTimeout:  c.flowTO,
-		Mode:         mode,
-		Net:          udpio.OS{Options: c.io},
-		Logger:       log,
-	}
+	cfg.Forwards, cfg.Paths = fwds, paths
+	cfg.SocksUser, cfg.SocksPass = socksUser, socksPass
+	cfg.Key, cfg.Cipher = keys[0], ciph
+	cfg.Mode, cfg.FEC = mode, shape
+	cfg.Net = udpio.OS{Options: c.io}
+	cfg.Logger = log
 	cl, err := client.Listen(cfg)
 	if err != nil {
 		return err

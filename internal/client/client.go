@@ -100,7 +100,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:3000"
+		c.Listen = DefaultListen
 	}
 	if c.MTU == 0 {
 		c.MTU = wire.DefaultMTU
@@ -124,8 +124,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Defaults for Config.RekeyAfter and Config.RekeyPackets.
+// Defaults for Config.Listen (the port the original tool's README gives),
+// Config.RekeyAfter and Config.RekeyPackets.
 const (
+	DefaultListen       = "127.0.0.1:3000"
 	DefaultRekeyAfter   = 2 * time.Minute
 	DefaultRekeyPackets = 1 << 32
 )

@@ -86,6 +86,10 @@ type Path struct {
 
 func (p Path) usable() bool { return p.State != path.Down }
 
+// DefaultTargetLoss is the adaptive mode's combined loss to stay under
+// unless told otherwise.
+const DefaultTargetLoss = 0.001
+
 // Options tune a Scheduler. Zero fields take the defaults given.
 type Options struct {
 	TargetLoss  float64       // adaptive: combined loss to stay under (0.001)
@@ -114,7 +118,7 @@ func New(mode Mode, opt Options) (*Scheduler, error) {
 		return nil, fmt.Errorf("sched: %v", mode)
 	}
 	if opt.TargetLoss == 0 {
-		opt.TargetLoss = 0.001
+		opt.TargetLoss = DefaultTargetLoss
 	}
 	if opt.TargetLoss <= 0 || opt.TargetLoss >= 1 {
 		return nil, ErrTargetLoss

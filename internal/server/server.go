@@ -86,7 +86,7 @@ func (c *Config) setDefaults() {
 	if c.MTU == 0 {
 		c.MTU = wire.DefaultMTU
 	}
-	peer.Or(&c.MaxSessions, 1024)
+	peer.Or(&c.MaxSessions, DefaultMaxSessions)
 	peer.Or(&c.MaxSessionsPerAddr, max(c.MaxSessions/4, 1))
 	peer.Or(&c.MaxFlows, peer.DefaultMaxFlows)
 	peer.Or(&c.MaxPaths, wire.MaxPaths)
@@ -105,6 +105,10 @@ func (c *Config) setDefaults() {
 		c.Resolver = net.DefaultResolver
 	}
 }
+
+// DefaultMaxSessions is how many sessions a server holds unless told
+// otherwise.
+const DefaultMaxSessions = 1024
 
 // Server is a running mpserver. Create one with Listen, run it with Serve.
 type Server struct {
