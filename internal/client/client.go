@@ -99,12 +99,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.MTU == 0 {
-		c.MTU = wire.DefaultMTU
-	}
+	peer.Default(&c.Listen, DefaultListen)
+	peer.Default(&c.MTU, wire.DefaultMTU)
 	peer.Or(&c.MaxFlows, peer.DefaultMaxFlows)
 	peer.Or(&c.FlowTimeout, peer.DefaultFlowTimeout)
 	peer.Or(&c.ProbeInterval, peer.DefaultProbeInterval)
@@ -113,15 +109,9 @@ func (c *Config) setDefaults() {
 	peer.Or(&c.ResolveEvery, 5*time.Second)
 	peer.Or(&c.RekeyAfter, DefaultRekeyAfter)
 	peer.Or(&c.RekeyPackets, DefaultRekeyPackets)
-	if c.Resolver == nil {
-		c.Resolver = net.DefaultResolver
-	}
-	if c.Net == nil {
-		c.Net = udpio.OS{}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	peer.Default(&c.Resolver, net.DefaultResolver)
+	peer.Default[udpio.Network](&c.Net, udpio.OS{})
+	peer.Default(&c.Logger, slog.Default())
 }
 
 // Defaults for Config.Listen (the port the original tool's README gives),
@@ -469,11 +459,7 @@ func (c *Client) SetPaths(pcs []PathConfig) error {
 
 // startPath runs p's read loop.
 func (c *Client) startPath(p *peer.Path) {
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.pathLoop(p)
-	}()
+	c.wg.Go(func() { c.pathLoop(p) })
 }
 
 func (c *Client) closeSockets() {
@@ -540,27 +526,13 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.started = true
 	c.reloadMu.Unlock()
 	if c.socks != nil {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.serveSocks(ctx)
-		}()
+		c.wg.Go(func() { c.serveSocks(ctx) })
 	}
-	c.wg.Add(2 + len(c.fronts))
 	for _, fr := range c.fronts {
-		go func() {
-			defer c.wg.Done()
-			c.localLoop(fr)
-		}()
+		c.wg.Go(func() { c.localLoop(fr) })
 	}
-	go func() {
-		defer c.wg.Done()
-		c.resolver(ctx)
-	}()
-	go func() {
-		defer c.wg.Done()
-		c.timers(ctx)
-	}()
+	c.wg.Go(func() { c.resolver(ctx) })
+	c.wg.Go(func() { c.timers(ctx) })
 	<-ctx.Done()
 	c.reloadMu.Lock()
 	c.closing.Store(true) // no SetPaths starts a path loop from now on

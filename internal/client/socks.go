@@ -87,15 +87,13 @@ func (c *Client) serveSocks(ctx context.Context) {
 		}
 		sf.conns[conn] = struct{}{}
 		sf.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			c.socksConn(conn)
 			sf.mu.Lock()
 			delete(sf.conns, conn)
 			sf.mu.Unlock()
 			conn.Close()
-		}()
+		})
 	}
 	sf.ln.Close()
 	wg.Wait()
@@ -193,11 +191,7 @@ func (c *Client) associate(conn net.Conn, req socks.Request) (*front, error) {
 	// (socksBatch). Its replies go to that one address and port only.
 	peer := socks.Source(req.Dst, remote.Addr())
 	fr := &front{conn: uc, socks: true, peer: peer, name: "socks " + remote.String(), stats: &sf.stats}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.localLoop(fr)
-	}()
+	c.wg.Go(func() { c.localLoop(fr) })
 	c.log.Debug("socks UDP association", "client", remote.String(), "relay", uc.LocalAddr().String(), "source", peer.String())
 	return fr, nil
 }

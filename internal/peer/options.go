@@ -22,8 +22,17 @@ const (
 	DefaultSessionTimeout = 60 * time.Second
 )
 
-// Or sets *v to def when *v is zero or less: how a Config's zero fields take
-// their defaults.
+// Default sets *v to def when *v is the zero value: how a Config's unset
+// fields take their defaults.
+func Default[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Or sets *v to def when *v is zero or less: how a Config's numeric fields
+// take their defaults.
 func Or[T ~int | ~int64 | ~uint64](v *T, def T) {
 	if *v <= 0 {
 		*v = def

@@ -83,9 +83,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	peer.Or(&c.HandshakeLoad, 1000)
-	if c.MTU == 0 {
-		c.MTU = wire.DefaultMTU
-	}
+	peer.Default(&c.MTU, wire.DefaultMTU)
 	peer.Or(&c.MaxSessions, DefaultMaxSessions)
 	peer.Or(&c.MaxSessionsPerAddr, max(c.MaxSessions/4, 1))
 	peer.Or(&c.MaxFlows, peer.DefaultMaxFlows)
@@ -95,15 +93,9 @@ func (c *Config) setDefaults() {
 	peer.Or(&c.FlowTimeout, peer.DefaultFlowTimeout)
 	peer.Or(&c.ProbeInterval, peer.DefaultProbeInterval)
 	peer.Or(&c.RekeyGrace, 10*time.Second)
-	if c.Net == nil {
-		c.Net = udpio.OS{Options: udpio.Options{PktInfo: true}}
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.Resolver == nil {
-		c.Resolver = net.DefaultResolver
-	}
+	peer.Default[udpio.Network](&c.Net, udpio.OS{Options: udpio.Options{PktInfo: true}})
+	peer.Default(&c.Logger, slog.Default())
+	peer.Default(&c.Resolver, net.DefaultResolver)
 }
 
 // DefaultMaxSessions is how many sessions a server holds unless told
@@ -295,20 +287,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	s.ctx = ctx
 	done := make(chan struct{})
-	s.wg.Add(3)
-	go func() {
-		defer s.wg.Done()
+	s.wg.Go(func() {
 		s.readLoop()
 		close(done)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.janitor(ctx)
-	}()
-	go func() {
-		defer s.wg.Done()
-		s.prober(ctx)
-	}()
+	})
+	s.wg.Go(func() { s.janitor(ctx) })
+	s.wg.Go(func() { s.prober(ctx) })
 	var err error
 	select {
 	case <-ctx.Done():

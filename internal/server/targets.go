@@ -57,12 +57,10 @@ func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 			s.refuse(f, wire.FlowFailed)
 			return
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.wg.Go(func() {
 			defer func() { <-s.resolving }()
 			s.resolveFlow(f, *tg)
-		}()
+		})
 	default:
 		dst := netip.AddrPortFrom(tg.Addr, tg.Port)
 		if !s.allowed("", dst) {
@@ -147,11 +145,7 @@ func (s *Server) dial(f *flow, dst netip.AddrPort, tell bool) {
 	if ss := f.s.Load(); ss != nil {
 		s.log.Debug("flow open", "session", status.SessionID(ss.index), "flow", f.id, "target", f.name, "local", conn.LocalAddr().String())
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.flowLoop(f)
-	}()
+	s.wg.Go(func() { s.flowLoop(f) })
 	if tell {
 		s.tellFlowNow(f)
 	}
