@@ -157,41 +157,41 @@ func (e *Error) Error() string {
 }
 
 // LoadClient reads and checks a client's file.
-func LoadClient(file string) (Client, error) {
-	b, err := readFile(file)
-	if err != nil {
-		return Client{}, err
-	}
-	return ParseClient(file, b)
-}
+func LoadClient(file string) (Client, error) { return load[Client](file) }
 
 // ParseClient checks a client's configuration read from the file name.
-func ParseClient(name string, b []byte) (Client, error) {
-	var c Client
-	lines, err := decode(name, b, &c)
-	if err != nil {
-		return c, err
-	}
-	return c, c.check(name, lines)
-}
+func ParseClient(name string, b []byte) (Client, error) { return parse[Client](name, b) }
 
 // LoadServer reads and checks a server's file.
-func LoadServer(file string) (Server, error) {
-	b, err := readFile(file)
-	if err != nil {
-		return Server{}, err
-	}
-	return ParseServer(file, b)
-}
+func LoadServer(file string) (Server, error) { return load[Server](file) }
 
 // ParseServer checks a server's configuration read from the file name.
-func ParseServer(name string, b []byte) (Server, error) {
-	var s Server
-	lines, err := decode(name, b, &s)
+func ParseServer(name string, b []byte) (Server, error) { return parse[Server](name, b) }
+
+// checkable is a pointer to a configuration T, which checks it once decoded.
+type checkable[T any] interface {
+	*T
+	check(file string, lines map[string]int) error
+}
+
+// load reads and checks a file of configuration T.
+func load[T any, P checkable[T]](file string) (T, error) {
+	b, err := readFile(file)
 	if err != nil {
-		return s, err
+		var zero T
+		return zero, err
 	}
-	return s, s.check(name, lines)
+	return parse[T, P](file, b)
+}
+
+// parse checks a configuration T read from the file name.
+func parse[T any, P checkable[T]](name string, b []byte) (T, error) {
+	var v T
+	lines, err := decode(name, b, &v)
+	if err != nil {
+		return v, err
+	}
+	return v, P(&v).check(name, lines)
 }
 
 // decode reads b, the file's contents, strictly into v and returns the line

@@ -95,13 +95,22 @@ func TestBadFiles(t *testing.T) {
 	}
 }
 
-func FuzzLoadClient(f *testing.F) {
-	b, err := os.ReadFile("../../examples/client.toml")
+// addSeeds adds the example file named example and the texts more to f's
+// seed corpus.
+func addSeeds(f *testing.F, example string, more ...string) {
+	f.Helper()
+	b, err := os.ReadFile(filepath.Join("../../examples", example))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(string(b))
-	f.Add("[[path]]\nremote = \"[::1]:4000\"\n")
+	for _, text := range more {
+		f.Add(text)
+	}
+}
+
+func FuzzLoadClient(f *testing.F) {
+	addSeeds(f, "client.toml", "[[path]]\nremote = \"[::1]:4000\"\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		const file = "c.toml"
 		c, err := ParseClient(file, []byte(text))
@@ -146,12 +155,7 @@ func TestChanged(t *testing.T) {
 }
 
 func FuzzLoadServer(f *testing.F) {
-	b, err := os.ReadFile("../../examples/server.toml")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(string(b))
-	f.Add("target = \"[::1]:1\"\nlisten = \":0\"\n")
+	addSeeds(f, "server.toml", "target = \"[::1]:1\"\nlisten = \":0\"\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		const file = "s.toml"
 		if _, err := ParseServer(file, []byte(text)); err != nil && !strings.HasPrefix(err.Error(), file) {

@@ -51,6 +51,14 @@ func mkdirMode(t *testing.T, dir string, perm fs.FileMode) {
 	}
 }
 
+// symlink makes link a symbolic link to target.
+func symlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // wantRefused checks that Listen at a socket in dir fails with an error
 // naming dir and containing why, and that no socket was left anywhere in
 // check (the directory the socket would really have gone into).
@@ -85,9 +93,7 @@ func TestPrepareDirRefusesSymlink(t *testing.T) {
 	real := filepath.Join(base, "real")
 	mkdirMode(t, real, 0o700)
 	link := filepath.Join(base, "link")
-	if err := os.Symlink(real, link); err != nil {
-		t.Fatal(err)
-	}
+	symlink(t, real, link)
 	wantRefused(t, link, "symbolic link", real)
 
 	// A link to nowhere was refused before the fix too (MkdirAll failed
@@ -95,9 +101,7 @@ func TestPrepareDirRefusesSymlink(t *testing.T) {
 	t.Run("dangling", func(t *testing.T) {
 		missing := filepath.Join(base, "missing")
 		dangling := filepath.Join(base, "dangling")
-		if err := os.Symlink(missing, dangling); err != nil {
-			t.Fatal(err)
-		}
+		symlink(t, missing, dangling)
 		wantRefused(t, dangling, "symbolic link", "")
 		if _, err := os.Lstat(missing); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("the link's target %s was created: %v", missing, err)
@@ -128,9 +132,7 @@ func TestPrepareDirRefusesOtherOwner(t *testing.T) {
 		ours := filepath.Join(base, "ours")
 		mkdirMode(t, ours, 0o700)
 		link := filepath.Join(base, "link")
-		if err := os.Symlink(ours, link); err != nil {
-			t.Fatal(err)
-		}
+		symlink(t, ours, link)
 		if err := os.Lchown(link, otherUID, otherUID); err != nil {
 			t.Fatal(err)
 		}
@@ -178,10 +180,7 @@ func TestPrepareDirCreatesOwnerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prepareDir: %v", err)
 	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fi := lstat(t, dir)
 	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 		t.Errorf("created %s as %v, want a directory of mode 0700", dir, fi.Mode())
 	}
@@ -199,9 +198,7 @@ func TestPrepareDirCreatesOwnerOnly(t *testing.T) {
 func TestCheckCreated(t *testing.T) {
 	base := t.TempDir()
 	link := filepath.Join(base, "link")
-	if err := os.Symlink(base, link); err != nil {
-		t.Fatal(err)
-	}
+	symlink(t, base, link)
 	file := filepath.Join(base, "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -215,11 +212,7 @@ func TestCheckCreated(t *testing.T) {
 			t.Errorf("checkCreated(%s) = %v, want an error naming it", p, err)
 		}
 	}
-	fi, err := os.Lstat(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkCreated(base, fi); err != nil {
+	if err := checkCreated(base, lstat(t, base)); err != nil {
 		t.Errorf("checkCreated on a directory of ours: %v", err)
 	}
 	if os.Getuid() == 0 {
@@ -228,10 +221,7 @@ func TestCheckCreated(t *testing.T) {
 		if err := os.Chown(theirs, otherUID, otherUID); err != nil {
 			t.Fatal(err)
 		}
-		if fi, err = os.Lstat(theirs); err != nil {
-			t.Fatal(err)
-		}
-		if err := checkCreated(theirs, fi); err == nil {
+		if err := checkCreated(theirs, lstat(t, theirs)); err == nil {
 			t.Error("checkCreated accepted a directory of another uid")
 		}
 	}
@@ -260,9 +250,7 @@ func TestDefaultPathSurvivesPrecreatedTempDir(t *testing.T) {
 	} else {
 		// Without root no directory can be given away; another user's
 		// link at the name stands in for it.
-		if err := os.Symlink(elsewhere, taken); err != nil {
-			t.Fatal(err)
-		}
+		symlink(t, elsewhere, taken)
 	}
 	env := func(vars map[string]string) func(string) string {
 		return func(k string) string { return vars[k] }

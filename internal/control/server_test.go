@@ -50,12 +50,38 @@ func sampleStatus() status.Status {
 // stops it and returns Serve's result.
 func serve(t *testing.T, snapshot func() status.Status) (path string, stop func() error) {
 	t.Helper()
-	path = filepath.Join(t.TempDir(), "client.sock")
+	path, s := listen(t)
+	return path, runServer(t, s, snapshot)
+}
+
+// listen returns a server listening on a fresh socket, and its path.
+func listen(t *testing.T) (string, *Server) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "client.sock")
 	s, err := Listen(path)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
-	return path, runServer(t, s, snapshot)
+	return path, s
+}
+
+// lstat returns the file information of path, not following a link.
+func lstat(t *testing.T, path string) fs.FileInfo {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}
+
+// checkRemoved fails the test if the socket file at path is still there;
+// when says since when it should be gone.
+func checkRemoved(t *testing.T, path, when string) {
+	t.Helper()
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("socket file still there %s: %v", when, err)
+	}
 }
 
 func runServer(t *testing.T, s *Server, snapshot func() status.Status) func() error {
@@ -120,9 +146,7 @@ func TestPackageServe(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file still there after Serve returned: %v", err)
-	}
+	checkRemoved(t, path, "after Serve returned")
 }
 
 func TestSocketIsOwnerOnly(t *testing.T) {
@@ -133,10 +157,7 @@ func TestSocketIsOwnerOnly(t *testing.T) {
 		t.Fatalf("Listen: %v", err)
 	}
 	defer s.Close()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fi := lstat(t, path)
 	if fi.Mode()&fs.ModeSocket == 0 {
 		t.Errorf("%s is %v, not a socket", path, fi.Mode())
 	}
@@ -179,10 +200,7 @@ func TestLongPathFallback(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fi := lstat(t, path)
 	if perm := fi.Mode().Perm(); perm != 0o600 {
 		t.Errorf("socket mode = %#o, want 0600", perm)
 	}
@@ -193,9 +211,7 @@ func TestLongPathFallback(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file still there: %v", err)
-	}
+	checkRemoved(t, path, "after Serve returned")
 }
 
 func TestPathTooLong(t *testing.T) {
@@ -313,20 +329,14 @@ func TestServeStopsAndRemovesSocket(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Serve returned %v, want nil", err)
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file still there after Serve returned: %v", err)
-	}
+	checkRemoved(t, path, "after Serve returned")
 	if _, err := Fetch(context.Background(), path); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Fetch after stop: %v, want ErrNotRunning", err)
 	}
 }
 
 func TestCloseStopsServe(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "client.sock")
-	s, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, s := listen(t)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background(), sampleStatus) }()
 	fetch(t, path)
@@ -344,17 +354,11 @@ func TestCloseStopsServe(t *testing.T) {
 	if err := s.Serve(context.Background(), sampleStatus); err == nil {
 		t.Error("second Serve call succeeded")
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file still there: %v", err)
-	}
+	checkRemoved(t, path, "after Close")
 }
 
 func TestCloseWithoutServe(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "client.sock")
-	s, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, s := listen(t)
 	if s.Path() != path {
 		t.Errorf("Path() = %q, want %q", s.Path(), path)
 	}
@@ -364,19 +368,13 @@ func TestCloseWithoutServe(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file still there: %v", err)
-	}
+	checkRemoved(t, path, "after Close")
 }
 
 // TestCloseKeepsReplacement checks that a server does not remove a file that
 // has taken its socket's place.
 func TestCloseKeepsReplacement(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "client.sock")
-	s, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, s := listen(t)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -396,9 +394,7 @@ func TestNilSnapshot(t *testing.T) {
 	if err := Serve(context.Background(), path, nil); err == nil {
 		t.Error("Serve with a nil snapshot succeeded")
 	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file left behind: %v", err)
-	}
+	checkRemoved(t, path, "after Serve failed")
 }
 
 func TestConcurrentFetches(t *testing.T) {
@@ -567,16 +563,14 @@ func fakeServer(t *testing.T, answer func(net.Conn)) string {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		defer c.Close()
 		answer(c)
-	}()
+	})
 	t.Cleanup(func() {
 		ln.Close()
 		wg.Wait()

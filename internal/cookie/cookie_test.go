@@ -9,13 +9,22 @@ import (
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
-func TestCookieRoundTrip(t *testing.T) {
-	psk := [32]byte{1, 2, 3}
+// checkerAndJar returns a checker and a jar that share psk.
+func checkerAndJar(t *testing.T, psk [32]byte) (*Checker, *Jar) {
+	t.Helper()
 	c, err := NewChecker(psk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, _ := NewJar(psk)
+	j, err := NewJar(psk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, j
+}
+
+func TestCookieRoundTrip(t *testing.T) {
+	c, j := checkerAndJar(t, [32]byte{1, 2, 3})
 	src := netip.MustParseAddrPort("192.0.2.7:4000")
 	now := time.Unix(1000, 0)
 	init := wire.AppendInit(nil, bytes.Repeat([]byte{9}, 64))
@@ -134,12 +143,7 @@ func FuzzTake(f *testing.F) {
 // captured initiation drew a reply, so one capture kept a server under load
 // bouncing replies at any spoofed address.
 func TestReplyOnce(t *testing.T) {
-	psk := [32]byte{4, 5, 6}
-	c, err := NewChecker(psk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, _ := NewJar(psk)
+	c, j := checkerAndJar(t, [32]byte{4, 5, 6})
 	now := time.Unix(1000, 0)
 	sign := func(i int) []byte {
 		b := bytes.Repeat([]byte{byte(i)}, 64)

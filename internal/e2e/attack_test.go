@@ -64,11 +64,7 @@ func TestWrongKey(t *testing.T) {
 	good := startClient(t, client.Config{Paths: paths, Key: key})
 	goodApp := dial(t, good)
 
-	bad, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: testKey(t), Logger: quietLogger(), HandshakeRetry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, bad.Serve)
+	bad := serveClient(t, client.Config{Paths: paths, Key: testKey(t), HandshakeRetry: 50 * time.Millisecond})
 	badApp := dial(t, bad)
 
 	var wg sync.WaitGroup

@@ -69,11 +69,7 @@ func TestEarlyDatagrams(t *testing.T) {
 	key, _, srv := echoServer(t)
 	paths, relays := startPaths(t, srv.Addr().String(), 2, impair.Config{})
 	relays[0].SetDown(true) // no handshake can finish yet
-	cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger(), HandshakeRetry: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, cl.Serve)
+	cl := serveClient(t, client.Config{Paths: paths, Key: key, HandshakeRetry: 100 * time.Millisecond})
 	app := dial(t, cl)
 	for i := 0; i < 3; i++ {
 		if _, err := app.Write([]byte{byte(i), 'e', 'a', 'r', 'l', 'y'}); err != nil {

@@ -45,14 +45,10 @@ func TestCiphers(t *testing.T) {
 
 	t.Run("mismatch", func(t *testing.T) {
 		key, _, srv := echoServerWith(t, server.Config{Cipher: aead.AES256GCM})
-		cl, err := client.Listen(client.Config{
-			Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}},
-			Key: key, Cipher: aead.ChaCha20Poly1305, Logger: quietLogger(), HandshakeRetry: 50 * time.Millisecond,
+		cl := serveClient(t, client.Config{
+			Paths: []client.PathConfig{{Remote: srv.Addr().String()}},
+			Key:   key, Cipher: aead.ChaCha20Poly1305, HandshakeRetry: 50 * time.Millisecond,
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		run(t, cl.Serve)
 		if !eventually(5*time.Second, func() bool { return srv.Counters().HandshakeBad.Load() >= 3 }) {
 			t.Fatalf("server counted %d refused handshakes, want at least 3", srv.Counters().HandshakeBad.Load())
 		}
@@ -82,11 +78,7 @@ func TestKeyRotation(t *testing.T) {
 	srv.SetKeys([]handshake.Key{newKey})
 	oldApp := dial(t, oldCl)
 	pingPong(t, oldApp, "old key, session already up", 50)
-	late, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: oldKey, Logger: quietLogger(), HandshakeRetry: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, late.Serve)
+	late := serveClient(t, client.Config{Paths: paths, Key: oldKey, HandshakeRetry: 50 * time.Millisecond})
 	bad := srv.Counters().HandshakeBad.Load()
 	if !eventually(3*time.Second, func() bool { return srv.Counters().HandshakeBad.Load() > bad }) {
 		t.Fatal("the dropped key's handshakes were not refused")

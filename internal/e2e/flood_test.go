@@ -220,14 +220,8 @@ func TestHandshakeFlood(t *testing.T) {
 	}
 	pingPong(t, app, "during", 200)
 	start := time.Now()
-	fresh, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, fresh.Serve)
-	select {
-	case <-fresh.Up():
-	case <-time.After(2 * time.Second):
+	fresh := serveClient(t, client.Config{Paths: paths, Key: key})
+	if !comesUp(fresh, 2*time.Second) {
 		close(stop)
 		wg.Wait()
 		t.Fatalf("a new client did not connect within 2 s of a handshake flood (%+v)", srv.Counters().Snapshot())

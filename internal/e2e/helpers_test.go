@@ -81,9 +81,7 @@ func (e *echoTarget) stats() (peers, received int) {
 	return len(e.peers), e.received
 }
 
-func testKeyErr() (handshake.Key, error) { return handshake.GenerateKey() }
-
-func testKey(t *testing.T) handshake.Key {
+func testKey(t testing.TB) handshake.Key {
 	t.Helper()
 	k, err := handshake.GenerateKey()
 	if err != nil {
@@ -93,7 +91,7 @@ func testKey(t *testing.T) handshake.Key {
 }
 
 // run starts a Serve-style function and stops it at cleanup.
-func run(t *testing.T, serve func(context.Context) error) {
+func run(t testing.TB, serve func(context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx) }()
@@ -105,20 +103,34 @@ func run(t *testing.T, serve func(context.Context) error) {
 	})
 }
 
-func startServer(t *testing.T, cfg server.Config) *server.Server {
+// startServer starts a server, on a loopback port of its own and quiet
+// unless cfg says otherwise, and serves until the test ends.
+func startServer(t testing.TB, cfg server.Config) *server.Server {
 	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
+	setDefaults(&cfg.Listen, &cfg.Logger)
+	return serve(t, server.Listen, cfg)
+}
+
+// setDefaults fills in an empty listen address, with a loopback port of its
+// own, and a missing logger, with a quiet one.
+func setDefaults(listen *string, logger **slog.Logger) {
+	if *listen == "" {
+		*listen = "127.0.0.1:0"
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+	if *logger == nil {
+		*logger = quietLogger()
 	}
-	s, err := server.Listen(cfg)
+}
+
+// serve makes a daemon of cfg with listen and serves it until the test ends.
+func serve[C any, D interface{ Serve(context.Context) error }](t testing.TB, listen func(C) (D, error), cfg C) D {
+	t.Helper()
+	d, err := listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, s.Serve)
-	return s
+	run(t, d.Serve)
+	return d
 }
 
 // echoServer starts an echo target and a server forwarding to it with a
@@ -138,26 +150,32 @@ func echoServerWith(t *testing.T, cfg server.Config) (handshake.Key, *echoTarget
 	return cfg.Key, echo, startServer(t, cfg)
 }
 
-// startClient starts a client and waits until its session is up.
-func startClient(t *testing.T, cfg client.Config) *client.Client {
+// serveClient starts a client as startServer does a server, without
+// waiting for its session.
+func serveClient(t testing.TB, cfg client.Config) *client.Client {
 	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
-	c, err := client.Listen(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c.Serve)
-	select {
-	case <-c.Up():
-	case <-time.After(10 * time.Second):
+	setDefaults(&cfg.Listen, &cfg.Logger)
+	return serve(t, client.Listen, cfg)
+}
+
+// startClient starts a client and waits until its session is up.
+func startClient(t testing.TB, cfg client.Config) *client.Client {
+	t.Helper()
+	c := serveClient(t, cfg)
+	if !comesUp(c, 10*time.Second) {
 		t.Fatal("client session did not come up within 10s")
 	}
 	return c
+}
+
+// comesUp reports whether c's session is up within d.
+func comesUp(c *client.Client, d time.Duration) bool {
+	select {
+	case <-c.Up():
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // dialAddr opens an application socket to a client address.

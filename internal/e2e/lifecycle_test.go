@@ -81,9 +81,7 @@ func TestSetPathsBeforeServe(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); cl.Serve(ctx) }()
 	defer func() { cancel(); wg.Wait() }()
-	select {
-	case <-cl.Up():
-	case <-time.After(5 * time.Second):
+	if !comesUp(cl, 5*time.Second) {
 		t.Fatal("no session")
 	}
 	if n := pathReaders() - before; n != 2 {

@@ -20,28 +20,26 @@ func TestPathDownAndUp(t *testing.T) {
 	if !eventually(3*time.Second, func() bool { return state(0) == path.Up && state(1) == path.Up }) {
 		t.Fatalf("paths not up: %v %v", state(0), state(1))
 	}
-	relays[1].SetDown(true)
-	died := time.Now()
-	if !eventually(5*time.Second, func() bool { return state(1) == path.Down }) {
-		t.Fatal("dead path not marked down")
+	// setDown takes path 1's relay down or brings it back, and checks that
+	// the path is marked want within 3 s.
+	setDown := func(down bool, want path.State, which string) {
+		t.Helper()
+		relays[1].SetDown(down)
+		since := time.Now()
+		if !eventually(5*time.Second, func() bool { return state(1) == want }) {
+			t.Fatalf("%s path not marked %v", which, want)
+		}
+		t.Logf("marked %v after %v", want, time.Since(since).Round(time.Millisecond))
+		if d := time.Since(since); d > 3*time.Second {
+			t.Fatalf("%s path marked %v after %v, want within 3s", which, want, d)
+		}
 	}
-	t.Logf("marked down after %v", time.Since(died).Round(time.Millisecond))
-	if d := time.Since(died); d > 3*time.Second {
-		t.Fatalf("dead path marked down after %v, want within 3s", d)
-	}
+	setDown(true, path.Down, "dead")
 	pingPong(t, app, "one path", 20)
 	if state(0) != path.Up {
 		t.Fatalf("the live path is %v", state(0))
 	}
-	relays[1].SetDown(false)
-	back := time.Now()
-	if !eventually(5*time.Second, func() bool { return state(1) == path.Up }) {
-		t.Fatal("recovered path not marked up")
-	}
-	t.Logf("marked up after %v", time.Since(back).Round(time.Millisecond))
-	if d := time.Since(back); d > 3*time.Second {
-		t.Fatalf("recovered path marked up after %v, want within 3s", d)
-	}
+	setDown(false, path.Up, "recovered")
 	if rtt := cl.PathStates()[1].RTT; rtt < 10*time.Millisecond {
 		t.Fatalf("path 1 RTT %v, want at least its 2 x 5 ms of delay", rtt)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,9 +23,7 @@ func memEcho(tb testing.TB, nw *udpio.MemNet) netip.AddrPort {
 		tb.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		msgs := make([]udpio.Msg, 64)
 		for i := range msgs {
 			msgs[i].Buf = make([]byte, 65536)
@@ -42,7 +39,7 @@ func memEcho(tb testing.TB, nw *udpio.MemNet) netip.AddrPort {
 			}
 			conn.WriteBatch(out[:n])
 		}
-	}()
+	})
 	tb.Cleanup(func() { conn.Close(); wg.Wait() })
 	return conn.LocalAddr()
 }
@@ -51,41 +48,33 @@ func memEcho(tb testing.TB, nw *udpio.MemNet) netip.AddrPort {
 // an echo target on an in-memory network, and returns the application's socket
 // and the client's address.
 func memPipeline(tb testing.TB, paths int) (app udpio.Conn, to netip.AddrPort) {
-	nw := &udpio.MemNet{}
-	key, err := testKeyErr()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, _, cl, app := memTunnel(tb, paths)
+	return app, cl.Addr()
+}
+
+// memTunnel starts a server, a client with the given number of paths and an
+// echo target on an in-memory network, where a test can forge source
+// addresses, and returns them with an application's socket.
+func memTunnel(tb testing.TB, paths int) (nw *udpio.MemNet, srv *server.Server, cl *client.Client, app udpio.Conn) {
+	tb.Helper()
+	nw = &udpio.MemNet{}
+	key := testKey(tb)
 	target := memEcho(tb, nw)
-	srv, err := server.Listen(server.Config{Listen: "127.0.0.1:0", Target: target.String(), Key: key, Net: nw, Logger: quietLogger()})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	srv = startServer(tb, server.Config{Target: target.String(), Key: key, Net: nw})
 	var pcs []client.PathConfig
 	for i := 0; i < paths; i++ {
 		pcs = append(pcs, client.PathConfig{Remote: srv.Addr().String()})
 	}
-	cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: pcs, Key: key, Net: nw, Logger: quietLogger()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(ctx) }()
-	go func() { defer wg.Done(); cl.Serve(ctx) }()
-	tb.Cleanup(func() { cancel(); wg.Wait() })
-	select {
-	case <-cl.Up():
-	case <-time.After(10 * time.Second):
+	cl = serveClient(tb, client.Config{Paths: pcs, Key: key, Net: nw})
+	if !comesUp(cl, 10*time.Second) {
 		tb.Fatal("no session on the in-memory network")
 	}
-	app, err = nw.Listen(netip.AddrPort{}, "")
+	app, err := nw.Listen(netip.AddrPort{}, "")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { app.Close() })
-	return app, cl.Addr()
+	return nw, srv, cl, app
 }
 
 // roundTrips sends out from app and reads as many echoes into in; it

@@ -16,7 +16,6 @@ import (
 	"github.com/mptunnel/mptunnel/internal/server"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/status"
-	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
@@ -173,36 +172,6 @@ func TestHeldBackProbeMovesNothing(t *testing.T) {
 	}
 }
 
-// spoofedPipeline starts a server, a one-path client and an echo target on
-// an in-memory network, where a test can forge source addresses.
-func spoofedPipeline(t *testing.T) (nw *udpio.MemNet, srv *server.Server, cl *client.Client, app udpio.Conn) {
-	t.Helper()
-	nw = &udpio.MemNet{}
-	key := testKey(t)
-	target := memEcho(t, nw)
-	srv, err := server.Listen(server.Config{Listen: "127.0.0.1:0", Target: target.String(), Key: key, Net: nw, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, srv.Serve)
-	cl, err = client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Key: key, Net: nw, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, cl.Serve)
-	select {
-	case <-cl.Up():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no session on the in-memory network")
-	}
-	app, err = nw.Listen(netip.AddrPort{}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	return nw, srv, cl, app
-}
-
 // onlyPath returns the only path of the only session in st.
 func onlyPath(t *testing.T, st status.Status) status.Path {
 	t.Helper()
@@ -219,7 +188,7 @@ func onlyPath(t *testing.T, st status.Status) status.Path {
 // on the path before authenticating it, so an off-path sender could hide the
 // path's real loss and steer adaptive and failover.
 func TestSpoofedPacketsDoNotCount(t *testing.T) {
-	nw, srv, cl, app := spoofedPipeline(t)
+	nw, srv, cl, app := memTunnel(t, 1)
 	out, in := pipelineMsgs(20, cl.Addr())
 	for i := range out {
 		out[i].Buf = out[i].Buf[:100]

@@ -82,11 +82,7 @@ func TestLimits(t *testing.T) {
 		t.Fatal("flow limit not counted")
 	}
 	// A second client is refused: no session comes up.
-	c2, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: paths, Key: key, Logger: quietLogger(), HandshakeRetry: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, c2.Serve)
+	c2 := serveClient(t, client.Config{Paths: paths, Key: key, HandshakeRetry: 100 * time.Millisecond})
 	if !eventually(5*time.Second, func() bool { return srv.Counters().SessionLimit.Load() > 0 }) {
 		t.Fatal("session limit not counted")
 	}

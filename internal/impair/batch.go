@@ -22,20 +22,13 @@ func newReadBatch() []udpio.Msg {
 	return msgs
 }
 
-// readBatches reads from conn a batch at a time and hands each batch to
-// handle until conn is closed or handle returns false. Other errors are
-// transient for a datagram socket.
+// readBatches reads from conn a batch at a time (udpio.Read) and hands
+// each batch to handle until conn is closed or handle returns false.
 func readBatches(conn udpio.Conn, handle func(msgs []udpio.Msg) bool) {
 	msgs := newReadBatch()
 	for {
-		n, err := conn.ReadBatch(msgs)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		if !handle(msgs[:n]) {
+		n, ok := udpio.Read(conn, msgs)
+		if !ok || !handle(msgs[:n]) {
 			return
 		}
 	}

@@ -74,12 +74,9 @@ func runEcho(addr string) int {
 		fmt.Fprintf(os.Stderr, "netlab echo: %v\n", err)
 		return 1
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	stopped := make(chan struct{})
+	stopped := stopSignal()
 	go func() {
-		<-sigs
-		close(stopped)
+		<-stopped
 		conn.Close()
 	}()
 	fmt.Fprintf(os.Stdout, "%s%s\n", echoReady, conn.LocalAddr())
@@ -103,6 +100,18 @@ func runEcho(addr string) int {
 			fmt.Fprintf(os.Stderr, "netlab echo: write to %v: %v\n", from, err)
 		}
 	}
+}
+
+// stopSignal returns a channel closed on the first SIGTERM or SIGINT.
+func stopSignal() <-chan struct{} {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	stop := make(chan struct{})
+	go func() {
+		<-sigs
+		close(stop)
+	}()
+	return stop
 }
 
 // runProbe sends the hex-encoded payload to addr and waits for the same
@@ -165,18 +174,26 @@ func testBinary(t testing.TB) string {
 func (n *NS) StartEcho(t testing.TB, addr string) *Proc {
 	t.Helper()
 	p := n.start(t, "netlab echo on "+addr, reexecEnv(EchoEnv+"="+addr), testBinary(t), []string{"-test.run=^$"})
+	p.waitStarted(t, echoReady, fmt.Sprintf("echo server on %s in %s", addr, n.Name), 20*time.Millisecond)
+	return p
+}
+
+// waitStarted waits up to 15 s, looking every poll, until p, the test binary
+// run again, prints ready; it fails the test, naming what p is, if p does
+// not.
+func (p *Proc) waitStarted(t testing.TB, ready, what string, poll time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(p.Output(), echoReady) {
+	for !strings.Contains(p.Output(), ready) {
 		if p.Exited() || time.Now().After(deadline) {
-			if p.Exited() && strings.Contains(p.Output(), echoReady) {
+			if p.Exited() && strings.Contains(p.Output(), ready) {
 				break
 			}
-			t.Fatalf("netlab: echo server on %s in %s did not start (%s); does TestMain call netlab.MaybeRunEcho? output:\n%s",
-				addr, n.Name, p.state(), tail(p.Output(), 8<<10))
+			t.Fatalf("netlab: %s did not start (%s); does TestMain call netlab.MaybeRunEcho? output:\n%s",
+				what, p.state(), tail(p.Output(), 8<<10))
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(poll)
 	}
-	return p
 }
 
 // Probe sends payload (0 to 65507 bytes) in one UDP datagram from the

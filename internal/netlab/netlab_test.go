@@ -38,13 +38,30 @@ func probeFails(t *testing.T, ns *NS, addr, why string) {
 	}
 }
 
+// linked returns the namespaces a and b of a new lab, joined by a link with
+// the addresses aAddr and bAddr, and the link's interfaces in each.
+func linked(t *testing.T, aAddr, bAddr string) (a, b *NS, aIf, bIf string) {
+	t.Helper()
+	lab := New(t)
+	a, b = lab.Namespace("a"), lab.Namespace("b")
+	aIf, bIf = lab.Link(a, aAddr, b, bAddr)
+	return a, b, aIf, bIf
+}
+
+// flapLink takes ns's end ifName of a link down, checks that target no
+// longer answers, and brings it up again until target answers.
+func flapLink(t *testing.T, ns *NS, ifName, target, why string) {
+	t.Helper()
+	ns.LinkDown(t, ifName)
+	probeFails(t, ns, target, why)
+	ns.LinkUp(t, ifName)
+	ns.WaitEcho(t, target, 10*time.Second)
+}
+
 func TestTwoNamespacesEchoLossAndLinkState(t *testing.T) {
 	t.Parallel()
 	Require(t, "nft")
-	lab := New(t)
-	a := lab.Namespace("a")
-	b := lab.Namespace("b")
-	aIf, bIf := lab.Link(a, "10.77.1.1/24", b, "10.77.1.2/24")
+	a, b, aIf, bIf := linked(t, "10.77.1.1/24", "10.77.1.2/24")
 	if aIf != "to-b" || bIf != "to-a" {
 		t.Fatalf("interface names = %q, %q; want to-b, to-a", aIf, bIf)
 	}
@@ -96,28 +113,19 @@ func TestTwoNamespacesEchoLossAndLinkState(t *testing.T) {
 	b.SetLoss(t, bIf, 0)
 	a.WaitEcho(t, target, 5*time.Second)
 
-	a.LinkDown(t, aIf)
-	probeFails(t, a, target, "a's end of the link is down")
-	a.LinkUp(t, aIf)
-	a.WaitEcho(t, target, 10*time.Second)
+	flapLink(t, a, aIf, target, "a's end of the link is down")
 }
 
 func TestIPv6LinkSurvivesDownUp(t *testing.T) {
 	t.Parallel()
-	lab := New(t)
-	a := lab.Namespace("a")
-	b := lab.Namespace("b")
-	aIf, _ := lab.Link(a, "fd00:77:1::1/64", b, "fd00:77:1::2/64")
+	a, b, aIf, _ := linked(t, "fd00:77:1::1/64", "fd00:77:1::2/64")
 	b.StartEcho(t, "[::]:2000")
 	const target = "[fd00:77:1::2]:2000"
 	a.WaitEcho(t, target, 10*time.Second)
 	if err := a.Probe(t, target, bytes.Repeat([]byte("v6"), 2000), 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	a.LinkDown(t, aIf)
-	probeFails(t, a, target, "the link is down")
-	a.LinkUp(t, aIf)
-	a.WaitEcho(t, target, 10*time.Second)
+	flapLink(t, a, aIf, target, "the link is down")
 }
 
 func TestSecondLinkAndExtraAddress(t *testing.T) {
@@ -139,10 +147,7 @@ func TestSecondLinkAndExtraAddress(t *testing.T) {
 func TestSetRate(t *testing.T) {
 	t.Parallel()
 	Require(t, "tc")
-	lab := New(t)
-	a := lab.Namespace("a")
-	b := lab.Namespace("b")
-	aIf, _ := lab.Link(a, "10.77.1.1/24", b, "10.77.1.2/24")
+	a, _, aIf, _ := linked(t, "10.77.1.1/24", "10.77.1.2/24")
 	a.SetRate(t, aIf, 0) // nothing to remove yet
 	a.SetRate(t, aIf, 1000)
 	if out := a.Run(t, "tc", "qdisc", "show", "dev", aIf); !strings.Contains(out, "tbf") {

@@ -10,12 +10,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -203,17 +201,7 @@ func (n *NS) StartStream(t testing.TB, cfg StreamConfig) *Stream {
 		streamLingerEnv+"="+cfg.Linger.String(),
 	)
 	p := n.start(t, "netlab stream to "+cfg.Addr, env, testBinary(t), []string{"-test.run=^$"})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(p.Output(), streamReady) {
-		if p.Exited() || time.Now().After(deadline) {
-			if p.Exited() && strings.Contains(p.Output(), streamReady) {
-				break
-			}
-			t.Fatalf("netlab: stream to %s from %s did not start (%s); does TestMain call netlab.MaybeRunEcho? output:\n%s",
-				cfg.Addr, n.Name, p.state(), tail(p.Output(), 8<<10))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.waitStarted(t, streamReady, fmt.Sprintf("stream to %s from %s", cfg.Addr, n.Name), 5*time.Millisecond)
 	return &Stream{cfg: cfg, proc: p, started: time.Now()}
 }
 
@@ -383,14 +371,7 @@ func runStreamFromEnv(addr string) int {
 		fmt.Fprintf(os.Stderr, "netlab stream: bad configuration: %v\n", err)
 		return 1
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	stop := make(chan struct{})
-	go func() {
-		<-sigs
-		close(stop)
-	}()
-	return runStream(p, os.Stdout, os.Stderr, stop)
+	return runStream(p, os.Stdout, os.Stderr, stopSignal())
 }
 
 // fillStreamPayload writes datagram seq, sent at unix nanoseconds sentAt,

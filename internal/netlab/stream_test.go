@@ -7,12 +7,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mptunnel/mptunnel/internal/udptest"
 )
 
 func TestStreamPayload(t *testing.T) {
@@ -166,43 +168,28 @@ func TestParseStreamReportErrors(t *testing.T) {
 // sequence number: it drops some, duplicates one, and adds a corrupted
 // copy and a copy with an unknown sequence number of others.
 func faultyEcho(t *testing.T, drop func(uint32) bool, dup, corrupt, unknown uint32) string {
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, maxDatagram)
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			b := buf[:n]
-			seq := binary.BigEndian.Uint32(b)
-			if drop(seq) {
-				continue
-			}
-			conn.WriteTo(b, from)
-			switch seq {
-			case dup:
-				conn.WriteTo(b, from)
-			case corrupt:
-				c := bytes.Clone(b)
-				c[n-1] ^= 1
-				conn.WriteTo(c, from)
-			case unknown:
-				c := bytes.Clone(b)
-				binary.BigEndian.PutUint32(c, 1<<30)
-				conn.WriteTo(c, from)
-			}
+	udptest.Serve(t, conn, func(b []byte, from netip.AddrPort) {
+		seq := binary.BigEndian.Uint32(b)
+		if drop(seq) {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		conn.Close()
-		wg.Wait()
+		conn.WriteToUDPAddrPort(b, from)
+		switch seq {
+		case dup:
+			conn.WriteToUDPAddrPort(b, from)
+		case corrupt:
+			c := bytes.Clone(b)
+			c[len(c)-1] ^= 1
+			conn.WriteToUDPAddrPort(c, from)
+		case unknown:
+			c := bytes.Clone(b)
+			binary.BigEndian.PutUint32(c, 1<<30)
+			conn.WriteToUDPAddrPort(c, from)
+		}
 	})
 	return conn.LocalAddr().String()
 }
@@ -289,10 +276,7 @@ func TestRunStreamBadAddress(t *testing.T) {
 // interface of a towards b and the echo address.
 func streamLab(t *testing.T) (a *NS, aIf, target string) {
 	Require(t, "nft")
-	lab := New(t)
-	a = lab.Namespace("a")
-	b := lab.Namespace("b")
-	aIf, _ = lab.Link(a, "10.77.1.1/24", b, "10.77.1.2/24")
+	a, b, aIf, _ := linked(t, "10.77.1.1/24", "10.77.1.2/24")
 	b.StartEcho(t, "0.0.0.0:2000")
 	target = "10.77.1.2:2000"
 	a.WaitEcho(t, target, 10*time.Second)
