@@ -14,6 +14,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/testlock"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
@@ -31,6 +32,7 @@ func heap() uint64 {
 // else, the flooding address gets no byte back, and memory stays within
 // twice its figure before the flood.
 func TestFlood(t *testing.T) {
+	testlock.Heavy(t)
 	if testing.Short() {
 		t.Skip("the flood takes a few seconds")
 	}
@@ -155,6 +157,7 @@ func TestTargetDown(t *testing.T) {
 // forwarding, and a new client, which proves its address with the cookie,
 // connects within 2 s.
 func TestHandshakeFlood(t *testing.T) {
+	testlock.Heavy(t)
 	if testing.Short() {
 		t.Skip("the flood takes a few seconds")
 	}

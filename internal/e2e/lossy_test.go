@@ -13,6 +13,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/testlock"
 )
 
 // startPaths puts one impair relay in front of the server per config.
@@ -52,6 +53,7 @@ func stamp(seq uint32, n int) []byte {
 // Every echo must be whole and unique, and the loss near the product of the
 // paths' losses.
 func TestLossyPaths(t *testing.T) {
+	testlock.Heavy(t)
 	n := 20000
 	if testing.Short() {
 		n = 4000

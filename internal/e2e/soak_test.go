@@ -14,6 +14,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/testlock"
 )
 
 // soakDuration is how long TestSoak runs: MPTUNNEL_SOAK (for example "10m")
@@ -38,6 +39,7 @@ func soakDuration(t *testing.T) time.Duration {
 // grow between the first quarter and the end. MPTUNNEL_SOAK=10m runs the long
 // version.
 func TestSoak(t *testing.T) {
+	testlock.Heavy(t)
 	if testing.Short() {
 		t.Skip("the soak takes a while")
 	}

@@ -72,6 +72,16 @@
 //		t.Fatalf("stream did not resume within 2 s of the restart: %+v", r.Gaps)
 //	}
 //
+// # Relays, WireGuard and iperf3
+//
+// The test binary also runs as an internal/impair relay with delay and loss
+// of its own (relay.go; MaybeRunEcho takes that role too, with a random seed
+// per relay). wireguard.go runs a userspace WireGuard (wireguard-go and wg
+// from wireguard-tools) between two namespaces, iperf.go iperf3's server and
+// client with their JSON reports, and counters.go reads the drop counters on
+// the way (/proc/net/snmp, per-socket drops from ss, interfaces, the nftables
+// loss rule). Tests that use them skip without those programs.
+//
 // # Project binaries
 //
 // BuildBinaries builds main packages of the module (for example

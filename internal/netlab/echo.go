@@ -53,9 +53,11 @@ func Main(m *testing.M) {
 // until SIGTERM or SIGINT and exits 0 (1 if it cannot listen); if ProbeEnv
 // is set, it runs one probe and exits 0 on success, 1 otherwise; if
 // StreamEnv is set, it runs the stream NS.StartStream configured, prints
-// its report and exits 0 (1 if it cannot run). Without any of these
-// variables it returns at once.
+// its report and exits 0 (1 if it cannot run); it serves as a relay when
+// MaybeRunRelay's variable is set. Without any of these variables it
+// returns at once.
 func MaybeRunEcho() {
+	MaybeRunRelay()
 	if addr := os.Getenv(EchoEnv); addr != "" {
 		os.Exit(runEcho(addr))
 	}

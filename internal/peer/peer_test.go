@@ -95,6 +95,17 @@ func TestSpreader(t *testing.T) {
 	if shared.msgs != 8 || paths[1].TxPackets.Load() != 4 || paths[0].TxPackets.Load() != 2 {
 		t.Fatalf("after one path proved itself: %d packets written, path 1 %d, path 0 %d", shared.msgs, paths[1].TxPackets.Load(), paths[0].TxPackets.Load())
 	}
+	// An unproven path from which traffic came takes up to three times
+	// its bytes (QUIC's anti-amplification bound), and no more.
+	paths[0].CountRx(150)
+	s.Send(paths, pkts, true, nil, now)
+	if got := paths[0].TxPackets.Load(); got != 4 {
+		t.Fatalf("unproven path within its bound: %d packets, want 4", got)
+	}
+	s.Send(paths, pkts, true, nil, now)
+	if got := paths[0].TxPackets.Load(); got != 4 {
+		t.Fatalf("unproven path past its bound (%d bytes sent for 150 received): %d packets, want still 4", paths[0].TxBytes.Load(), got)
+	}
 	// Sockets of their own: one write each.
 	own := []*countConn{{}, {}}
 	var mine []*Path
@@ -109,7 +120,7 @@ func TestSpreader(t *testing.T) {
 			t.Fatalf("path %d: %d writes of %d packets, want 1 of 2", i, c.writes, c.msgs)
 		}
 	}
-	if got := cnt.TxPackets.Load(); got != 12 {
-		t.Fatalf("%d packets counted sent, want 12", got)
+	if got := cnt.TxPackets.Load(); got != 18 {
+		t.Fatalf("%d packets counted sent, want 18", got)
 	}
 }

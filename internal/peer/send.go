@@ -105,25 +105,36 @@ func NewSpreader(sc *sched.Scheduler, w Writer) *Spreader {
 // Mode returns the scheduling mode.
 func (s *Spreader) Mode() sched.Mode { return s.sched.Mode() }
 
+// Amplification bounds what goes on a path that has not proven its address
+// yet: at most this many times the bytes that came from there, as QUIC
+// bounds what it sends to an address it has not validated.
+const Amplification = 3
+
 // Send puts pkts on paths: on every usable one when all is set (packets
 // that must not be lost, such as a flow's first), else as the mode picks.
-// Only paths that have proven their address are used, or all of them while
-// none has. preferred, when set, is the path the peer's latest data came by
-// first.
+// A path that has not proven its address takes them only while what it was
+// sent stays within Amplification times what came from it, or when no path
+// of the session has proven its address yet (its first round trip).
+// preferred, when set, is the path the peer's latest data came by first.
 func (s *Spreader) Send(paths []*Path, pkts [][]byte, all bool, preferred *Path, now time.Time) {
 	if len(pkts) == 0 || len(paths) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	proven := false
+	for _, p := range paths {
+		proven = proven || p.Proven()
+	}
+	var size uint64
+	for _, pkt := range pkts {
+		size += uint64(len(pkt))
+	}
 	s.live = s.live[:0]
 	for _, p := range paths {
-		if p.Proven() {
+		if !proven || p.Proven() || p.TxBytes.Load()+size <= Amplification*p.RxBytes.Load() {
 			s.live = append(s.live, p)
 		}
-	}
-	if len(s.live) == 0 {
-		s.live = append(s.live, paths...)
 	}
 	live := s.live
 	s.spaths = s.spaths[:0]
