@@ -6,22 +6,23 @@ package ratelog
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Logger rate-limits lines by kind. The zero value logs through slog.Default
-// at most once per 10 seconds per kind.
+// at most once per 10 seconds per kind. An event that is only counted takes
+// no lock: floods of them are what it is for.
 type Logger struct {
 	Log      *slog.Logger
 	Interval time.Duration
 
-	mu    sync.Mutex
-	kinds map[string]*kindState
+	kinds sync.Map // kind -> *kindState
 }
 
 type kindState struct {
-	last       time.Time
-	suppressed int
+	last       atomic.Int64 // unix ns of the last line; 0 before any
+	suppressed atomic.Int64 // events counted since
 }
 
 // Warn logs msg for kind unless a line of that kind was written within the
@@ -44,28 +45,22 @@ func (l *Logger) WarnLazy(kind, msg string, args func() []any) {
 // admit counts an event of kind and reports whether a line is due for it,
 // with how many events since the last line it stands for besides itself.
 func (l *Logger) admit(kind string) (suppressed int, ok bool) {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.kinds == nil {
-		l.kinds = make(map[string]*kindState)
+	v, found := l.kinds.Load(kind)
+	if !found {
+		v, _ = l.kinds.LoadOrStore(kind, new(kindState))
 	}
-	k := l.kinds[kind]
-	if k == nil {
-		k = &kindState{}
-		l.kinds[kind] = k
-	}
+	k := v.(*kindState)
 	iv := l.Interval
 	if iv <= 0 {
 		iv = 10 * time.Second
 	}
-	if !k.last.IsZero() && now.Sub(k.last) < iv {
-		k.suppressed++
+	now := time.Now().UnixNano()
+	last := k.last.Load()
+	if last != 0 && now-last < int64(iv) || !k.last.CompareAndSwap(last, now) {
+		k.suppressed.Add(1)
 		return 0, false
 	}
-	n := k.suppressed
-	k.last, k.suppressed = now, 0
-	return n, true
+	return int(k.suppressed.Swap(0)), true
 }
 
 func (l *Logger) write(msg string, args []any, suppressed int) {

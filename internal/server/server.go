@@ -126,6 +126,10 @@ type Server struct {
 
 	mu       sync.RWMutex
 	sessions map[uint32]*sess
+	// table is a copy of sessions for the read goroutine's lookups, made
+	// anew on every change (s.mu held): one atomic load a packet, no lock,
+	// so a flood of packets naming sessions costs no lock traffic.
+	table atomic.Pointer[map[uint32]*sess]
 	byAddr   map[netip.Addr]int // lineages by the address their first initiation came from
 
 	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
@@ -226,6 +230,7 @@ func Listen(cfg Config) (*Server, error) {
 		sessions:  make(map[uint32]*sess),
 		byAddr:    make(map[netip.Addr]int),
 	}
+	s.table.Store(&map[uint32]*sess{})
 	s.warn.Log = cfg.Logger
 	s.w = peer.Writer{Cnt: &s.cnt, Warn: &s.warn}
 	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
@@ -342,13 +347,10 @@ func (s *Server) readLoop() {
 
 // Session returns the session receiver names (peer.Endpoint).
 func (s *Server) Session(receiver uint32, now time.Time) peer.Session {
-	s.mu.RLock()
-	ss := s.sessions[receiver]
-	s.mu.RUnlock()
-	if ss == nil {
-		return nil
+	if ss := (*s.table.Load())[receiver]; ss != nil {
+		return ss
 	}
-	return ss
+	return nil
 }
 
 // Handshake takes a handshake packet (peer.Endpoint): a server answers
@@ -508,6 +510,16 @@ type lineage struct {
 // successor the client has not confirmed yet.
 const maxLineage = 3
 
+// publishLocked makes the session table's copy for lookups; the caller
+// holds s.mu.
+func (s *Server) publishLocked() {
+	t := make(map[uint32]*sess, len(s.sessions))
+	for id, ss := range s.sessions {
+		t[id] = ss
+	}
+	s.table.Store(&t)
+}
+
 // addLocked puts ss, whose lineage is set, in the session table; the caller
 // holds s.mu.
 func (s *Server) addLocked(ss *sess) {
@@ -516,6 +528,7 @@ func (s *Server) addLocked(ss *sess) {
 	}
 	ss.lin.members = append(ss.lin.members, ss)
 	s.sessions[ss.index] = ss
+	s.publishLocked()
 }
 
 // accept runs the handshake on an initiation's Noise message from from,
@@ -1043,6 +1056,7 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 		return // closed already
 	}
 	delete(s.sessions, id)
+	s.publishLocked()
 	ss.st.Stop()
 	if lin := ss.lin; lin != nil {
 		for i, m := range lin.members {
