@@ -129,8 +129,8 @@ type Server struct {
 	// table is a copy of sessions for the read goroutine's lookups, made
 	// anew on every change (s.mu held): one atomic load a packet, no lock,
 	// so a flood of packets naming sessions costs no lock traffic.
-	table atomic.Pointer[map[uint32]*sess]
-	byAddr   map[netip.Addr]int // lineages by the address their first initiation came from
+	table  atomic.Pointer[map[uint32]*sess]
+	byAddr map[netip.Addr]int // lineages by the address their first initiation came from
 
 	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
 
