@@ -7,6 +7,7 @@
 package testlock
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,7 +17,9 @@ import (
 // for it when another test has it.
 func Heavy(t testing.TB) {
 	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "mptunnel-heavy-test.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	// One lock a user: another user's file could not be opened (0600).
+	name := fmt.Sprintf("mptunnel-heavy-test-%d.lock", os.Getuid())
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), name), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatalf("heavy-test lock: %v", err)
 	}
