@@ -12,49 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
-
-	"github.com/mptunnel/mptunnel/internal/status"
 )
-
-// The status document's types and helpers moved to package status; these
-// names remain until every importer uses that package.
-type (
-	// Deprecated: use package status.
-	Status = status.Status
-	// Deprecated: use package status.
-	Session = status.Session
-	// Deprecated: use package status.
-	Path = status.Path
-	// Deprecated: use package status.
-	Target = status.Target
-)
-
-// Deprecated: use package status.
-const (
-	PathProbing   = status.PathProbing
-	PathUp        = status.PathUp
-	PathDegraded  = status.PathDegraded
-	PathDown      = status.PathDown
-	ModeRedundant = status.ModeRedundant
-)
-
-// FormatTime is status.FormatTime.
-//
-// Deprecated: use package status.
-func FormatTime(t time.Time) string { return status.FormatTime(t) }
-
-// SessionID is status.SessionID.
-//
-// Deprecated: use package status.
-func SessionID(index uint32) string { return status.SessionID(index) }
-
-// NewStatus is status.NewStatus.
-//
-// Deprecated: use package status.
-func NewStatus(role, version string, started time.Time, counters map[string]uint64) Status {
-	return status.NewStatus(role, version, started, counters)
-}
 
 // DefaultPath returns the default status socket path for role ("client" or
 // "server"), the first of:

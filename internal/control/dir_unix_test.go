@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // otherUID stands for another local user: nobody on most systems.
@@ -265,7 +267,7 @@ func TestDefaultPathSurvivesPrecreatedTempDir(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen at the default path %s: %v", path, err)
 	}
-	stop := runServer(t, s, func() Status { return Status{Role: "client", Version: "home"} })
+	stop := runServer(t, s, func() status.Status { return status.Status{Role: "client", Version: "home"} })
 	// mptunnel status computes the same default and finds the daemon.
 	st, err := Fetch(context.Background(), DefaultPath("client", withHome, uid))
 	if err != nil || st.Version != "home" {

@@ -132,7 +132,7 @@ func TestPackageServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, path, func() status.Status { return status.Status{Role: "server"} }) }()
-	var st Status
+	var st status.Status
 	var err error
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if st, err = Fetch(context.Background(), path); err == nil {

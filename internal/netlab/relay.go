@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,7 +57,7 @@ func runRelay(listen, to, delayStr, lossStr string) int {
 		fmt.Fprintf(os.Stderr, "netlab relay: bad loss %q\n", lossStr)
 		return 1
 	}
-	stopped := relayStopSignal()
+	stopped := stopSignal()
 	cfg := impair.Config{Delay: delay, Loss: loss}
 	// Each relay its own seed: relays given the same datagrams in the same
 	// order (the copies of a redundant tunnel) must not drop the same ones.
@@ -77,18 +75,6 @@ func runRelay(listen, to, delayStr, lossStr string) int {
 	b, _ := json.Marshal(st)
 	fmt.Fprintf(os.Stdout, "%s%s\n", relayStats, b)
 	return 0
-}
-
-// relayStopSignal returns a channel closed on the first SIGTERM or SIGINT.
-func relayStopSignal() <-chan struct{} {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	stop := make(chan struct{})
-	go func() {
-		<-sigs
-		close(stop)
-	}()
-	return stop
 }
 
 // RelayConfig describes a relay.
@@ -125,17 +111,7 @@ func (n *NS) StartRelay(t testing.TB, cfg RelayConfig) *Relay {
 		relayLossEnv+"="+strconv.FormatFloat(cfg.Loss, 'g', -1, 64))
 	desc := fmt.Sprintf("netlab relay %s -> %s (delay %v, loss %g)", cfg.Listen, cfg.To, cfg.Delay, cfg.Loss)
 	p := n.start(t, desc, env, testBinary(t), []string{"-test.run=^$"})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(p.Output(), relayReady) {
-		if p.Exited() || time.Now().After(deadline) {
-			if p.Exited() && strings.Contains(p.Output(), relayReady) {
-				break
-			}
-			t.Fatalf("netlab: %s in %s did not start (%s); does the test package call netlab.MaybeRunRelay? output:\n%s",
-				desc, n.Name, p.state(), tail(p.Output(), 8<<10))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.waitStarted(t, relayReady, desc+" in "+n.Name, 20*time.Millisecond)
 	return &Relay{Proc: p, cfg: cfg}
 }
 

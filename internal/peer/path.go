@@ -124,7 +124,9 @@ func (p *Path) Follow(m wire.Message, ctr uint64, addr netip.AddrPort, probeEver
 	if ctr < p.newest {
 		return false, true, nil
 	}
-	if p.cand != addr || now.Sub(p.candAt) >= probeEvery {
+	if p.candAt.IsZero() || now.Sub(p.candAt) >= probeEvery {
+		// One challenge a probe interval for the path, whatever address
+		// asks: held-back packets sent from many addresses draw no more.
 		pr := p.Probe(now)
 		p.cand, p.candAt, p.candSeq = addr, now, pr.Seq
 		return false, false, &pr

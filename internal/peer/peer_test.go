@@ -38,14 +38,18 @@ func TestFollow(t *testing.T) {
 	if _, _, again := p.Follow(probe, 102, away, time.Second, now.Add(time.Millisecond)); again != nil {
 		t.Fatal("a second challenge within a probe interval")
 	}
+	elsewhere := netip.MustParseAddrPort("203.0.113.9:7")
+	if _, _, again := p.Follow(probe, 103, elsewhere, time.Second, now.Add(2*time.Millisecond)); again != nil {
+		t.Fatal("a second challenge within a probe interval, to another address")
+	}
 	// A reply that does not answer the challenge moves nothing.
 	reply := wire.Message{Kind: wire.MsgProbeReply, Probe: wire.Probe{Path: 0, Seq: ch.Seq + 1}}
-	if moved, _, _ := p.Follow(reply, 103, away, time.Second, now); moved || p.Addr() != home {
+	if moved, _, _ := p.Follow(reply, 104, away, time.Second, now); moved || p.Addr() != home {
 		t.Fatal("moved on a reply to another probe")
 	}
 	// The answer to it does.
 	reply.Probe.Seq = ch.Seq
-	if moved, _, _ := p.Follow(reply, 104, away, time.Second, now); !moved || p.Addr() != away || !p.Proven() {
+	if moved, _, _ := p.Follow(reply, 105, away, time.Second, now); !moved || p.Addr() != away || !p.Proven() {
 		t.Fatalf("not moved on the challenge's answer: at %s, proven %v", p.Addr(), p.Proven())
 	}
 }
