@@ -53,6 +53,11 @@ func (b *binder) String(name string, dst, file *string, def string, usage string
 	bindTo(b, name, dst, file)
 }
 
+func (b *binder) Bool(name string, dst, file *bool, def bool, usage string) {
+	b.fs.BoolVar(dst, name, def, usage)
+	bindTo(b, name, dst, file)
+}
+
 func (b *binder) Duration(name string, dst, file *time.Duration, def time.Duration, usage string) {
 	b.fs.DurationVar(dst, name, def, usage)
 	bindTo(b, name, dst, file)
@@ -77,6 +82,7 @@ func serverFile(f conffile.Server) server.Config {
 		MaxFlows:       f.MaxFlows,
 		FlowTimeout:    f.FlowTimeout.D(),
 		Reorder:        f.Reorder.D(),
+		NoRepair:       f.NoRepair,
 		MaxSessions:    f.MaxSessions,
 		SessionTimeout: f.SessionTimeout.D(),
 	}
@@ -93,6 +99,7 @@ func clientFile(f conffile.Client) client.Config {
 		MaxFlows:     f.MaxFlows,
 		FlowTimeout:  f.FlowTimeout.D(),
 		Reorder:      f.Reorder.D(),
+		NoRepair:     f.NoRepair,
 		FECDepth:     f.FEC.Interleave,
 		FECFlush:     f.FEC.Flush.D(),
 		TargetLoss:   f.TargetLoss,
@@ -109,14 +116,15 @@ func clientFile(f conffile.Client) client.Config {
 type shared struct {
 	mtu, window, maxFlows *int
 	flowTimeout, reorder  *time.Duration
+	noRepair              *bool
 }
 
 func serverShared(c *server.Config) shared {
-	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder}
+	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair}
 }
 
 func clientShared(c *client.Config) shared {
-	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder}
+	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair}
 }
 
 // bindShared binds the flags of the fields both roles' Configs have.
@@ -126,6 +134,7 @@ func (b *binder) bindShared(dst, file shared) {
 	b.Int("max-flows", dst.maxFlows, file.maxFlows, peer.DefaultMaxFlows, "flows per session")
 	b.Duration("flow-timeout", dst.flowTimeout, file.flowTimeout, peer.DefaultFlowTimeout, "free a flow idle this long")
 	b.Duration("reorder", dst.reorder, file.reorder, 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
+	b.Bool("no-repair", dst.noRepair, file.noRepair, false, "neither ask the peer again for packets every path lost nor answer its requests")
 }
 
 // serverFlags binds the flags of the server's Config fields to cfg, taking

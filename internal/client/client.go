@@ -75,6 +75,9 @@ type Config struct {
 	// TargetLoss is adaptive mode's target for the client's direction
 	// (0.001); the server's direction uses the default.
 	TargetLoss float64
+	// NoRepair turns repair off: the client neither asks the server for
+	// what every path lost nor answers the server's requests.
+	NoRepair bool
 	// Reorder, when positive, holds datagrams from the server that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
@@ -803,6 +806,10 @@ func (c *Client) handleResponse(pkt []byte) {
 		return
 	}
 	st.LocalIndex = idx
+	if !c.cfg.NoRepair && c.cfg.Mode != sched.FEC {
+		// fec mode's parity is its repair.
+		session.EnableRepair(st, session.RingSize(c.cfg.MTU), &c.cnt, func(pkts [][]byte) { c.sendLive(pkts, true) })
+	}
 	if c.cfg.Reorder > 0 {
 		st.Reorder = reorder.NewTimed(c.cfg.Reorder, 0, c.deliverFlow)
 	}

@@ -20,7 +20,7 @@ type pathReader struct {
 
 	out     []udpio.Msg // datagrams for local peers, written at the batch's end
 	outFr   []*front    // the front of each
-	scratch []byte      // their SOCKS5 headers and bodies
+	scratch []byte      // their SOCKS5 headers and bodies, and copies of those put back together
 	flow    *flow       // the last flow looked up
 	auth    bool        // some packet of the batch authenticated
 	deliver func(id uint32, d []byte)
@@ -71,6 +71,9 @@ func (r *pathReader) ProbePath(wire.Message, *peer.Path, uint64, netip.AddrPort,
 	return nil
 }
 
+// Resend puts packets the server asked for again on every usable path.
+func (r *pathReader) Resend(pkts [][]byte) { r.c.sendLive(pkts, true) }
+
 // Data queues a datagram for its flow's local peer.
 func (r *pathReader) Data(_ *peer.Path, id uint32, body []byte, now time.Time) {
 	f := r.flow
@@ -111,16 +114,16 @@ func (c *Client) pathLoop(p *peer.Path) {
 		in[i].Buf = make([]byte, wire.MaxPacket+1)
 	}
 	r := &pathReader{c: c, p: p, out: make([]udpio.Msg, 0, batchSize)}
-	// A reassembled datagram lives only during the callback: send it now.
-	var scratch []byte
+	// A datagram put back together lives only during the callback: a copy
+	// goes with the batch's others, in the order they were sent.
 	r.deliver = func(id uint32, d []byte) {
-		if f := c.lookup(id); f != nil {
-			f.lastActive.Store(time.Now().UnixNano())
-			f.acked.Store(true)
-			msg := [1]udpio.Msg{f.localMsg(d, &scratch)}
-			c.writeLocal(f.fr, msg[:])
-			scratch = scratch[:0]
+		if len(r.scratch)+len(d) > cap(r.scratch) {
+			// A larger scratch: what is queued from the old one keeps it.
+			r.scratch = make([]byte, 0, max(2*cap(r.scratch), len(d)+64<<10))
 		}
+		start := len(r.scratch)
+		r.scratch = append(r.scratch, d...)
+		r.Data(p, id, r.scratch[start:len(r.scratch):len(r.scratch)], time.Now())
 	}
 	rcv := peer.NewReceiver(c.w)
 	for {

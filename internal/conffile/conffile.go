@@ -57,6 +57,7 @@ type Common struct {
 	MaxFlows    int      `toml:"max_flows"`
 	FlowTimeout Duration `toml:"flow_timeout"`
 	Reorder     Duration `toml:"reorder"`
+	NoRepair    bool     `toml:"no_repair"`
 	Control     string   `toml:"control"`
 	Metrics     string   `toml:"metrics"`
 	Log         Log      `toml:"log"`

@@ -55,7 +55,8 @@ type vpnRow struct {
 	// paths is the number of mptunnel paths, 0 for WireGuard over the
 	// first bridge without the tunnel.
 	paths int
-	loss  int // lossNone, lossRule or lossRelay
+	loss  int      // lossNone, lossRule or lossRelay
+	flags []string // for both tunnel ends
 	res   netlab.IperfResult
 
 	// Packets between the ends during the run, both ways, and how many of
@@ -69,6 +70,9 @@ type vpnRow struct {
 	upIn, upLost, downIn, downLost uint64
 	fragmented                     uint64
 	pathLoss                       string
+	// Repair, each way (up: the server asked, the client resent): packets
+	// asked for, of them filled, given up, and resent.
+	repair [2][4]uint64
 	// drops names what the hosts dropped during the run besides the loss:
 	// full socket buffers, failed sends, WireGuard interface drops.
 	drops string
@@ -115,8 +119,22 @@ func TestTCPInsideWireGuard(t *testing.T) {
 	tp.server.StartEcho(t, wgServerIP+":7")
 	tp.server.StartIperfServer(t, wgServerIP, 5201)
 
-	tp.server.Start(t, tp.bins["mpserver"], "--key-file", tp.keyFile, "--control", tp.ctl("server"), "2000", "127.0.0.1", fmt.Sprint(wgPort))
-	tp.server.WaitListening(t, "udp", 2000, 10*time.Second)
+	var srv *netlab.Proc
+	var srvFlags []string
+	startServer := func(flags []string) {
+		if srv != nil {
+			if slices.Equal(flags, srvFlags) {
+				return
+			}
+			if err := srv.Stop(); err != nil {
+				t.Errorf("mpserver: %v", err)
+			}
+		}
+		args := append([]string{"--key-file", tp.keyFile, "--control", tp.ctl("server")}, flags...)
+		srv = tp.server.Start(t, tp.bins["mpserver"], append(args, "2000", "127.0.0.1", fmt.Sprint(wgPort))...)
+		srvFlags = flags
+		tp.server.WaitListening(t, "udp", 2000, 10*time.Second)
+	}
 	conf := func(paths, port int) string {
 		var b strings.Builder
 		for i := 1; i <= paths; i++ {
@@ -143,6 +161,8 @@ func TestTCPInsideWireGuard(t *testing.T) {
 		{name: "WireGuard over mptunnel, 3 paths, 10% loss (nft)", paths: 3, loss: lossRule},
 		{name: "WireGuard, 1 bridge, no tunnel, 10% loss (relay)", loss: lossRelay},
 		{name: "WireGuard over mptunnel, 3 paths, 10% loss (relay)", paths: 3, loss: lossRelay},
+		{name: "same, --reorder 100ms", paths: 3, loss: lossRelay, flags: []string{"--reorder", "100ms"}},
+		{name: "same, --no-repair", paths: 3, loss: lossRelay, flags: []string{"--no-repair"}},
 	}
 	rule := 0
 	for _, row := range rows {
@@ -160,7 +180,9 @@ func TestTCPInsideWireGuard(t *testing.T) {
 		}
 		var cl *netlab.Proc
 		if row.paths > 0 {
-			cl = tp.client.Start(t, tp.bins["mpclient"], "--key-file", tp.keyFile, "--control", tp.ctl("client"), conf(row.paths, tunnelPort))
+			startServer(row.flags)
+			args := append([]string{"--key-file", tp.keyFile, "--control", tp.ctl("client")}, row.flags...)
+			cl = tp.client.Start(t, tp.bins["mpclient"], append(args, conf(row.paths, tunnelPort))...)
 			cl.WaitOutput(t, "session up", 10*time.Second)
 			// A lossy path may be counted degraded from its first few
 			// probes; it carries traffic all the same.
@@ -335,6 +357,9 @@ func (r *vpnRow) figures(before, after vpnSnapshot) {
 	r.upIn, r.downIn = d(0, "forwarded"), d(1, "forwarded")
 	r.upLost, r.downLost = lost(r.upIn, d(1, "delivered")), lost(r.downIn, d(0, "delivered"))
 	r.fragmented = d(1, "reassembled")
+	for i, asker := range []int{1, 0} {
+		r.repair[i] = [4]uint64{d(asker, "repair_asked"), d(asker, "repair_filled"), d(asker, "repair_lost"), d(1-asker, "repair_resent")}
+	}
 	// The tunnel's packets on each path, each way, from both ends' per-path
 	// counters in the run's session (the server may still hold the one of
 	// an earlier run, when the client's goodbye was lost).
@@ -404,8 +429,9 @@ func (r *vpnRow) tunnelSummary() string {
 	if r.paths == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d of %d (%.2f%%) / %d of %d (%.2f%%); %d; %s",
-		r.upLost, r.upIn, pct(r.upLost, r.upIn), r.downLost, r.downIn, pct(r.downLost, r.downIn), r.fragmented, r.pathLoss)
+	return fmt.Sprintf("%d of %d (%.2f%%) / %d of %d (%.2f%%); %d; %s; repair asked/filled/lost/resent %v / %v",
+		r.upLost, r.upIn, pct(r.upLost, r.upIn), r.downLost, r.downIn, pct(r.downLost, r.downIn), r.fragmented, r.pathLoss,
+		r.repair[0], r.repair[1])
 }
 
 // mbits renders per-interval bits per second as Mbit/s.

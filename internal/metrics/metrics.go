@@ -48,6 +48,11 @@ type set[T any] struct {
 	FECRecovered    T // fec mode: datagrams rebuilt from parity
 	FECLost         T // fec mode: datagrams neither received nor rebuilt
 	PathMoveRefused T // authentic packets from a path's new address that did not move it (older than the path's latest)
+	RepairAsked     T // repair: requests for a packet lost on every path (each try counts)
+	RepairFilled    T // repair: packets asked for that then arrived
+	RepairLost      T // repair: packets given up (asked for in vain, or too many missing at once)
+	RepairResent    T // repair: packets sent again at the peer's request
+	RepairMissing   T // repair: packets the peer asked for that were no longer kept
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -88,6 +93,11 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("fec_recovered", &s.FECRecovered)
 	fn("fec_unrecoverable", &s.FECLost)
 	fn("path_move_refused", &s.PathMoveRefused)
+	fn("repair_asked", &s.RepairAsked)
+	fn("repair_filled", &s.RepairFilled)
+	fn("repair_lost", &s.RepairLost)
+	fn("repair_resent", &s.RepairResent)
+	fn("repair_missing", &s.RepairMissing)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

@@ -16,7 +16,8 @@ var wantNames = []string{
 	"fragments_evicted", "no_session", "send_errors", "queue_full", "target_refused", "handshakes", "rekeys",
 	"handshake_bad", "handshake_replay", "handshake_stale", "handshake_cookie", "handshake_rate_limited",
 	"session_limit", "flow_limit", "sessions_freed", "flows_freed", "fec_parity", "fec_recovered",
-	"fec_unrecoverable", "path_move_refused",
+	"fec_unrecoverable", "path_move_refused", "repair_asked", "repair_filled", "repair_lost", "repair_resent",
+	"repair_missing",
 }
 
 // TestEachCoversEveryField: each names every field of set once, in order.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mptunnel/mptunnel/internal/reorder"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -44,6 +45,9 @@ type Session interface {
 	// Message takes the kinds only one role speaks: flow fates, data-to,
 	// open, rekey, close.
 	Message(p *Path, m wire.Message, now time.Time)
+	// Resend puts packets the peer asked for again on every usable path;
+	// they stay valid only during the call.
+	Resend(pkts [][]byte)
 }
 
 // Receiver acts on what one reading goroutine gets from its socket; it holds
@@ -54,11 +58,38 @@ type Receiver struct {
 	o     session.Opener
 	sl    *session.Sealer // probe replies, challenges
 	heard []*Path         // paths that carried other than probes this batch
+	again []byte          // packets asked for again, back to back
+	start []int           // where each begins
+	pkts  [][]byte        // and each of them
+
+	// A datagram put back together from the packet at hand takes that
+	// packet's place in the reorder buffer, when there is one.
+	push    func(flow uint32, d []byte)
+	ro      *reorder.Timed
+	seq     uint64
+	pushed  bool
+	deliver func(flow uint32, d []byte)
+	now     time.Time
 }
 
 // NewReceiver returns a Receiver that answers probes and counts with w.
 func NewReceiver(w Writer) *Receiver {
-	return &Receiver{W: w, sl: session.NewSealer()}
+	r := &Receiver{W: w, sl: session.NewSealer()}
+	r.push = r.pushWhole
+	return r
+}
+
+// pushWhole puts a datagram put back together from the packet at hand in
+// the reorder buffer, in that packet's place: the first one only, as a
+// place holds one datagram (FEC may rebuild several from one shard; the
+// others go on at once).
+func (r *Receiver) pushWhole(flow uint32, d []byte) {
+	if r.pushed {
+		r.deliver(flow, d)
+		return
+	}
+	r.pushed = true
+	r.ro.Push(r.seq, flow, d, r.now)
 }
 
 // Sealer returns the goroutine's sealer, for what a role answers itself.
@@ -96,7 +127,12 @@ func (r *Receiver) Packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort,
 	// Open, then drop copies: a copy from no path's address counts
 	// nowhere, so it is dropped without the cost of proving it authentic.
 	r.o.UncheckedCopies = p == nil
-	m, err := r.o.Receive(st, pkt, h, now, r.W.Cnt, s.Deliver())
+	deliver := s.Deliver()
+	if st.Reorder != nil {
+		r.ro, r.seq, r.pushed, r.deliver, r.now = st.Reorder, h.Counter, false, deliver, now
+		deliver = r.push
+	}
+	m, err := r.o.Receive(st, pkt, h, now, r.W.Cnt, deliver)
 	if err != nil {
 		switch {
 		case errors.Is(err, session.ErrDuplicate), errors.Is(err, session.ErrTooOld):
@@ -155,9 +191,41 @@ func (r *Receiver) Packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort,
 	case wire.MsgData:
 		s.Data(p, m.Flow, m.Body, now)
 		r.heardOn(p)
+	case wire.MsgRepair:
+		r.resend(s, st, m.Body)
+		r.heardOn(p)
 	default:
 		s.Message(p, m, now)
 		r.heardOn(p)
+	}
+}
+
+// resend sends again the packets of st a repair request (its body) names,
+// those still kept.
+func (r *Receiver) resend(s Session, st *session.State, body []byte) {
+	if st.Repair == nil {
+		return // repair is off at this end: the peer's request goes unanswered
+	}
+	r.again, r.start, r.pkts = r.again[:0], r.start[:0], r.pkts[:0]
+	n := len(body) / 8
+	for i := range n {
+		start := len(r.again)
+		var ok bool
+		if r.again, ok = st.Repair.Keep.Take(wire.RepairCounter(body, i), r.again); ok {
+			r.start = append(r.start, start)
+		}
+	}
+	for i, start := range r.start {
+		end := len(r.again)
+		if i+1 < len(r.start) {
+			end = r.start[i+1]
+		}
+		r.pkts = append(r.pkts, r.again[start:end])
+	}
+	r.W.Cnt.RepairResent.Add(uint64(len(r.pkts)))
+	r.W.Cnt.RepairMissing.Add(uint64(n - len(r.pkts)))
+	if len(r.pkts) > 0 {
+		s.Resend(r.pkts)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	pathpkg "github.com/mptunnel/mptunnel/internal/path"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -49,6 +50,9 @@ func (pr *Prober) Fast(st *session.State, paths []*Path, now time.Time) {
 // on each whose probe is due (st nil: none), then each path's state machine,
 // each change logged with attrs (the session, say) and its reason.
 func (pr *Prober) Round(st *session.State, paths []*Path, all bool, now time.Time, attrs ...any) {
+	if st != nil && st.Repair != nil {
+		st.Repair.Gaps.SetDelays(RepairDelays(paths, now))
+	}
 	for _, p := range paths {
 		if st != nil && (all || p.ProbeDue(now)) {
 			pr.probe(st, p, now)
@@ -62,4 +66,37 @@ func (pr *Prober) Round(st *session.State, paths []*Path, all bool, now time.Tim
 		}
 		p.fastTx = p.TxPackets.Load()
 	}
+}
+
+// Repair's waits (see internal/repair): a counter skipped is asked for once
+// the copies on the slower live paths had time to come, the spread of the
+// live paths' one-way delays, plus repairMargin for jitter and the time a
+// reader takes to get to a batch; it is asked for again after a round trip
+// of the slowest live path and that wait.
+const (
+	repairMargin = 5 * time.Millisecond
+	// repairMaxWait bounds the wait whatever the paths measure.
+	repairMaxWait = 250 * time.Millisecond
+)
+
+// RepairDelays returns the repair waits for a session's paths at now: zero
+// (the defaults) before any live path has measured a round trip.
+func RepairDelays(paths []*Path, now time.Time) (wait, retry time.Duration) {
+	var lo, hi time.Duration
+	for _, p := range paths {
+		s := p.Stats()
+		if s.RTT == 0 || s.State == pathpkg.Down {
+			continue
+		}
+		rtt := s.RTT + s.RTTVar
+		if lo == 0 || s.RTT < lo {
+			lo = s.RTT
+		}
+		hi = max(hi, rtt)
+	}
+	if hi == 0 {
+		return 0, 0
+	}
+	wait = min((hi-lo)/2+repairMargin, repairMaxWait)
+	return wait, hi + wait
 }

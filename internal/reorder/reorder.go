@@ -18,7 +18,7 @@ import (
 )
 
 // DefaultSize is the default number of sequence numbers a Buffer spans.
-const DefaultSize = 1024
+const DefaultSize = 4096
 
 // MaxBytes bounds the datagram bytes a Buffer holds; a datagram that would
 // take it past is handed on at once, out of order, and counted in Overflow.

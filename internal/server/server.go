@@ -52,6 +52,9 @@ type Config struct {
 	// (key rotation); new sessions under them are accepted too.
 	OldKeys []handshake.Key
 	Cipher  aead.Cipher // the transport cipher required, or aead.Auto to follow the client's offer
+	// NoRepair turns repair off: the server neither asks a client for what
+	// every path lost nor answers a client's requests.
+	NoRepair bool
 	// Reorder, when positive, holds datagrams from clients that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
@@ -133,6 +136,10 @@ type Server struct {
 	byAddr map[netip.Addr]int // lineages by the address their first initiation came from
 
 	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
+	// arena holds the datagrams of this batch that were put back together
+	// (their buffers are reused at once): queued with the others, they
+	// reach the target in the order they were sent. Read goroutine only.
+	arena []byte
 
 	wg sync.WaitGroup
 }
@@ -389,6 +396,9 @@ func (ss *sess) ProbePath(m wire.Message, _ *peer.Path, ctr uint64, from netip.A
 	return ss.srv.probed(ss, m, ctr, from, now, sl)
 }
 
+// Resend puts packets the client asked for again on every usable path.
+func (ss *sess) Resend(pkts [][]byte) { ss.srv.sendAll(ss, pkts, true) }
+
 // Data queues a datagram for its flow's target.
 func (ss *sess) Data(_ *peer.Path, flow uint32, body []byte, now time.Time) {
 	ss.srv.queue(ss, flow, body, now)
@@ -598,9 +608,14 @@ func (s *Server) newSess(a handshake.Accepted, from netip.AddrPort, now time.Tim
 			return nil
 		}
 	}
-	ss.deliverFn = func(id uint32, d []byte) { s.deliver(ss, id, d) }
+	ss.deliverFn = func(id uint32, d []byte) { s.queueCopy(ss, id, d) }
+	if !s.cfg.NoRepair && sc.Mode() != sched.FEC {
+		// fec mode's parity is its repair.
+		session.EnableRepair(st, session.RingSize(s.cfg.MTU), &s.cnt, func(pkts [][]byte) { s.sendAll(ss, pkts, true) })
+	}
 	if s.cfg.Reorder > 0 {
-		st.Reorder = reorder.NewTimed(s.cfg.Reorder, 0, ss.deliverFn)
+		// The buffer hands datagrams on from its timer too: at once.
+		st.Reorder = reorder.NewTimed(s.cfg.Reorder, 0, func(id uint32, d []byte) { s.deliver(ss, id, d) })
 	}
 	ss.lastRx.Store(now.UnixNano())
 	empty := []*peer.Path{}
@@ -806,6 +821,18 @@ func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte, now tim
 	return f
 }
 
+// queueCopy queues a copy of one of ss's datagrams that was put back
+// together, whose buffer is reused after the call.
+func (s *Server) queueCopy(ss *sess, id uint32, d []byte) {
+	if cap(s.arena)-len(s.arena) < len(d) {
+		// A new arena: what is queued from the old one keeps it.
+		s.arena = make([]byte, 0, max(64<<10, len(d)))
+	}
+	start := len(s.arena)
+	s.arena = append(s.arena, d...)
+	s.queue(ss, id, s.arena[start:len(s.arena):len(s.arena)], time.Now())
+}
+
 // flush sends every flow's queued datagrams to the target, one write per
 // flow; now is when the batch was read.
 func (s *Server) flush(now time.Time) {
@@ -817,10 +844,12 @@ func (s *Server) flush(now time.Time) {
 		s.dirty[i] = nil
 	}
 	s.dirty = s.dirty[:0]
+	s.arena = s.arena[:0]
 }
 
-// deliver sends one of ss's datagrams to the target at once: one put back
-// together from fragments, whose buffer is reused after the call.
+// deliver sends one of ss's datagrams to the target at once, for the
+// reorder buffer, which hands them on from its timer as well as from the
+// read goroutine.
 func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 	now := time.Now()
 	f := s.flowFor(ss, id, nil, now)

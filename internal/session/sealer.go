@@ -187,6 +187,9 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 		cnt.Malformed.Add(1)
 		return m, err
 	}
+	if st.Repair != nil {
+		st.Repair.seen(h.Counter, now)
+	}
 	switch m.Kind {
 	case wire.MsgFEC:
 		if st.FECRx == nil {

@@ -91,6 +91,10 @@ type State struct {
 	// for a reorder buffer; nil otherwise. Set it before the first packet is
 	// received.
 	Reorder *reorder.Timed
+	// Repair keeps this end's packets for the peer to ask for again and
+	// asks for the peer's that every path lost; nil when repair is off.
+	// Set it (EnableRepair) before the session is used.
+	Repair *Repairer
 }
 
 // NextFragID returns a fresh fragment ID for a datagram this end cuts.
@@ -120,6 +124,9 @@ func (c *State) Stop() {
 	}
 	if c.Reorder != nil {
 		c.Reorder.Stop()
+	}
+	if c.Repair != nil {
+		c.Repair.stop()
 	}
 }
 
@@ -156,8 +163,13 @@ func (c *State) Seal(buf []byte, n int, nonce *Nonce) ([]byte, error) {
 	}
 	wire.PutHeader(buf, wire.Header{Receiver: c.PeerIndex, Counter: ctr})
 	plain := buf[wire.HeaderLen : wire.HeaderLen+n]
+	keep := c.Repair != nil && n > 0 && keeps(plain[0])
 	out := c.send.Seal(plain[:0], nonce.set(ctr), plain, buf[:wire.HeaderLen])
-	return buf[:wire.HeaderLen+len(out)], nil
+	pkt := buf[:wire.HeaderLen+len(out)]
+	if keep {
+		c.Repair.Keep.Put(ctr, pkt)
+	}
+	return pkt, nil
 }
 
 // Open authenticates and decrypts a transport packet in place and returns its

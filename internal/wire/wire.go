@@ -158,6 +158,7 @@ const (
 	MsgDataTo     = 8  // a whole datagram of a flow, with the flow's target: until the server confirms the flow
 	MsgOpen       = 9  // a flow's target alone, ahead of a datagram cut into fragments
 	MsgFlow       = 10 // server to client: a flow's fate (FlowOK or why it was refused)
+	MsgRepair     = 11 // counters this end has not received on any path: the peer sends them again
 )
 
 // Flow fates in a MsgFlow.
@@ -234,6 +235,24 @@ func PutProbe(b []byte, kind byte, p Probe) {
 	binary.BigEndian.PutUint64(b[6:14], uint64(p.Sent))
 	binary.BigEndian.PutUint64(b[14:22], p.Tx)
 	binary.BigEndian.PutUint64(b[22:30], p.Rx)
+}
+
+// MaxRepair is how many counters one MsgRepair names at most.
+const MaxRepair = 64
+
+// AppendRepair appends a MsgRepair asking for counters (1 to MaxRepair of
+// them) to b.
+func AppendRepair(b []byte, counters []uint64) []byte {
+	b = append(b, MsgRepair, byte(len(counters)))
+	for _, c := range counters {
+		b = binary.BigEndian.AppendUint64(b, c)
+	}
+	return b
+}
+
+// RepairCounter returns the i-th counter of a MsgRepair's body.
+func RepairCounter(body []byte, i int) uint64 {
+	return binary.BigEndian.Uint64(body[8*i:])
 }
 
 // Fragment describes one piece of a datagram.
@@ -353,6 +372,12 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgFlow, Flow: binary.BigEndian.Uint32(p[1:5]), Status: p[5]}, nil
+	case MsgRepair:
+		// A count, then that many 64-bit counters: nothing else.
+		if len(p) < 2 || p[1] == 0 || p[1] > MaxRepair || len(p) != 2+8*int(p[1]) {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgRepair, Body: p[2:]}, nil
 	case MsgRekey:
 		// The handshake checks the initiation's length and everything else.
 		if len(p) < 2 {

@@ -97,7 +97,20 @@ func TestMessages(t *testing.T) {
 	if m, err := ParseMessage(rk); err != nil || m.Kind != MsgRekey || string(m.Body) != string(rk[1:]) {
 		t.Fatalf("rekey: %+v %v", m, err)
 	}
-	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}, {MsgFEC, 0, 0, 0, 0, 0, 0}, {MsgRekey}}
+	asked := []uint64{7, 1 << 40, 9}
+	rp := AppendRepair(nil, asked)
+	if m, err := ParseMessage(rp); err != nil || m.Kind != MsgRepair || len(m.Body) != 8*len(asked) {
+		t.Fatalf("repair: %+v %v", m, err)
+	} else {
+		for i, c := range asked {
+			if got := RepairCounter(m.Body, i); got != c {
+				t.Fatalf("repair counter %d: %d, want %d", i, got, c)
+			}
+		}
+	}
+	tooMany := AppendRepair(nil, make([]uint64, MaxRepair+1))
+	bad := [][]byte{nil, {0}, {99}, {MsgData, 1, 2}, {MsgFragment, 0, 0, 0, 1}, pr[:ProbeLen-1], {MsgClose, 0}, {MsgFEC, 0, 0, 0, 0, 0, 0}, {MsgRekey},
+		{MsgRepair}, {MsgRepair, 0}, rp[:len(rp)-1], append(rp[:len(rp):len(rp)], 0), tooMany}
 	for _, b := range bad {
 		if _, err := ParseMessage(b); err == nil {
 			t.Fatalf("ParseMessage(%x) accepted", b)
