@@ -83,6 +83,7 @@ func serverFile(f conffile.Server) server.Config {
 		FlowTimeout:    f.FlowTimeout.D(),
 		Reorder:        f.Reorder.D(),
 		NoRepair:       f.NoRepair,
+		NoParity:       f.NoParity,
 		MaxSessions:    f.MaxSessions,
 		SessionTimeout: f.SessionTimeout.D(),
 	}
@@ -100,6 +101,7 @@ func clientFile(f conffile.Client) client.Config {
 		FlowTimeout:  f.FlowTimeout.D(),
 		Reorder:      f.Reorder.D(),
 		NoRepair:     f.NoRepair,
+		NoParity:     f.NoParity,
 		FECDepth:     f.FEC.Interleave,
 		FECFlush:     f.FEC.Flush.D(),
 		TargetLoss:   f.TargetLoss,
@@ -116,15 +118,15 @@ func clientFile(f conffile.Client) client.Config {
 type shared struct {
 	mtu, window, maxFlows *int
 	flowTimeout, reorder  *time.Duration
-	noRepair              *bool
+	noRepair, noParity    *bool
 }
 
 func serverShared(c *server.Config) shared {
-	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair}
+	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair, &c.NoParity}
 }
 
 func clientShared(c *client.Config) shared {
-	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair}
+	return shared{&c.MTU, &c.Window, &c.MaxFlows, &c.FlowTimeout, &c.Reorder, &c.NoRepair, &c.NoParity}
 }
 
 // bindShared binds the flags of the fields both roles' Configs have.
@@ -135,6 +137,7 @@ func (b *binder) bindShared(dst, file shared) {
 	b.Duration("flow-timeout", dst.flowTimeout, file.flowTimeout, peer.DefaultFlowTimeout, "free a flow idle this long")
 	b.Duration("reorder", dst.reorder, file.reorder, 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
 	b.Bool("no-repair", dst.noRepair, file.noRepair, false, "neither ask the peer again for packets every path lost nor answer its requests")
+	b.Bool("no-parity", dst.noParity, file.noParity, false, "send no parity on top of copies (redundant mode sends it while the copies still lose packets)")
 }
 
 // serverFlags binds the flags of the server's Config fields to cfg, taking

@@ -78,6 +78,9 @@ type Config struct {
 	// NoRepair turns repair off: the client neither asks the server for
 	// what every path lost nor answers the server's requests.
 	NoRepair bool
+	// NoParity turns off parity on top of copies (redundant mode, with
+	// repair on): the client sends none; it still uses the server's.
+	NoParity bool
 	// Reorder, when positive, holds datagrams from the server that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
@@ -571,6 +574,12 @@ func (c *Client) sendAll(pkt []byte) {
 // every usable one when all is set), in one write per path.
 func (c *Client) sendLive(pkts [][]byte, all bool) {
 	c.spread.Send(c.pathList(), pkts, all, nil, time.Now())
+	// The parity of groups these packets closed goes after them.
+	if st := c.sess.Load(); st != nil && st.ParityTx != nil {
+		if par := st.ParityTx.Take(st); len(par) > 0 {
+			c.spread.Send(c.pathList(), par, true, nil, time.Now())
+		}
+	}
 }
 
 // localLoop carries local applications' datagrams into the tunnel, a batch
@@ -809,6 +818,9 @@ func (c *Client) handleResponse(pkt []byte) {
 	if !c.cfg.NoRepair && c.cfg.Mode != sched.FEC {
 		// fec mode's parity is its repair.
 		session.EnableRepair(st, session.RingSize(c.cfg.MTU), &c.cnt, func(pkts [][]byte) { c.sendLive(pkts, true) })
+		if !c.cfg.NoParity && c.cfg.Mode == sched.Redundant {
+			session.EnableParity(st, wire.MaxPlaintext(c.cfg.MTU, c.v6.Load()), &c.cnt, func(pkts [][]byte) { c.sendLive(pkts, true) })
+		}
 	}
 	if c.cfg.Reorder > 0 {
 		st.Reorder = reorder.NewTimed(c.cfg.Reorder, 0, c.deliverFlow)

@@ -58,6 +58,7 @@ type Common struct {
 	FlowTimeout Duration `toml:"flow_timeout"`
 	Reorder     Duration `toml:"reorder"`
 	NoRepair    bool     `toml:"no_repair"`
+	NoParity    bool     `toml:"no_parity"`
 	Control     string   `toml:"control"`
 	Metrics     string   `toml:"metrics"`
 	Log         Log      `toml:"log"`

@@ -71,8 +71,10 @@ type vpnRow struct {
 	fragmented                     uint64
 	pathLoss                       string
 	// Repair, each way (up: the server asked, the client resent): packets
-	// asked for, of them filled, given up, and resent.
+	// asked for, of them filled, given up, and resent; parity packets
+	// sent and packets rebuilt from them.
 	repair [2][4]uint64
+	parity [2][2]uint64
 	// drops names what the hosts dropped during the run besides the loss:
 	// full socket buffers, failed sends, WireGuard interface drops.
 	drops string
@@ -120,7 +122,9 @@ func TestTCPInsideWireGuard(t *testing.T) {
 	ws := tp.server.StartWireGuard(t, netlab.WireGuardConfig{Address: wgServerIP + "/24", MTU: 1420, ListenPort: wgPort})
 	ws.SetPeer(t, wc.PublicKey, "10.99.0.1/32", "")
 	tp.server.StartEcho(t, wgServerIP+":7")
-	tp.server.StartIperfServer(t, wgServerIP, 5201)
+	// One iperf3 server a row: a server whose last test ended over a lossy
+	// path may not have noticed yet, and refuses the next ("busy").
+	iperfPort := func(i int) int { return 5201 + i }
 
 	var srv *netlab.Proc
 	var srvFlags []string
@@ -164,11 +168,15 @@ func TestTCPInsideWireGuard(t *testing.T) {
 		{name: "WireGuard over mptunnel, 3 paths, 10% loss (nft)", paths: 3, loss: lossRule},
 		{name: "WireGuard, 1 bridge, no tunnel, 10% loss (relay)", loss: lossRelay},
 		{name: "WireGuard over mptunnel, 3 paths, 10% loss (relay)", paths: 3, loss: lossRelay},
+		{name: "same, --no-parity", paths: 3, loss: lossRelay, flags: []string{"--no-parity"}},
 		{name: "same, --reorder 100ms", paths: 3, loss: lossRelay, flags: []string{"--reorder", "100ms"}},
 		{name: "same, --no-repair", paths: 3, loss: lossRelay, flags: []string{"--no-repair"}},
 	}
 	rule := 0
-	for _, row := range rows {
+	for i := range rows {
+		tp.server.StartIperfServer(t, wgServerIP, iperfPort(i))
+	}
+	for i, row := range rows {
 		want := 0
 		if row.loss == lossRule {
 			want = vpnLoss
@@ -211,7 +219,7 @@ func TestTCPInsideWireGuard(t *testing.T) {
 		// cubic, set on iperf3's data socket: the kernel's default may be
 		// bbr, which ignores random loss, and a namespace may not make an
 		// algorithm outside the allowed list its default.
-		res, err := tp.client.RunIperf(t, netlab.IperfConfig{Server: wgServerIP, Duration: vpnRun, Congestion: "cubic"})
+		res, err := tp.client.RunIperf(t, netlab.IperfConfig{Server: wgServerIP, Port: iperfPort(i), Duration: vpnRun, Congestion: "cubic"})
 		if err != nil {
 			t.Errorf("%s: %v", row.name, err)
 		}
@@ -383,6 +391,7 @@ func (r *vpnRow) figures(before, after vpnSnapshot) {
 	r.fragmented = d(1, "reassembled")
 	for i, asker := range []int{1, 0} {
 		r.repair[i] = [4]uint64{d(asker, "repair_asked"), d(asker, "repair_filled"), d(asker, "repair_lost"), d(1-asker, "repair_resent")}
+		r.parity[i] = [2]uint64{d(1-asker, "parity_sent"), d(asker, "parity_recovered")}
 	}
 	// The tunnel's packets on each path, each way, from both ends' per-path
 	// counters in the run's session (the server may still hold the one of
@@ -453,9 +462,9 @@ func (r *vpnRow) tunnelSummary() string {
 	if r.paths == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d of %d (%.2f%%) / %d of %d (%.2f%%); %d; %s; repair asked/filled/lost/resent %v / %v",
+	return fmt.Sprintf("%d of %d (%.2f%%) / %d of %d (%.2f%%); %d; %s; repair asked/filled/lost/resent %v / %v; parity sent/rebuilt %v / %v",
 		r.upLost, r.upIn, pct(r.upLost, r.upIn), r.downLost, r.downIn, pct(r.downLost, r.downIn), r.fragmented, r.pathLoss,
-		r.repair[0], r.repair[1])
+		r.repair[0], r.repair[1], r.parity[0], r.parity[1])
 }
 
 // mbits renders per-interval bits per second as Mbit/s.

@@ -53,6 +53,8 @@ type set[T any] struct {
 	RepairLost      T // repair: packets given up (asked for in vain, or too many missing at once)
 	RepairResent    T // repair: packets sent again at the peer's request
 	RepairMissing   T // repair: packets the peer asked for that were no longer kept
+	ParitySent      T // parity packets sent (each covers a group of this end's packets)
+	ParityRecovered T // the peer's packets rebuilt from its parity
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -98,6 +100,8 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("repair_lost", &s.RepairLost)
 	fn("repair_resent", &s.RepairResent)
 	fn("repair_missing", &s.RepairMissing)
+	fn("parity_sent", &s.ParitySent)
+	fn("parity_recovered", &s.ParityRecovered)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

@@ -70,6 +70,13 @@ type Receiver struct {
 	pushed  bool
 	deliver func(flow uint32, d []byte)
 	now     time.Time
+
+	// The packet at hand, when its session uses parity: it may rebuild
+	// one (a parity) or let a waiting parity rebuild one (a member).
+	rs   Session
+	rst  *session.State
+	rctr uint64
+	rmsg wire.Message
 }
 
 // NewReceiver returns a Receiver that answers probes and counts with w.
@@ -100,6 +107,61 @@ func (r *Receiver) Sealer() *session.Sealer { return r.sl }
 // says so (a client's path has a socket of its own); nil on a server, whose
 // one socket takes every path.
 func (r *Receiver) Packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort, local netip.Addr, now time.Time) {
+	r.packet(ep, pkt, p, from, local, now)
+	st := r.rst
+	if st == nil {
+		return
+	}
+	r.rst = nil
+	var (
+		ctr   uint64
+		plain []byte
+		ok    bool
+	)
+	if r.rmsg.Kind == wire.MsgParity {
+		ctr, plain, ok = st.Rebuild(r.rmsg)
+	} else {
+		ctr, plain, ok = st.Retry(r.rctr)
+	}
+	for ok {
+		r.rebuilt(r.rs, st, ctr, plain, now)
+		// A packet rebuilt may let a waiting parity rebuild another.
+		ctr, plain, ok = st.Retry(ctr)
+	}
+}
+
+// rebuilt acts on the plaintext of the peer's packet ctr that parity
+// rebuilt, as packet does on one that came by a path.
+func (r *Receiver) rebuilt(s Session, st *session.State, ctr uint64, plain []byte, now time.Time) {
+	deliver := s.Deliver()
+	if st.Reorder != nil {
+		r.ro, r.seq, r.pushed, r.deliver, r.now = st.Reorder, ctr, false, deliver, now
+		deliver = r.push
+	}
+	m, err := r.o.Rebuilt(st, ctr, plain, now, r.W.Cnt, deliver)
+	if err != nil {
+		return
+	}
+	s.Authentic(nil, m.Kind, now)
+	if ro := st.Reorder; ro != nil {
+		if m.Kind == wire.MsgData {
+			ro.Push(ctr, m.Flow, m.Body, now)
+			return
+		}
+		ro.Push(ctr, 0, nil, now)
+	}
+	switch m.Kind {
+	case wire.MsgData:
+		s.Data(nil, m.Flow, m.Body, now)
+	case wire.MsgFragment, wire.MsgFEC:
+		// Handed on by Rebuilt once whole.
+	default:
+		s.Message(nil, m, now)
+	}
+}
+
+// packet is Packet for the packet itself.
+func (r *Receiver) packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort, local netip.Addr, now time.Time) {
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
 	case wire.TypeInit, wire.TypeResponse, wire.TypeCookie:
@@ -155,6 +217,9 @@ func (r *Receiver) Packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort,
 	if p != nil {
 		p.Heard(len(pkt), h.Counter)
 	}
+	if st.ParityRx != nil {
+		r.rs, r.rst, r.rctr, r.rmsg = s, st, h.Counter, m
+	}
 	s.Authentic(p, m.Kind, now)
 
 	// The reorder buffer, when on: every counter takes its place, only
@@ -194,6 +259,8 @@ func (r *Receiver) Packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort,
 	case wire.MsgRepair:
 		r.resend(s, st, m.Body)
 		r.heardOn(p)
+	case wire.MsgParity:
+		r.heardOn(p) // used once this packet is done with (Packet)
 	default:
 		s.Message(p, m, now)
 		r.heardOn(p)

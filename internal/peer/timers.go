@@ -53,6 +53,9 @@ func (pr *Prober) Round(st *session.State, paths []*Path, all bool, now time.Tim
 	if st != nil && st.Repair != nil {
 		st.Repair.Gaps.SetDelays(RepairDelays(paths, now))
 	}
+	if st != nil && st.ParityTx != nil {
+		st.ParityTx.SetGroup(ParityGroup(paths))
+	}
 	for _, p := range paths {
 		if st != nil && (all || p.ProbeDue(now)) {
 			pr.probe(st, p, now)
@@ -99,4 +102,36 @@ func RepairDelays(paths []*Path, now time.Time) (wait, retry time.Duration) {
 	}
 	wait = min((hi-lo)/2+repairMargin, repairMaxWait)
 	return wait, hi + wait
+}
+
+// Parity on top of copies (session.ParitySender) goes only while the
+// copies leave something to repair: while the product of the live paths'
+// outbound losses, what every copy of a packet loses, is at least
+// ParityFrom; then one parity covers ParityGroupSize packets.
+const (
+	ParityFrom      = 1e-4
+	ParityGroupSize = 16
+	// parityMinSent is how many packets a path's outbound loss must be
+	// measured over to count.
+	parityMinSent = 100
+)
+
+// ParityGroup returns the parity group size for a session's paths in
+// redundant mode: 0 (none) while their copies lose less than ParityFrom.
+// A live path whose loss is not measured yet is left out: it may only
+// make the copies lose less.
+func ParityGroup(paths []*Path) int {
+	residual, measured := 1.0, 0
+	for _, p := range paths {
+		s := p.Stats()
+		if s.State == pathpkg.Down || s.SentOut < parityMinSent {
+			continue
+		}
+		measured++
+		residual *= s.LossOut
+	}
+	if measured == 0 || residual < ParityFrom {
+		return 0
+	}
+	return ParityGroupSize
 }

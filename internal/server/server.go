@@ -55,6 +55,9 @@ type Config struct {
 	// NoRepair turns repair off: the server neither asks a client for what
 	// every path lost nor answers a client's requests.
 	NoRepair bool
+	// NoParity turns off parity on top of copies (redundant mode, with
+	// repair on): the server sends none; it still uses a client's.
+	NoParity bool
 	// Reorder, when positive, holds datagrams from clients that arrive
 	// ahead of earlier ones for up to this long, to hand them on in order.
 	Reorder time.Duration
@@ -612,6 +615,9 @@ func (s *Server) newSess(a handshake.Accepted, from netip.AddrPort, now time.Tim
 	if !s.cfg.NoRepair && sc.Mode() != sched.FEC {
 		// fec mode's parity is its repair.
 		session.EnableRepair(st, session.RingSize(s.cfg.MTU), &s.cnt, func(pkts [][]byte) { s.sendAll(ss, pkts, true) })
+		if !s.cfg.NoParity && sc.Mode() == sched.Redundant {
+			session.EnableParity(st, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load()), &s.cnt, func(pkts [][]byte) { s.sendAll(ss, pkts, true) })
+		}
 	}
 	if s.cfg.Reorder > 0 {
 		// The buffer hands datagrams on from its timer too: at once.
@@ -798,6 +804,12 @@ func (s *Server) send(pkt []byte, to netip.AddrPort, local netip.Addr) {
 // all is set).
 func (s *Server) sendAll(ss *sess, pkts [][]byte, all bool) {
 	ss.spread.Send(*ss.paths.Load(), pkts, all, ss.lastData.Load(), time.Now())
+	// The parity of groups these packets closed goes after them.
+	if st := ss.st; st.ParityTx != nil {
+		if par := st.ParityTx.Take(st); len(par) > 0 {
+			ss.spread.Send(*ss.paths.Load(), par, true, ss.lastData.Load(), time.Now())
+		}
+	}
 }
 
 // queue puts one of ss's datagrams, which stays valid until the read

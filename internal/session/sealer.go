@@ -187,8 +187,30 @@ func (o *Opener) Receive(st *State, pkt []byte, h wire.Header, now time.Time, cn
 		cnt.Malformed.Add(1)
 		return m, err
 	}
+	if st.ParityRx != nil && keeps(m.Kind) {
+		st.ParityRx.store(h.Counter, pkt[wire.HeaderLen:len(pkt)-wire.TagLen])
+	}
+	return o.opened(st, h.Counter, m, now, cnt, deliver)
+}
+
+// Rebuilt takes the plaintext of the peer's packet ctr that parity rebuilt
+// (State.Rebuild, which marked it received) as Receive takes a packet it
+// opened.
+func (o *Opener) Rebuilt(st *State, ctr uint64, plain []byte, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) (wire.Message, error) {
+	m, err := wire.ParseMessage(plain)
+	if err != nil {
+		cnt.Malformed.Add(1)
+		return m, err
+	}
+	cnt.ParityRecovered.Add(1)
+	return o.opened(st, ctr, m, now, cnt, deliver)
+}
+
+// opened acts on the peer's message m, sealed with ctr, once it is known
+// authentic and new.
+func (o *Opener) opened(st *State, ctr uint64, m wire.Message, now time.Time, cnt *metrics.Counters, deliver func(flow uint32, datagram []byte)) (wire.Message, error) {
 	if st.Repair != nil {
-		st.Repair.seen(h.Counter, now)
+		st.Repair.seen(ctr, now)
 	}
 	switch m.Kind {
 	case wire.MsgFEC:

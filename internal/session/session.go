@@ -95,6 +95,10 @@ type State struct {
 	// asks for the peer's that every path lost; nil when repair is off.
 	// Set it (EnableRepair) before the session is used.
 	Repair *Repairer
+	// ParityTx and ParityRx send and use parity on top of copies; nil when
+	// off. Set them (EnableParity) before the session is used.
+	ParityTx *ParitySender
+	ParityRx *ParityReceiver
 }
 
 // NextFragID returns a fresh fragment ID for a datagram this end cuts.
@@ -127,6 +131,9 @@ func (c *State) Stop() {
 	}
 	if c.Repair != nil {
 		c.Repair.stop()
+	}
+	if c.ParityTx != nil {
+		c.ParityTx.stop()
 	}
 }
 
@@ -164,6 +171,9 @@ func (c *State) Seal(buf []byte, n int, nonce *Nonce) ([]byte, error) {
 	wire.PutHeader(buf, wire.Header{Receiver: c.PeerIndex, Counter: ctr})
 	plain := buf[wire.HeaderLen : wire.HeaderLen+n]
 	keep := c.Repair != nil && n > 0 && keeps(plain[0])
+	if keep && c.ParityTx != nil {
+		c.ParityTx.add(ctr, plain)
+	}
 	out := c.send.Seal(plain[:0], nonce.set(ctr), plain, buf[:wire.HeaderLen])
 	pkt := buf[:wire.HeaderLen+len(out)]
 	if keep {

@@ -159,6 +159,7 @@ const (
 	MsgOpen       = 9  // a flow's target alone, ahead of a datagram cut into fragments
 	MsgFlow       = 10 // server to client: a flow's fate (FlowOK or why it was refused)
 	MsgRepair     = 11 // counters this end has not received on any path: the peer sends them again
+	MsgParity     = 12 // the XOR of a group of this end's packets: the peer rebuilds one it lost
 )
 
 // Flow fates in a MsgFlow.
@@ -255,6 +256,34 @@ func RepairCounter(body []byte, i int) uint64 {
 	return binary.BigEndian.Uint64(body[8*i:])
 }
 
+// Parity is the header of a MsgParity: which of the sender's packets its
+// XOR covers, and the XOR of their plaintexts' lengths. The body that
+// follows is the XOR of the plaintexts, each padded with zeros to the
+// longest.
+type Parity struct {
+	// Base is the low 32 bits of the first covered counter; the receiver
+	// takes the counter nearest to its latest with those bits.
+	Base uint32
+	// Members has bit i set when counter Base+i is covered (bit 0 always).
+	Members uint32
+	// LenXor is the XOR of the covered plaintexts' lengths.
+	LenXor uint16
+}
+
+// ParityHeaderLen is the length of a MsgParity before its body, kind
+// byte included: what a plaintext may hold at most, less this, for a
+// group's parity to fit one packet.
+const ParityHeaderLen = 11
+
+// PutParity writes a MsgParity header into b[:ParityHeaderLen].
+func PutParity(b []byte, p Parity) {
+	_ = b[ParityHeaderLen-1]
+	b[0] = MsgParity
+	binary.BigEndian.PutUint32(b[1:5], p.Base)
+	binary.BigEndian.PutUint32(b[5:9], p.Members)
+	binary.BigEndian.PutUint16(b[9:11], p.LenXor)
+}
+
 // Fragment describes one piece of a datagram.
 type Fragment struct {
 	Flow  uint32
@@ -289,6 +318,7 @@ type Message struct {
 	Probe    Probe    // valid when Kind is MsgProbe or MsgProbeReply
 	Target   Target   // valid when Kind is MsgDataTo or MsgOpen
 	Status   byte     // valid when Kind is MsgFlow
+	Parity   Parity   // valid when Kind is MsgParity
 	Body     []byte
 }
 
@@ -378,6 +408,19 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgRepair, Body: p[2:]}, nil
+	case MsgParity:
+		if len(p) < ParityHeaderLen {
+			return Message{}, ErrMalformed
+		}
+		par := Parity{
+			Base:    binary.BigEndian.Uint32(p[1:5]),
+			Members: binary.BigEndian.Uint32(p[5:9]),
+			LenXor:  binary.BigEndian.Uint16(p[9:11]),
+		}
+		if par.Members&1 == 0 {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgParity, Parity: par, Body: p[ParityHeaderLen:]}, nil
 	case MsgRekey:
 		// The handshake checks the initiation's length and everything else.
 		if len(p) < 2 {
