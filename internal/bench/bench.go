@@ -71,6 +71,9 @@ type Config struct {
 	// echoes that come back: every datagram crosses the tunnel both ways,
 	// and the figure is what it carries each way at once.
 	BothWays bool
+	// NoRepair and NoParity turn repair and parity off at both tunnel
+	// ends, to measure what they cost.
+	NoRepair, NoParity bool
 	// Samples, when set, receives every latency round trip as a line
 	// "SETUP SENT_US RTT_US": the setup's name, when the request was sent
 	// (microseconds since the run began) and its round-trip time.

@@ -64,11 +64,13 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 	}()
 
 	srv, err := server.Listen(server.Config{
-		Listen: "127.0.0.1:0",
-		Target: b.target.addr(),
-		Key:    b.key,
-		Cipher: b.cfg.Cipher,
-		Logger: b.log,
+		Listen:   "127.0.0.1:0",
+		Target:   b.target.addr(),
+		Key:      b.key,
+		Cipher:   b.cfg.Cipher,
+		Logger:   b.log,
+		NoRepair: b.cfg.NoRepair,
+		NoParity: b.cfg.NoParity,
 	})
 	if err != nil {
 		return fmt.Errorf("bench server: %w", err)
@@ -90,7 +92,8 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		}
 	}()
 	imp := impair.Config{Loss: b.cfg.Loss, Delay: b.cfg.Delay, Rate: b.cfg.BridgeRate}
-	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, FECDepth: b.cfg.FECDepth, FECFlush: b.cfg.FECFlush, Logger: b.log}
+	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, FECDepth: b.cfg.FECDepth, FECFlush: b.cfg.FECFlush, Logger: b.log,
+		NoRepair: b.cfg.NoRepair, NoParity: b.cfg.NoParity}
 	for i := 0; i < paths; i++ {
 		imp := imp
 		if len(b.cfg.BridgeRates) == b.cfg.Paths && paths == b.cfg.Paths {

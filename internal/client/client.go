@@ -164,6 +164,11 @@ type Client struct {
 
 	spread *peer.Spreader // the mode, putting packets on the paths
 
+	// rxMu makes the paths' readers take turns with a batch, from opening
+	// its packets to handing its datagrams on: each path keeps order, so
+	// the first copies, handed on in turn, do too.
+	rxMu sync.Mutex
+
 	earlyMu sync.Mutex
 	early   []earlyDatagram // datagrams that arrived before the first session
 

@@ -131,6 +131,7 @@ func (c *Client) pathLoop(p *peer.Path) {
 		if !ok {
 			return
 		}
+		c.rxMu.Lock()
 		now := time.Now()
 		r.out, r.outFr, r.scratch, r.flow, r.auth = r.out[:0], r.outFr[:0], r.scratch[:0], nil, false
 		remote := p.Addr()
@@ -165,5 +166,6 @@ func (c *Client) pathLoop(p *peer.Path) {
 			c.writeLocal(r.outFr[i], r.out[i:j])
 			i = j
 		}
+		c.rxMu.Unlock()
 	}
 }

@@ -107,7 +107,9 @@ func RepairDelays(paths []*Path, now time.Time) (wait, retry time.Duration) {
 // Parity on top of copies (session.ParitySender) goes only while the
 // copies leave something to repair: while the product of the live paths'
 // outbound losses, what every copy of a packet loses, is at least
-// ParityFrom; then one parity covers ParityGroupSize packets.
+// ParityFrom; then one parity covers ParityGroupSize packets. Not while a
+// path's round trips show a queue (its capacity share below 1): its loss
+// is then a full queue's, which more packets would make worse.
 const (
 	ParityFrom      = 1e-4
 	ParityGroupSize = 16
@@ -126,6 +128,9 @@ func ParityGroup(paths []*Path) int {
 		s := p.Stats()
 		if s.State == pathpkg.Down || s.SentOut < parityMinSent {
 			continue
+		}
+		if s.Weight < 1 {
+			return 0 // congested
 		}
 		measured++
 		residual *= s.LossOut

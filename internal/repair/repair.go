@@ -31,6 +31,12 @@ const (
 	// watches at most: a longer run was lost on every path at once (an
 	// outage), and asking for all of it would only add to the flood.
 	MaxJump = 256
+	// Share bounds repair, each way, to about one packet in Share of those
+	// sent (requests: received), with bursts of up to Burst: loss that
+	// copies and parity leave is rare, and a path that loses more is
+	// congested, where sending more makes it worse.
+	Share = 8
+	Burst = 256
 	// DefaultWait and DefaultRetry are the waits until SetDelays sets
 	// others (before the paths have measured their round trips).
 	DefaultWait  = 10 * time.Millisecond
@@ -39,10 +45,11 @@ const (
 
 // Stats counts what a Tracker did.
 type Stats struct {
-	Asked  uint64 // requests for a counter (each try counts)
-	Filled uint64 // counters asked for that then arrived
-	Lost   uint64 // counters given up after Tries requests, or for room
-	Missed uint64 // counters skipped in a jump too long to watch
+	Asked   uint64 // requests for a counter (each try counts)
+	Delayed uint64 // requests put off for want of budget (Share)
+	Filled  uint64 // counters asked for that then arrived
+	Lost    uint64 // counters given up after Tries requests, or for room
+	Missed  uint64 // counters skipped in a jump too long to watch
 }
 
 // gap is a counter not received yet.
@@ -62,6 +69,36 @@ type Tracker struct {
 	wait    time.Duration
 	retry   time.Duration
 	stats   Stats
+	budget  budget
+}
+
+// budget is a token bucket counted in packets: each packet seen (or sent)
+// adds 1/Share of a token, up to Burst; each request (or resend) takes one.
+type budget struct {
+	eighths int64 // tokens times Share
+	primed  bool
+}
+
+// add adds one packet's share.
+func (b *budget) add() {
+	if !b.primed {
+		b.eighths, b.primed = Burst*Share, true
+	}
+	if b.eighths < Burst*Share {
+		b.eighths++
+	}
+}
+
+// take takes a token, if there is one.
+func (b *budget) take() bool {
+	if !b.primed {
+		b.eighths, b.primed = Burst*Share, true
+	}
+	if b.eighths < Share {
+		return false
+	}
+	b.eighths -= Share
+	return true
 }
 
 // SetDelays sets how long a skipped counter waits before it is asked for
@@ -113,6 +150,7 @@ func (t *Tracker) Pending() int {
 func (t *Tracker) Seen(ctr uint64, now time.Time) (arm time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.budget.add()
 	if ctr < t.next {
 		// Late, or a repair: it fills its gap.
 		if i, ok := slices.BinarySearchFunc(t.pending, ctr, func(g gap, c uint64) int { return cmpU64(g.ctr, c) }); ok {
@@ -166,6 +204,17 @@ func (t *Tracker) Due(now time.Time, out []uint64) ([]uint64, time.Time) {
 				t.stats.Lost++
 				continue
 			}
+			if !t.budget.take() {
+				// Asked for later, as packets come; given up when
+				// pushed out of MaxPending.
+				t.stats.Delayed++
+				g.due = now.Add(retry)
+				if next.IsZero() || g.due.Before(next) {
+					next = g.due
+				}
+				keep = append(keep, g)
+				continue
+			}
 			out = append(out, g.ctr)
 			g.tries++
 			t.stats.Asked++
@@ -207,15 +256,17 @@ const keepBuf = 2048
 // counter, for a while: until as many newer ones took their slots. It is
 // safe for concurrent use. Make one with NewRing.
 type Ring struct {
-	mu    sync.Mutex
-	slots []entry
-	stats RingStats
+	mu     sync.Mutex
+	slots  []entry
+	stats  RingStats
+	budget budget
 }
 
 // RingStats counts what a Ring did.
 type RingStats struct {
 	Resent  uint64 // packets handed out again
 	Missing uint64 // packets asked for and no longer kept (or resent Tries times)
+	Refused uint64 // packets asked for beyond the budget (Share)
 }
 
 // NewRing returns a Ring keeping the latest n packets (n rounded up to a
@@ -247,6 +298,7 @@ func (r *Ring) Put(ctr uint64, pkt []byte) {
 	}
 	e.ctr, e.kept, e.resent = ctr, true, 0
 	e.buf = append(e.buf[:0], pkt...)
+	r.budget.add()
 	r.mu.Unlock()
 }
 
@@ -258,6 +310,10 @@ func (r *Ring) Take(ctr uint64, dst []byte) ([]byte, bool) {
 	e := &r.slots[ctr&uint64(len(r.slots)-1)]
 	if !e.kept || e.ctr != ctr || e.resent >= Tries {
 		r.stats.Missing++
+		return dst, false
+	}
+	if !r.budget.take() {
+		r.stats.Refused++
 		return dst, false
 	}
 	e.resent++

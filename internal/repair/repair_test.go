@@ -108,3 +108,56 @@ func TestRingTake(t *testing.T) {
 		t.Fatalf("slot kept a %d-byte buffer for a 1-byte packet", c)
 	}
 }
+
+// TestBudget: a Ring resends about one packet in Share of those it kept,
+// beyond a first Burst; a Tracker asks likewise for those it saw, putting
+// off the rest.
+func TestBudget(t *testing.T) {
+	r := NewRing(4096)
+	for c := range uint64(4096) {
+		r.Put(c, []byte{1})
+	}
+	taken := 0
+	for c := range uint64(4096) {
+		if _, ok := r.Take(c, nil); ok {
+			taken++
+		}
+	}
+	if want := Burst; taken != want {
+		t.Fatalf("%d resent right after 4,096 kept, want the burst %d", taken, want)
+	}
+	for c := uint64(4096); c < 4096+8*Share; c++ {
+		r.Put(c, []byte{1})
+	}
+	taken = 0
+	for c := uint64(4096); c < 4096+8*Share; c++ {
+		if _, ok := r.Take(c, nil); ok {
+			taken++
+		}
+	}
+	if taken != 8 {
+		t.Fatalf("%d resent of %d kept since, want %d (one in %d)", taken, 8*Share, 8, Share)
+	}
+	if s := r.Stats(); s.Refused == 0 {
+		t.Fatalf("stats %+v: no refusal counted", s)
+	}
+
+	var tr Tracker
+	t0 := time.Unix(1000, 0)
+	// Every other counter missing: half the packets lost, far over the
+	// budget once the burst is spent.
+	for c := uint64(0); c < 4*Burst; c += 2 {
+		tr.Seen(c, t0)
+	}
+	asked := 0
+	for i := range 40 {
+		got, _ := tr.Due(t0.Add(time.Duration(i+1)*time.Second), nil)
+		asked += len(got)
+	}
+	if asked > Burst+2*Burst/Share+1 {
+		t.Fatalf("asked %d times for %d missing counters, want the budget's %d", asked, 2*Burst, Burst+2*Burst/Share)
+	}
+	if s := tr.Stats(); s.Delayed == 0 {
+		t.Fatalf("stats %+v: nothing put off", s)
+	}
+}

@@ -44,6 +44,7 @@ type ParitySender struct {
 	sent    uint64   // parity packets made
 
 	timer   *time.Timer
+	armed   bool // the timer will fire: it is reset only when it will not
 	stopped bool
 }
 
@@ -79,7 +80,11 @@ func (ps *ParitySender) add(ctr uint64, plain []byte) {
 	}
 	if !ps.open {
 		ps.open, ps.base, ps.members, ps.n, ps.xor, ps.lenXor, ps.started = true, ctr, 0, 0, ps.xor[:0], 0, time.Now()
-		if ps.timer != nil && !ps.stopped {
+		if ps.timer != nil && !ps.stopped && !ps.armed {
+			// One timer for all groups: when it fires it closes the
+			// open group if that has waited long enough, or waits
+			// for the rest.
+			ps.armed = true
 			ps.timer.Reset(ParityFlush)
 		}
 	}
@@ -134,12 +139,14 @@ func (ps *ParitySender) Take(st *State) [][]byte {
 // gives with send.
 func (ps *ParitySender) flush(st *State, send func(pkts [][]byte)) {
 	ps.mu.Lock()
+	ps.armed = false
 	if ps.stopped {
 		ps.mu.Unlock()
 		return
 	}
 	if ps.open {
 		if wait := ParityFlush - time.Since(ps.started); wait > 0 {
+			ps.armed = true
 			ps.timer.Reset(wait)
 		} else {
 			ps.closeLocked()

@@ -39,6 +39,8 @@ func runBench(args []string, env cli.Env) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	bothWays := fs.Bool("both-ways", false, "throughput: send echo requests and count the echoes, so every datagram crosses the tunnel both ways")
 	noOffload := fs.Bool("no-offload", false, "generator and target send and receive without GSO and GRO")
+	noRepair := fs.Bool("no-repair", false, "the tunnel's ends neither ask for nor resend what every path lost")
+	noParity := fs.Bool("no-parity", false, "the tunnel's ends send no parity on top of copies")
 	short := fs.Bool("short", false, "tiny steps, a few seconds in all (for CI)")
 	steps := fs.Int("steps", 0, "throughput: search steps after the probe (default 7, 4 with --short)")
 	sessions := fs.Int("sessions", 0, "memory scenario: clients, each a session (0 skips it)")
@@ -69,6 +71,7 @@ func runBench(args []string, env cli.Env) error {
 	cfg := bench.Config{
 		Paths: *paths, Size: *size, Measure: bench.Measure(*measure), Mode: mode, Cipher: ciph, FEC: shape, FECDepth: *fecDepth, FECFlush: *fecFlush, BridgeRate: *bridgeRate, Rate: *rate,
 		Loss: *loss, Delay: *delay, Short: *short, NoOffload: *noOffload, BothWays: *bothWays, MaxSteps: *steps,
+		NoRepair: *noRepair, NoParity: *noParity,
 		Sessions: *sessions, Flows: *flows, FlowRate: *flowRate,
 		Progress: env.Stderr, ProgressTTY: cli.IsTerminal(env.Stderr),
 	}
