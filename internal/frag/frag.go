@@ -31,14 +31,14 @@ func Plan(total, maxPlain int) (count, chunk int) {
 
 // Limits bound a Reassembler. Zero fields take the defaults.
 type Limits struct {
-	Datagrams int           // datagrams in flight at once (default 64)
+	Datagrams int           // datagrams in flight at once (default 256)
 	Bytes     int           // bytes held at once (default 4 MiB)
 	Timeout   time.Duration // how long an incomplete datagram is kept (default 5s)
 }
 
 func (l Limits) withDefaults() Limits {
 	if l.Datagrams <= 0 {
-		l.Datagrams = 64
+		l.Datagrams = 256
 	}
 	if l.Bytes <= 0 {
 		l.Bytes = 4 << 20
