@@ -1,0 +1,153 @@
+// Package stream carries TCP connections through a tunnel session as QUIC
+// streams (github.com/quic-go/quic-go): one QUIC connection a session, its
+// packets riding the session as one internal flow, sealed, spread over the
+// paths and deduplicated like any datagram, and one stream a TCP
+// connection. QUIC brings what TCP needs and the tunnel lacks: reliable,
+// ordered bytes, flow control and congestion control, per stream.
+//
+// PacketConn is what QUIC sees of the session; TLS binds QUIC's handshake to
+// the session's keys; Open and Accept frame a stream's first bytes (the
+// target, then the server's answer).
+package stream
+
+import (
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Addr is the address of the far end of a PacketConn: the session itself.
+type Addr struct{}
+
+func (Addr) Network() string { return "mptunnel" }
+func (Addr) String() string  { return "session" }
+
+// queueLen bounds the datagrams a PacketConn holds for QUIC to read.
+const queueLen = 1024
+
+// ErrClosed is returned by a closed PacketConn.
+var ErrClosed = net.ErrClosed
+
+// PacketConn is a net.PacketConn whose datagrams go to and come from one
+// session's stream flow: WriteTo hands a QUIC packet to send, Deliver
+// hands it one that arrived. It is safe for concurrent use; a Deliver that
+// finds the queue full drops the datagram (QUIC recovers it) and counts it.
+type PacketConn struct {
+	send func(b []byte) error
+
+	in      chan []byte
+	done    chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	wake    chan struct{} // closed and remade when the read deadline changes
+	dl      time.Time
+	dropped uint64
+}
+
+// NewPacketConn returns a PacketConn that sends with send; send must not
+// keep b after it returns.
+func NewPacketConn(send func(b []byte) error) *PacketConn {
+	return &PacketConn{send: send, in: make(chan []byte, queueLen), done: make(chan struct{}), wake: make(chan struct{})}
+}
+
+// Deliver hands QUIC a packet that arrived; b is copied.
+func (c *PacketConn) Deliver(b []byte) {
+	buf := append([]byte(nil), b...)
+	select {
+	case c.in <- buf:
+	case <-c.done:
+	default:
+		c.mu.Lock()
+		c.dropped++
+		c.mu.Unlock()
+	}
+}
+
+// Dropped returns how many packets arrived while QUIC's queue was full.
+func (c *PacketConn) Dropped() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dropped
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+func (timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
+
+// ReadFrom returns the next packet that arrived.
+func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		c.mu.Lock()
+		dl, wake := c.dl, c.wake
+		c.mu.Unlock()
+		var t *time.Timer
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return 0, nil, timeoutError{}
+			}
+			t = time.NewTimer(d)
+			expired = t.C
+		}
+		select {
+		case b := <-c.in:
+			stop(t)
+			return copy(p, b), Addr{}, nil
+		case <-c.done:
+			stop(t)
+			return 0, nil, ErrClosed
+		case <-expired:
+			return 0, nil, timeoutError{}
+		case <-wake:
+			stop(t) // the deadline changed: look again
+		}
+	}
+}
+
+// stop stops t if there is one.
+func stop(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// WriteTo sends p through the session; addr is ignored.
+func (c *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
+	select {
+	case <-c.done:
+		return 0, ErrClosed
+	default:
+	}
+	if err := c.send(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close ends the PacketConn: reads and writes fail from now on.
+func (c *PacketConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return nil
+}
+
+// LocalAddr and the rest complete net.PacketConn.
+func (c *PacketConn) LocalAddr() net.Addr { return Addr{} }
+
+func (c *PacketConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+func (c *PacketConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.dl = t
+	close(c.wake)
+	c.wake = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline is accepted and ignored: a write never blocks.
+func (c *PacketConn) SetWriteDeadline(time.Time) error { return nil }
