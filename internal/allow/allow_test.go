@@ -60,3 +60,43 @@ func TestRules(t *testing.T) {
 		}
 	}
 }
+
+// TestProto: a rule allows UDP unless it says tcp: or any:, and prints as
+// it was written.
+func TestProto(t *testing.T) {
+	rs, err := ParseAll([]string{"10.0.0.1:53", "tcp:10.0.0.2:22", "any:web.lan:443", "udp:10.0.0.3:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2, a3 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
+	for _, c := range []struct {
+		proto Proto
+		name  string
+		addr  netip.Addr
+		port  uint16
+		want  bool
+	}{
+		{UDP, "", a1, 53, true}, {TCP, "", a1, 53, false},
+		{TCP, "", a2, 22, true}, {UDP, "", a2, 22, false},
+		{TCP, "web.lan", netip.Addr{}, 443, true}, {UDP, "WEB.lan.", netip.Addr{}, 443, true},
+		{UDP, "", a3, 9, true}, {TCP, "", a3, 9, false},
+	} {
+		if got := rs.AllowsProto(c.proto, c.name, c.addr, c.port); got != c.want {
+			t.Errorf("%v %q %v:%d: %v, want %v", c.proto, c.name, c.addr, c.port, got, c.want)
+		}
+	}
+	if !rs.Allows("", a1, 53) || rs.Allows("", a2, 22) {
+		t.Error("Allows is not AllowsProto(UDP)")
+	}
+	for _, s := range []string{"10.0.0.1:53", "tcp:10.0.0.2:22", "any:web.lan:443"} {
+		r, _ := Parse(s)
+		if r.String() != s {
+			t.Errorf("%q prints as %q", s, r.String())
+		}
+	}
+	for _, bad := range []string{"tcp:", "tcp:10.0.0.1", "sctp:10.0.0.1:1"} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

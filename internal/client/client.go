@@ -27,6 +27,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/socks"
+	"github.com/mptunnel/mptunnel/internal/stream"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -163,6 +164,8 @@ type Client struct {
 	jar     *cookie.Jar
 
 	spread *peer.Spreader // the mode, putting packets on the paths
+
+	streams streams // TCP connections carried as QUIC streams
 
 	// rxMu makes the paths' readers take turns with a batch, from opening
 	// its packets to handing its datagrams on: each path keeps order, so
@@ -554,6 +557,7 @@ func (c *Client) Serve(ctx context.Context) error {
 	if pv := c.prev.Load(); pv != nil {
 		pv.Stop()
 	}
+	c.streams.reset(nil)
 	if st := c.sess.Load(); st != nil {
 		sl := session.NewSealer()
 		if pkt, err := sl.SealClose(st); err == nil {
@@ -840,6 +844,10 @@ func (c *Client) handleResponse(pkt []byte) {
 	now := time.Now()
 	c.lastAuth.Store(now.UnixNano())
 	if !ph.rekey {
+		// Streams belong to the server's state of the old session: they
+		// end, and new ones go over a new QUIC connection.
+		secret := stream.Secret(fin.Keys.Send, fin.Keys.Recv)
+		c.streams.reset(&secret)
 		// A new session from scratch (the server restarted): it knows no
 		// flow, so every flow names its target again.
 		c.flowMu.RLock()

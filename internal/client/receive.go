@@ -93,10 +93,13 @@ func (r *pathReader) Data(_ *peer.Path, id uint32, body []byte, now time.Time) {
 
 // Message takes the server's word on a flow.
 func (r *pathReader) Message(_ *peer.Path, m wire.Message, now time.Time) {
-	if m.Kind == wire.MsgFlow {
+	switch m.Kind {
+	case wire.MsgFlow:
 		if f := r.c.lookup(m.Flow); f != nil {
 			r.c.flowFate(f, m.Status, now)
 		}
+	case wire.MsgStream:
+		r.c.streamIn(m.Body)
 	}
 }
 

@@ -100,9 +100,9 @@ func (c *Client) serveSocks(ctx context.Context) {
 }
 
 // socksConn serves one SOCKS5 control connection: the method, the
-// credentials when required, and one request. CONNECT and BIND are refused
-// (command not supported); a UDP association lives until the connection
-// closes.
+// credentials when required, and one request. A CONNECT becomes a stream
+// through the server; a UDP association lives until the connection closes;
+// BIND is refused (command not supported).
 func (c *Client) socksConn(conn net.Conn) {
 	conn.SetDeadline(time.Now().Add(socksHandshake))
 	methods, err := socks.ReadMethods(conn)
@@ -145,8 +145,13 @@ func (c *Client) socksConn(conn net.Conn) {
 	case err != nil:
 		return
 	}
-	if req.Cmd != socks.CmdUDPAssociate {
-		// Reliable streams are not carried (yet): CONNECT and BIND.
+	switch req.Cmd {
+	case socks.CmdConnect:
+		c.socksConnect(conn, req)
+		return
+	case socks.CmdUDPAssociate:
+	default:
+		// BIND is not carried.
 		conn.Write(socks.Reply(socks.RepCommandUnsupported, netip.AddrPort{}))
 		return
 	}

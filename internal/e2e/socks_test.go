@@ -123,14 +123,16 @@ func TestSocksUDP(t *testing.T) {
 	if _, got := denied.stats(); got != 0 {
 		t.Fatalf("the refused destination received %d datagrams", got)
 	}
-	if !strings.Contains(strings.ToLower(res.Connect), "command not supported") {
-		t.Fatalf("CONNECT: %q, want it refused as command not supported", res.Connect)
+	// The target is allowed for UDP only: a CONNECT to it is refused by
+	// the server's rules (0x02).
+	if !strings.Contains(strings.ToLower(res.Connect), "not allowed") {
+		t.Fatalf("CONNECT: %q, want it refused as not allowed by the rules", res.Connect)
 	}
 }
 
 // TestSocksReplies: the RFC 1928 and 1929 answers to what the front does
-// not do, byte for byte: no acceptable method, a wrong password, BIND, an
-// unknown address type.
+// not do, byte for byte: no acceptable method, a wrong password, BIND, a
+// CONNECT no rule allows, an unknown address type.
 func TestSocksReplies(t *testing.T) {
 	key, _, srv := echoServer(t)
 	paths, _ := startPaths(t, srv.Addr().String(), 66, impair.Config{})
@@ -155,7 +157,8 @@ func TestSocksReplies(t *testing.T) {
 	exchange([]byte{5, 1, socks.MethodNoAuth}, []byte{5, socks.MethodNone})
 	exchange([]byte{5, 1, socks.MethodUserPass, 1, 5, 'a', 'l', 'i', 'c', 'e', 5, 'w', 'r', 'o', 'n', 'g'}, []byte{5, socks.MethodUserPass, 1, 1})
 	exchange(append(append([]byte{}, auth...), 5, socks.CmdBind, 0, 1, 127, 0, 0, 1, 0, 80), append(append([]byte{}, authOK...), refused...))
-	exchange(append(append([]byte{}, auth...), 5, socks.CmdConnect, 0, 1, 127, 0, 0, 1, 0, 80), append(append([]byte{}, authOK...), refused...))
+	// No rule allows TCP to 127.0.0.1:80: the server says so (0x02).
+	exchange(append(append([]byte{}, auth...), 5, socks.CmdConnect, 0, 1, 127, 0, 0, 1, 0, 80), append(append([]byte{}, authOK...), socks.Reply(socks.RepNotAllowed, netip.AddrPort{})...))
 	exchange(append(append([]byte{}, auth...), 5, socks.CmdUDPAssociate, 0, 9, 1, 2), append(append([]byte{}, authOK...), socks.Reply(socks.RepAddressUnsupported, netip.AddrPort{})...))
 }
 

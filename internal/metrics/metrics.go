@@ -55,6 +55,10 @@ type set[T any] struct {
 	RepairMissing   T // repair: packets the peer asked for that were no longer kept
 	ParitySent      T // parity packets sent (each covers a group of this end's packets)
 	ParityRecovered T // the peer's packets rebuilt from its parity
+	StreamsOpened   T // TCP streams connected to their target (server)
+	StreamsRefused  T // TCP streams refused: rules, name, target (server)
+	StreamBytesUp   T // bytes the streams carried client to server
+	StreamBytesDown T // bytes the streams carried server to client
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -102,6 +106,10 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("repair_missing", &s.RepairMissing)
 	fn("parity_sent", &s.ParitySent)
 	fn("parity_recovered", &s.ParityRecovered)
+	fn("streams_opened", &s.StreamsOpened)
+	fn("streams_refused", &s.StreamsRefused)
+	fn("stream_bytes_up", &s.StreamBytesUp)
+	fn("stream_bytes_down", &s.StreamBytesDown)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

@@ -17,7 +17,8 @@ var wantNames = []string{
 	"handshake_bad", "handshake_replay", "handshake_stale", "handshake_cookie", "handshake_rate_limited",
 	"session_limit", "flow_limit", "sessions_freed", "flows_freed", "fec_parity", "fec_recovered",
 	"fec_unrecoverable", "path_move_refused", "repair_asked", "repair_filled", "repair_lost", "repair_resent",
-	"repair_missing", "parity_sent", "parity_recovered",
+	"repair_missing", "parity_sent", "parity_recovered", "streams_opened", "streams_refused", "stream_bytes_up",
+	"stream_bytes_down",
 }
 
 // TestEachCoversEveryField: each names every field of set once, in order.

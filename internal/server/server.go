@@ -34,6 +34,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/status"
+	"github.com/mptunnel/mptunnel/internal/stream"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -425,6 +426,10 @@ func (ss *sess) Message(p *peer.Path, m wire.Message, now time.Time) {
 		if f != nil {
 			s.ackFlow(f, now)
 		}
+	case wire.MsgStream:
+		if ss.lin != nil {
+			s.streamIn(ss, m.Body)
+		}
 	case wire.MsgRekey:
 		s.handleRekey(ss, m.Body, p, now)
 	case wire.MsgClose:
@@ -501,7 +506,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	s.mu.Lock()
-	ss.lin = &lineage{origin: from.Addr()}
+	ss.lin = &lineage{origin: from.Addr(), streams: &streams{secret: stream.Secret(a.Keys.Recv, a.Keys.Send)}}
+	ss.lin.streams.cur.Store(ss)
 	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
@@ -516,6 +522,7 @@ type lineage struct {
 	origin  netip.Addr // where the first initiation came from
 	members []*sess    // in the session table: the live one, one retiring, one unconfirmed at most
 	rekeyAt time.Time  // the last rekey asked for; the read goroutine's own
+	streams *streams   // its client's TCP streams
 }
 
 // maxLineage is how many sessions of one lineage the table holds at once:
@@ -757,6 +764,9 @@ func (s *Server) adopt(ss *sess, now time.Time) {
 	ss.pred.Store(nil)
 	ss.flowMu.Unlock()
 	old.flowMu.Unlock()
+	if kept && ss.lin != nil {
+		ss.lin.streams.cur.Store(ss)
+	}
 	if old.next == ss {
 		old.next = nil
 	}
@@ -1110,6 +1120,8 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 			if s.byAddr[lin.origin]--; s.byAddr[lin.origin] <= 0 {
 				delete(s.byAddr, lin.origin)
 			}
+			// Not under s.mu: the stream server's goroutines send.
+			s.wg.Go(lin.streams.close)
 		}
 	}
 	ss.flowMu.Lock()

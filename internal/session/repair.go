@@ -15,7 +15,7 @@ import (
 // their own retries.
 func keeps(kind byte) bool {
 	switch kind {
-	case wire.MsgData, wire.MsgFragment, wire.MsgFEC, wire.MsgDataTo, wire.MsgOpen, wire.MsgFlow:
+	case wire.MsgData, wire.MsgFragment, wire.MsgFEC, wire.MsgDataTo, wire.MsgOpen, wire.MsgFlow, wire.MsgStream:
 		return true
 	}
 	return false

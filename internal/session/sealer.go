@@ -119,6 +119,18 @@ func (s *Sealer) SealTo(st *State, flow uint32, t wire.Target, n, maxPlain int) 
 	return s.pkts, nil
 }
 
+// SealStream seals one packet of the session's QUIC connection, p, which
+// must fit maxPlain with its kind byte; the packet stays valid until the
+// next call.
+func (s *Sealer) SealStream(st *State, p []byte, maxPlain int) ([]byte, error) {
+	if 1+len(p) > maxPlain {
+		return nil, ErrOversize
+	}
+	s.in[wire.HeaderLen] = wire.MsgStream
+	copy(s.in[wire.HeaderLen+1:], p)
+	return st.Seal(s.in, 1+len(p), &s.nonce)
+}
+
 // SealClose seals the message that ends a session.
 func (s *Sealer) SealClose(st *State) ([]byte, error) {
 	s.in[wire.HeaderLen] = wire.MsgClose

@@ -34,6 +34,10 @@ const (
 const (
 	RepSucceeded          = 0x00
 	RepFailure            = 0x01
+	RepNotAllowed         = 0x02 // connection not allowed by ruleset
+	RepHostUnreachable    = 0x04
+	RepRefused            = 0x05
+	RepTTLExpired         = 0x06 // what a connection that timed out gets
 	RepCommandUnsupported = 0x07
 	RepAddressUnsupported = 0x08
 )

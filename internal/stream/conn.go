@@ -149,5 +149,10 @@ func (c *PacketConn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadBuffer and SetWriteBuffer are accepted and ignored: the queue is
+// the PacketConn's own, and the session's sockets have their buffers.
+func (c *PacketConn) SetReadBuffer(int) error  { return nil }
+func (c *PacketConn) SetWriteBuffer(int) error { return nil }
+
 // SetWriteDeadline is accepted and ignored: a write never blocks.
 func (c *PacketConn) SetWriteDeadline(time.Time) error { return nil }

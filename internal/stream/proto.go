@@ -53,7 +53,10 @@ func Reason(code byte) string {
 	return "connection failed"
 }
 
-// SocksReply maps a reply code to a SOCKS5 reply (RFC 1928, 6).
+// SocksReply maps a reply code to a SOCKS5 reply (RFC 1928, 6): 0x02 for
+// the server's rules, 0x04 for a name or host it cannot reach, 0x05 for a
+// refusal, 0x06 (TTL expired, the nearest RFC 1928 has) for a dial that
+// timed out, 0x01 for the rest.
 func SocksReply(code byte) byte {
 	switch code {
 	case OK:

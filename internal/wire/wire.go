@@ -160,6 +160,7 @@ const (
 	MsgFlow       = 10 // server to client: a flow's fate (FlowOK or why it was refused)
 	MsgRepair     = 11 // counters this end has not received on any path: the peer sends them again
 	MsgParity     = 12 // the XOR of a group of this end's packets: the peer rebuilds one it lost
+	MsgStream     = 13 // one packet of the session's QUIC connection, which carries TCP streams
 )
 
 // Flow fates in a MsgFlow.
@@ -408,6 +409,11 @@ func ParseMessage(p []byte) (Message, error) {
 			return Message{}, ErrMalformed
 		}
 		return Message{Kind: MsgRepair, Body: p[2:]}, nil
+	case MsgStream:
+		if len(p) < 2 {
+			return Message{}, ErrMalformed
+		}
+		return Message{Kind: MsgStream, Body: p[1:]}, nil
 	case MsgParity:
 		if len(p) < ParityHeaderLen {
 			return Message{}, ErrMalformed

@@ -1,0 +1,127 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/socks"
+	"github.com/mptunnel/mptunnel/internal/stream"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// connectTimeout bounds a stream's opening: the QUIC connection when there
+// is none, and the server's dial of the target.
+const connectTimeout = 15 * time.Second
+
+// streams is the client's stream client (internal/stream) for the server
+// it has a session with: made on the first TCP connection, kept across
+// rekeys, replaced when a session is made from scratch (the server lost
+// the old one's state, and its streams with it).
+type streams struct {
+	mu     sync.Mutex
+	cl     *stream.Client
+	secret [32]byte // of the session from scratch the streams belong to
+	sl     *session.Sealer
+	closed bool
+}
+
+// reset ends the stream client in use, if any: for a session made from
+// scratch, whose keys give secret, or for good when secret is nil (the
+// client closes).
+func (h *streams) reset(secret *[32]byte) {
+	h.mu.Lock()
+	old := h.cl
+	h.cl = nil
+	if secret != nil {
+		h.secret = *secret
+	} else {
+		h.closed = true
+	}
+	h.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// streamClient returns the stream client, making it if there is none.
+func (c *Client) streamClient() (*stream.Client, error) {
+	h := &c.streams
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, stream.ErrClientClosed
+	}
+	if h.cl == nil {
+		h.cl = stream.NewClient(h.secret, stream.PacketSize(wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())), c.streamOut)
+	}
+	return h.cl, nil
+}
+
+// streamOut seals a packet of the QUIC connection under the current
+// session and sends it as the mode says.
+func (c *Client) streamOut(p []byte) error {
+	st := c.sess.Load()
+	if st == nil {
+		return nil // lost, as on a path: QUIC sends it again
+	}
+	h := &c.streams
+	h.mu.Lock()
+	if h.sl == nil {
+		h.sl = session.NewSealer()
+	}
+	pkt, err := h.sl.SealStream(st, p, wire.MaxPlaintext(c.cfg.MTU, c.v6.Load()))
+	if err == nil {
+		c.sendLive([][]byte{pkt}, false)
+	}
+	h.mu.Unlock()
+	return err
+}
+
+// streamIn hands a stream packet from the server to the stream client.
+func (c *Client) streamIn(p []byte) {
+	h := &c.streams
+	h.mu.Lock()
+	cl := h.cl
+	h.mu.Unlock()
+	if cl != nil {
+		cl.Deliver(p)
+	}
+}
+
+// socksConnect serves a SOCKS5 CONNECT: a stream to the target through the
+// server, the server's answer as the SOCKS5 reply, then the bytes.
+func (c *Client) socksConnect(conn net.Conn, req socks.Request) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		conn.Write(socks.Reply(socks.RepFailure, netip.AddrPort{}))
+		return
+	}
+	cl, err := c.streamClient()
+	if err != nil {
+		conn.Write(socks.Reply(socks.RepFailure, netip.AddrPort{}))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	st, code, err := cl.Open(ctx, req.Dst)
+	cancel()
+	if err != nil || code != stream.OK {
+		reason := stream.Reason(code)
+		if err != nil {
+			reason = err.Error()
+		}
+		c.warn.Warn("socks-connect", "socks CONNECT refused", "target", req.Dst.String(), "reason", reason)
+		conn.Write(socks.Reply(stream.SocksReply(code), netip.AddrPort{}))
+		return
+	}
+	if _, err := conn.Write(socks.Reply(socks.RepSucceeded, tc.LocalAddr().(*net.TCPAddr).AddrPort())); err != nil {
+		st.CancelWrite(0)
+		st.CancelRead(0)
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	stream.Splice(tc, st)
+}

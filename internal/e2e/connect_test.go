@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/mptunnel/mptunnel/internal/client"
+	"github.com/mptunnel/mptunnel/internal/impair"
+	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/tcptest"
+)
+
+// TestSocksConnect: a SOCKS5 CONNECT through the tunnel, over three paths
+// losing 10% each way, reaches a TCP target the server allows (tcp: rule):
+// 2 MiB go there and back whole, with a half-close in between, on several
+// connections at once; a port no rule allows for TCP is refused as the
+// rules' (0x02), and a closed allowed port as refused (0x05). The server
+// counts what it carried.
+func TestSocksConnect(t *testing.T) {
+	echo := tcptest.Echo(t)
+	host, _, _ := net.SplitHostPort(echo)
+	closed := freeTCPPort(t)
+	key := testKey(t)
+	udp := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: udp.addr(), Key: key,
+		Allow: []string{"tcp:" + echo, "tcp:" + net.JoinHostPort(host, strconv.Itoa(closed))}})
+	lossy := impair.Config{Loss: 0.1, Delay: 2 * time.Millisecond}
+	paths, _ := startPaths(t, srv.Addr().String(), 71, lossy, lossy, lossy)
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Listen: "none", Socks: "127.0.0.1:0"})
+	dialer, err := proxy.SOCKS5("tcp", cl.SocksAddr().String(), nil, &net.Dialer{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const conns, size = 4, 2 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for range conns {
+		wg.Go(func() {
+			c, err := dialer.Dial("tcp", echo)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			data := make([]byte, size)
+			rand.Read(data)
+			go func() {
+				c.Write(data)
+				c.(interface{ CloseWrite() error }).CloseWrite()
+			}()
+			back, err := io.ReadAll(c)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(back, data) {
+				errs <- errors.New("echo differs: " + strconv.Itoa(len(back)) + " bytes back")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	for _, c := range []struct {
+		addr, want string
+	}{
+		{net.JoinHostPort(host, "9"), "not allowed"},
+		{net.JoinHostPort(host, strconv.Itoa(closed)), "refused"},
+	} {
+		_, err := dialer.Dial("tcp", c.addr)
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(c.want)) {
+			t.Errorf("CONNECT %s: %v, want %q", c.addr, err, c.want)
+		}
+	}
+	m := srv.Counters().Snapshot().Map()
+	t.Logf("server: %d streams opened, %d refused, %d bytes up, %d down", m["streams_opened"], m["streams_refused"], m["stream_bytes_up"], m["stream_bytes_down"])
+	if m["stream_bytes_up"] != conns*size || m["stream_bytes_down"] != conns*size {
+		t.Errorf("the server carried %d bytes up and %d down, want %d each", m["stream_bytes_up"], m["stream_bytes_down"], conns*size)
+	}
+}
+
+// freeTCPPort returns a loopback TCP port nothing listens on.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return p
+}
+
+// TestCurlThroughSocks: curl, pointed at the SOCKS5 front with
+// --socks5-hostname (the name resolved on the server), fetches a page from
+// an HTTP server the server allows by name, over lossy paths; the same
+// server by an address no rule names gets reply 2 (not allowed).
+func TestCurlThroughSocks(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("needs curl (apt-get install curl)")
+	}
+	page := bytes.Repeat([]byte("mptunnel carries TCP. "), 50000) // about 1 MiB
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(page) }))
+	t.Cleanup(hs.Close)
+	_, port, _ := net.SplitHostPort(hs.Listener.Addr().String())
+	key := testKey(t)
+	udp := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: udp.addr(), Key: key, Allow: []string{"tcp:localhost:" + port}})
+	lossy := impair.Config{Loss: 0.1, Delay: 2 * time.Millisecond}
+	paths, _ := startPaths(t, srv.Addr().String(), 72, lossy, lossy, lossy)
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Listen: "none", Socks: "127.0.0.1:0"})
+	fetch := func(url string) ([]byte, string, error) {
+		var stderr bytes.Buffer
+		cmd := exec.Command(curl, "-sS", "--max-time", "30", "--socks5-hostname", cl.SocksAddr().String(), url)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		return out, stderr.String(), err
+	}
+	body, stderr, err := fetch("http://localhost:" + port + "/")
+	if err != nil || !bytes.Equal(body, page) {
+		t.Fatalf("curl: %v (%s); %d bytes, want the %d-byte page", err, stderr, len(body), len(page))
+	}
+	// curl names the SOCKS5 reply by its code: 2, not allowed by the rules.
+	if _, stderr, err := fetch("http://127.0.0.1:" + port + "/"); err == nil || !strings.Contains(stderr, "(2)") {
+		t.Fatalf("curl to an address no rule names: %v, %q; want SOCKS5 reply 2 (not allowed)", err, stderr)
+	}
+}

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mptunnel/mptunnel/internal/allow"
+	"github.com/mptunnel/mptunnel/internal/session"
+	"github.com/mptunnel/mptunnel/internal/stream"
+	"github.com/mptunnel/mptunnel/internal/wire"
+)
+
+// streams is a lineage's stream server (internal/stream): made when the
+// client's first stream packet comes, kept across rekeys, closed with the
+// lineage's last session.
+type streams struct {
+	secret [32]byte             // from the lineage's first session's keys
+	cur    atomic.Pointer[sess] // the session that seals the server's packets
+
+	mu     sync.Mutex
+	srv    *stream.Server
+	closed bool
+	sl     *session.Sealer // under mu
+}
+
+// streamIn hands a stream packet from ss's client to its lineage's stream
+// server, starting it on the first.
+func (s *Server) streamIn(ss *sess, p []byte) {
+	h := ss.lin.streams
+	h.mu.Lock()
+	if h.srv == nil && !h.closed {
+		srv, err := stream.NewServer(h.secret, func(b []byte) error { return s.streamOut(h, b) }, stream.ServerConfig{
+			PacketSize: stream.PacketSize(wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())),
+			Allowed: func(name string, addr netip.Addr, port uint16) bool {
+				return s.rules.AllowsProto(allow.TCP, name, addr, port)
+			},
+			Log: s.log,
+			Done: func(_ wire.Target, code byte, up, down int64) {
+				if code == stream.OK {
+					s.cnt.StreamsOpened.Add(1)
+				} else {
+					s.cnt.StreamsRefused.Add(1)
+				}
+				s.cnt.StreamBytesUp.Add(uint64(up))
+				s.cnt.StreamBytesDown.Add(uint64(down))
+			},
+		})
+		if err != nil {
+			s.log.Error("streams", "err", err)
+			h.closed = true
+		}
+		h.srv = srv
+	}
+	srv := h.srv
+	h.mu.Unlock()
+	if srv != nil {
+		srv.Deliver(p)
+	}
+}
+
+// streamOut seals a packet of h's QUIC connection under the lineage's
+// current session and puts it on its paths.
+func (s *Server) streamOut(h *streams, p []byte) error {
+	ss := h.cur.Load()
+	h.mu.Lock()
+	if h.sl == nil {
+		h.sl = session.NewSealer()
+	}
+	pkt, err := h.sl.SealStream(ss.st, p, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load()))
+	if err == nil {
+		s.sendAll(ss, [][]byte{pkt}, false)
+	}
+	h.mu.Unlock()
+	return err
+}
+
+// closeStreams ends a lineage's streams (its last session closed).
+func (h *streams) close() {
+	h.mu.Lock()
+	srv := h.srv
+	h.closed = true
+	h.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
