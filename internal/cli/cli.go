@@ -450,7 +450,7 @@ func runClient(name string, args []string, env Env) error {
 	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group, 1 to 15 each (both directions)")
 	socksAuth := fs.String("socks-auth-file", "", "file holding USER:PASSWORD that SOCKS5 clients must give (RFC 1929); readable by its owner only")
 	var forwards listFlag
-	fs.Var(&forwards, "L", "a port forward, LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; repeat for more")
+	fs.Var(&forwards, "L", "a port forward, [tcp:]LISTEN=TARGET (127.0.0.1:5353=10.0.0.53:53): datagrams sent to LISTEN go to TARGET on the server's side, which the server resolves and must allow; with tcp:, TCP connections accepted on LISTEN (a tcp: rule must allow TARGET); repeat for more")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -470,7 +470,11 @@ func runClient(name string, args []string, env Env) error {
 		setFromFile(socksAuth, set["socks-auth-file"], f.Socks.AuthFile)
 		if !set["L"] {
 			for _, fw := range fromFile.Forwards {
-				forwards = append(forwards, fw.Listen+"="+fw.Target)
+				s := fw.Listen + "=" + fw.Target
+				if fw.TCP {
+					s = "tcp:" + s
+				}
+				forwards = append(forwards, s)
 			}
 		}
 		paths = fromFile.Paths
@@ -529,11 +533,15 @@ func runClient(name string, args []string, env Env) error {
 	}
 	var fwds []client.Forward
 	for _, s := range forwards {
-		l, t, ok := strings.Cut(s, "=")
-		if !ok || l == "" || t == "" {
-			return usagef("bad -L %q: want LISTEN=TARGET, such as 127.0.0.1:5353=10.0.0.53:53", s)
+		rest, tcp := strings.CutPrefix(s, "tcp:")
+		if !tcp {
+			rest, _ = strings.CutPrefix(s, "udp:")
 		}
-		fwds = append(fwds, client.Forward{Listen: l, Target: t})
+		l, t, ok := strings.Cut(rest, "=")
+		if !ok || l == "" || t == "" {
+			return usagef("bad -L %q: want [tcp:]LISTEN=TARGET, such as 127.0.0.1:5353=10.0.0.53:53 or tcp:127.0.0.1:8080=intranet.lan:80", s)
+		}
+		fwds = append(fwds, client.Forward{Listen: l, Target: t, TCP: tcp})
 	}
 	keys, ciph, log, err := c.setup(env)
 	if err != nil {

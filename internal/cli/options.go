@@ -109,7 +109,7 @@ func clientFile(f conffile.Client) client.Config {
 		RekeyPackets: f.Rekey.Packets,
 	}
 	for _, fw := range f.Forwards {
-		cfg.Forwards = append(cfg.Forwards, client.Forward{Listen: fw.Listen, Target: fw.Target})
+		cfg.Forwards = append(cfg.Forwards, client.Forward{Listen: fw.Listen, Target: fw.Target, TCP: fw.Protocol == "tcp"})
 	}
 	return cfg
 }

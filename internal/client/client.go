@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,10 +44,12 @@ type PathConfig struct {
 }
 
 // Forward is a port forward: datagrams sent to Listen go to Target, which
-// the server resolves and must allow.
+// the server resolves and must allow; with TCP, connections accepted on
+// Listen become streams to Target (a tcp: rule must allow it).
 type Forward struct {
 	Listen string // local address, such as 127.0.0.1:5353
 	Target string // host:port on the server's side, such as 10.0.0.53:53
+	TCP    bool
 }
 
 // Config configures a Client. Zero fields take the defaults given.
@@ -165,7 +168,9 @@ type Client struct {
 
 	spread *peer.Spreader // the mode, putting packets on the paths
 
-	streams streams // TCP connections carried as QUIC streams
+	streams      streams // TCP connections carried as QUIC streams
+	tcpForwards  []*tcpForward
+	forwardAddrs []netip.AddrPort // of Config.Forwards, in order
 
 	// rxMu makes the paths' readers take turns with a batch, from opening
 	// its packets to handing its datagrams on: each path keeps order, so
@@ -308,7 +313,12 @@ func Listen(cfg Config) (*Client, error) {
 			c.closeSockets()
 			return nil, fmt.Errorf("forward %s: bad target %q: %w", fw.Listen, fw.Target, err)
 		}
-		if err := c.addFront(fw.Listen, tg, fw.Listen+"="+fw.Target); err != nil {
+		if fw.TCP {
+			err = c.addTCPForward(fw.Listen, tg)
+		} else if err = c.addFront(fw.Listen, tg, fw.Listen+"="+fw.Target); err == nil {
+			c.forwardAddrs = append(c.forwardAddrs, c.fronts[len(c.fronts)-1].conn.LocalAddr())
+		}
+		if err != nil {
 			c.closeSockets()
 			return nil, err
 		}
@@ -319,7 +329,7 @@ func Listen(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("cannot listen for socks on %s: %w", cfg.Socks, err)
 		}
 	}
-	if len(c.fronts) == 0 && c.socks == nil {
+	if len(c.fronts) == 0 && c.socks == nil && len(c.tcpForwards) == 0 {
 		c.closeSockets()
 		return nil, errors.New("client: no listen address, forward or socks front: applications could send nothing")
 	}
@@ -486,6 +496,9 @@ func (c *Client) closeSockets() {
 	if c.socks != nil {
 		c.socks.ln.Close()
 	}
+	for _, tf := range c.tcpForwards {
+		tf.ln.Close()
+	}
 }
 
 // Close frees the sockets Listen bound, for a client whose Serve never ran;
@@ -510,13 +523,7 @@ func (c *Client) Addr() netip.AddrPort {
 // ForwardAddrs returns the local address of each forward, in the order of
 // Config.Forwards.
 func (c *Client) ForwardAddrs() []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, fr := range c.fronts {
-		if fr.target.Valid() {
-			out = append(out, fr.conn.LocalAddr())
-		}
-	}
-	return out
+	return slices.Clone(c.forwardAddrs)
 }
 
 // Counters returns the client's counters.
@@ -541,6 +548,9 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.reloadMu.Unlock()
 	if c.socks != nil {
 		c.wg.Go(func() { c.serveSocks(ctx) })
+	}
+	for _, tf := range c.tcpForwards {
+		c.wg.Go(func() { c.serveTCPForward(ctx, tf) })
 	}
 	for _, fr := range c.fronts {
 		c.wg.Go(func() { c.localLoop(fr) })

@@ -61,41 +61,48 @@ func (c *Client) SocksAddr() netip.AddrPort {
 // connection and waits for their handlers.
 func (c *Client) serveSocks(ctx context.Context) {
 	sf := c.socks
+	serveConns(ctx, sf.ln, &sf.mu, sf.conns, c.socksConn)
+}
+
+// serveConns accepts connections on ln and serves each with handle, which
+// closes nothing, until ctx ends; then it closes ln and every connection
+// and waits for their handlers. conns (guarded by mu) holds the live ones.
+func serveConns(ctx context.Context, ln net.Listener, mu *sync.Mutex, conns map[net.Conn]struct{}, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() {
-		sf.ln.Close()
-		sf.mu.Lock()
-		for conn := range sf.conns {
+		ln.Close()
+		mu.Lock()
+		for conn := range conns {
 			conn.Close()
 		}
-		sf.mu.Unlock()
+		mu.Unlock()
 	})
 	defer stop()
 	for {
-		conn, err := sf.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				break
 			}
 			continue
 		}
-		sf.mu.Lock()
+		mu.Lock()
 		if ctx.Err() != nil {
-			sf.mu.Unlock()
+			mu.Unlock()
 			conn.Close()
 			break
 		}
-		sf.conns[conn] = struct{}{}
-		sf.mu.Unlock()
+		conns[conn] = struct{}{}
+		mu.Unlock()
 		wg.Go(func() {
-			c.socksConn(conn)
-			sf.mu.Lock()
-			delete(sf.conns, conn)
-			sf.mu.Unlock()
+			handle(conn)
+			mu.Lock()
+			delete(conns, conn)
+			mu.Unlock()
 			conn.Close()
 		})
 	}
-	sf.ln.Close()
+	ln.Close()
 	wg.Wait()
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -124,4 +125,54 @@ func (c *Client) socksConnect(conn net.Conn, req socks.Request) {
 	}
 	conn.SetDeadline(time.Time{})
 	stream.Splice(tc, st)
+}
+
+// tcpForward is a TCP port forward: each connection accepted on ln becomes
+// a stream to target.
+type tcpForward struct {
+	ln     *net.TCPListener
+	target wire.Target
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+}
+
+// addTCPForward binds a TCP forward's listener.
+func (c *Client) addTCPForward(listen string, tg wire.Target) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("forward tcp:%s: %w", listen, err)
+	}
+	tl := ln.(*net.TCPListener)
+	c.tcpForwards = append(c.tcpForwards, &tcpForward{ln: tl, target: tg, conns: make(map[net.Conn]struct{})})
+	c.forwardAddrs = append(c.forwardAddrs, tl.Addr().(*net.TCPAddr).AddrPort())
+	return nil
+}
+
+// serveTCPForward accepts a TCP forward's connections until ctx ends, then
+// closes them and waits for their handlers.
+func (c *Client) serveTCPForward(ctx context.Context, tf *tcpForward) {
+	serveConns(ctx, tf.ln, &tf.mu, tf.conns, func(conn net.Conn) { c.forwardConn(conn.(*net.TCPConn), tf.target) })
+}
+
+// forwardConn carries one accepted connection as a stream to target; when
+// the server refuses, the connection is reset.
+func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target) {
+	cl, err := c.streamClient()
+	if err != nil {
+		conn.SetLinger(0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	st, code, err := cl.Open(ctx, target)
+	cancel()
+	if err != nil || code != stream.OK {
+		reason := stream.Reason(code)
+		if err != nil {
+			reason = err.Error()
+		}
+		c.warn.Warn("tcp-forward", "tcp forward: connection refused", "target", target.String(), "reason", reason)
+		conn.SetLinger(0)
+		return
+	}
+	stream.Splice(conn, st)
 }

@@ -101,8 +101,9 @@ type Socks struct {
 
 // Forward is one [[forward]] of a client.
 type Forward struct {
-	Listen string `toml:"listen"` // local address
-	Target string `toml:"target"` // host:port on the server's side
+	Listen   string `toml:"listen"`   // local address
+	Target   string `toml:"target"`   // host:port on the server's side
+	Protocol string `toml:"protocol"` // "udp" (the default) or "tcp"
 }
 
 // Rekey is the client's [rekey] table.
@@ -345,6 +346,9 @@ func (c *Client) check(file string, lines map[string]int) error {
 			k.fail(key, "a [[forward]] needs target = \"host:port\"")
 		} else if _, err := wire.ParseTargetString(f.Target); err != nil {
 			k.fail(key+".target", "%q: want host:port on the server's side, such as \"10.0.0.53:53\"", f.Target)
+		}
+		if f.Protocol != "" && f.Protocol != "udp" && f.Protocol != "tcp" {
+			k.fail(key+".protocol", "%q: want \"udp\" or \"tcp\"", f.Protocol)
 		}
 	}
 	if c.Socks.Listen != "" {

@@ -65,6 +65,7 @@ func TestBadFiles(t *testing.T) {
 		{"server bad metrics", "\n\nmetrics = \"localhost\"\n", ":3: metrics: ", true},
 		{"forward without target", "[[forward]]\nlisten = \"127.0.0.1:5353\"\n", ":1: forward.0: a [[forward]] needs target", false},
 		{"forward bad listen", "[[forward]]\nlisten = \"here\"\ntarget = \"10.0.0.53:53\"\n", ":2: forward.0.listen: ", false},
+		{"forward bad protocol", "[[forward]]\nlisten = \"127.0.0.1:80\"\ntarget = \"10.0.0.53:80\"\nprotocol = \"sctp\"\n", ":4: forward.0.protocol: ", false},
 		{"bad socks", "[socks]\nlisten = \"1080\"\n", ":2: socks.listen: ", false},
 		{"bad allow rule", "allow = [\"10.0.0.0/8:53\", \"10.0.0.0/8\"]\n", ":1: allow: rule 2: ", true},
 	}

@@ -90,7 +90,11 @@ func TestSocksConnect(t *testing.T) {
 			t.Errorf("CONNECT %s: %v, want %q", c.addr, err, c.want)
 		}
 	}
-	m := srv.Counters().Snapshot().Map()
+	var m map[string]uint64
+	eventually(5*time.Second, func() bool {
+		m = srv.Counters().Snapshot().Map()
+		return m["stream_bytes_up"] == conns*size && m["stream_bytes_down"] == conns*size
+	})
 	t.Logf("server: %d streams opened, %d refused, %d bytes up, %d down", m["streams_opened"], m["streams_refused"], m["stream_bytes_up"], m["stream_bytes_down"])
 	if m["stream_bytes_up"] != conns*size || m["stream_bytes_down"] != conns*size {
 		t.Errorf("the server carried %d bytes up and %d down, want %d each", m["stream_bytes_up"], m["stream_bytes_down"], conns*size)
@@ -142,5 +146,60 @@ func TestCurlThroughSocks(t *testing.T) {
 	// curl names the SOCKS5 reply by its code: 2, not allowed by the rules.
 	if _, stderr, err := fetch("http://127.0.0.1:" + port + "/"); err == nil || !strings.Contains(stderr, "(2)") {
 		t.Fatalf("curl to an address no rule names: %v, %q; want SOCKS5 reply 2 (not allowed)", err, stderr)
+	}
+}
+
+// TestTCPForward: -L tcp:LISTEN=TARGET: connections accepted on the local
+// address become streams to the target (allowed by a tcp: rule), 1 MiB
+// each way with a half-close; a forward to a target no rule allows closes
+// each connection without a byte.
+func TestTCPForward(t *testing.T) {
+	echo := tcptest.Echo(t)
+	key := testKey(t)
+	udp := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: udp.addr(), Key: key, Allow: []string{"tcp:" + echo}})
+	lossy := impair.Config{Loss: 0.1, Delay: 2 * time.Millisecond}
+	paths, _ := startPaths(t, srv.Addr().String(), 73, lossy, lossy)
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Listen: "none", Forwards: []client.Forward{
+		{Listen: "127.0.0.1:0", Target: echo, TCP: true},
+		{Listen: "127.0.0.1:0", Target: "127.0.0.1:9", TCP: true},
+	}})
+	addrs := cl.ForwardAddrs()
+	if len(addrs) != 2 {
+		t.Fatalf("%d forward addresses, want 2", len(addrs))
+	}
+	c, err := net.Dial("tcp", addrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	back, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("through the forward: %d bytes back of %d, %v", len(back), len(data), err)
+	}
+	r, err := net.Dial("tcp", addrs[1].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.SetDeadline(time.Now().Add(30 * time.Second))
+	if got, _ := io.ReadAll(r); len(got) != 0 {
+		t.Fatalf("a refused forward gave %d bytes", len(got))
+	}
+	// A stream is counted when both its directions have ended at the
+	// server, which may be a moment after the client read the last byte.
+	var m map[string]uint64
+	if !eventually(5*time.Second, func() bool {
+		m = srv.Counters().Snapshot().Map()
+		return m["streams_refused"] == 1 && m["streams_opened"] == 1
+	}) {
+		t.Fatalf("server: %d streams opened, %d refused; want 1 and 1", m["streams_opened"], m["streams_refused"])
 	}
 }
