@@ -41,6 +41,9 @@ const (
 	// MeasureDelivery streams at Rate through the tunnel over all its
 	// paths and reports what arrived and what it cost on the paths.
 	MeasureDelivery Measure = "delivery"
+	// MeasureTCP sends one TCP connection's bytes through a TCP forward of
+	// the tunnel to a sink behind it, against a direct connection.
+	MeasureTCP Measure = "tcp"
 )
 
 // Config describes a run. Zero fields take the defaults given.
@@ -138,8 +141,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("bench: size %d outside %d..%d", c.Size, MinSize, maxDatagram)
 	case c.Duration < 10*time.Millisecond || c.Duration > time.Hour:
 		return fmt.Errorf("bench: duration %v outside 10ms..1h", c.Duration)
-	case c.Measure != MeasureThroughput && c.Measure != MeasureLatency && c.Measure != MeasureAll && c.Measure != MeasureMemory && c.Measure != MeasureDelivery:
-		return fmt.Errorf("bench: measure %q: want throughput, latency, delivery, all or memory", c.Measure)
+	case c.Measure != MeasureThroughput && c.Measure != MeasureLatency && c.Measure != MeasureAll && c.Measure != MeasureMemory && c.Measure != MeasureDelivery && c.Measure != MeasureTCP:
+		return fmt.Errorf("bench: measure %q: want throughput, latency, delivery, tcp, all or memory", c.Measure)
 	case len(c.BridgeRates) > 0 && len(c.BridgeRates) != c.Paths:
 		return fmt.Errorf("bench: %d bridge rates for %d paths: want one a path", len(c.BridgeRates), c.Paths)
 	case c.Rate < 1 || c.Rate > 1_000_000:
@@ -179,6 +182,7 @@ type Report struct {
 	Throughput []Throughput `json:"throughput,omitempty"`
 	Latency    []Latency    `json:"latency,omitempty"`
 	Delivery   *Delivery    `json:"delivery,omitempty"`
+	TCP        []TCP        `json:"tcp,omitempty"`
 	Memory     *Memory      `json:"memory,omitempty"`
 	Seconds    float64      `json:"seconds"` // the whole run
 }
@@ -330,6 +334,7 @@ type bencher struct {
 	log    *slog.Logger
 	prog   *progress
 	step   uint32
+	sink   *tcpSink // MeasureTCP only
 }
 
 // Run performs the measurements cfg asks for and returns the report. Every
@@ -397,6 +402,9 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return fmt.Errorf("bench: target address: %w", err)
 	}
+	if b.cfg.Measure == MeasureTCP {
+		return b.tcpSetups(ctx, rep)
+	}
 	if b.cfg.Measure == MeasureDelivery {
 		return b.withTunnel(ctx, b.cfg.Paths, func(tn *tunnel) error {
 			d, err := b.delivery(ctx, tn)
@@ -420,34 +428,24 @@ func (b *bencher) runSetups(ctx context.Context, rep *Report) error {
 		}
 		rep.Latency = append(rep.Latency, l)
 	}
-	counts := []int{1}
-	if b.cfg.Paths > 1 {
-		counts = append(counts, b.cfg.Paths)
-	}
-	for _, n := range counts {
-		name := fmt.Sprintf("tunnel %d path", n)
-		if n > 1 {
-			name += "s"
-		}
-		if err := b.withTunnel(ctx, n, func(tn *tunnel) error {
-			if doThr {
-				t, err := b.throughput(ctx, name, tn.addr(), tn)
-				if err != nil {
-					return err
-				}
-				rep.Throughput = append(rep.Throughput, t)
+	if err := b.eachTunnel(ctx, func(name string, tn *tunnel) error {
+		if doThr {
+			t, err := b.throughput(ctx, name, tn.addr(), tn)
+			if err != nil {
+				return err
 			}
-			if doLat {
-				l, err := b.latency(ctx, name, tn.addr(), tn)
-				if err != nil {
-					return err
-				}
-				rep.Latency = append(rep.Latency, l)
-			}
-			return nil
-		}); err != nil {
-			return err
+			rep.Throughput = append(rep.Throughput, t)
 		}
+		if doLat {
+			l, err := b.latency(ctx, name, tn.addr(), tn)
+			if err != nil {
+				return err
+			}
+			rep.Latency = append(rep.Latency, l)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if len(rep.Throughput) > 0 && rep.Throughput[0].Found {
 		base := rep.Throughput[0].GoodputMbps
@@ -514,4 +512,52 @@ func (c *Config) fecShape() string {
 		return fmt.Sprintf("%d/%d x%d", p.Data, p.Parity, c.FECDepth)
 	}
 	return fmt.Sprintf("%d/%d", p.Data, p.Parity)
+}
+
+// tcpSetups measures one TCP connection directly to the sink and through
+// the tunnel's TCP forward with one path and with all of them.
+func (b *bencher) tcpSetups(ctx context.Context, rep *Report) error {
+	sink, err := startTCPSink()
+	if err != nil {
+		return err
+	}
+	defer sink.close()
+	b.sink = sink
+	t, err := b.tcpStep(ctx, "baseline", sink.addr(), nil)
+	if err != nil {
+		return err
+	}
+	rep.TCP = append(rep.TCP, t)
+	if err := b.eachTunnel(ctx, func(name string, tn *tunnel) error {
+		t, err := b.tcpStep(ctx, name, tn.cl.ForwardAddrs()[0].String(), tn)
+		rep.TCP = append(rep.TCP, t)
+		return err
+	}); err != nil {
+		return err
+	}
+	for i := range rep.TCP {
+		if base := rep.TCP[0].Mbps; base > 0 {
+			rep.TCP[i].VsBaseline = rep.TCP[i].Mbps / base
+		}
+	}
+	return nil
+}
+
+// eachTunnel runs fn with a tunnel of one path and then, when more are
+// asked for, with one of all of them, each named for the table.
+func (b *bencher) eachTunnel(ctx context.Context, fn func(name string, tn *tunnel) error) error {
+	counts := []int{1}
+	if b.cfg.Paths > 1 {
+		counts = append(counts, b.cfg.Paths)
+	}
+	for _, n := range counts {
+		name := fmt.Sprintf("tunnel %d path", n)
+		if n > 1 {
+			name += "s"
+		}
+		if err := b.withTunnel(ctx, n, func(tn *tunnel) error { return fn(name, tn) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -140,6 +140,33 @@ func TestRunShortBothWays(t *testing.T) {
 	}
 }
 
+// TestRunTCP: --measure tcp reports one connection's rate directly and
+// through the tunnel's TCP forward, whose bytes crossed the tunnel's paths.
+func TestRunTCP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Short: true, Paths: 2, Measure: MeasureTCP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.TCP) != 3 {
+		t.Fatalf("%d TCP results, want 3 (baseline, 1 path, 2 paths)", len(rep.TCP))
+	}
+	for _, r := range rep.TCP {
+		if r.Mbps <= 0 || r.Bytes <= 0 {
+			t.Errorf("%s: %.1f Mbit/s, %d bytes", r.Name, r.Mbps, r.Bytes)
+		}
+	}
+	for _, r := range rep.TCP[1:] {
+		if tx := r.Client["tx_bytes"]; tx < uint64(r.Bytes) {
+			t.Errorf("%s: the sink counted %d bytes, yet the client put only %d on its paths", r.Name, r.Bytes, tx)
+		}
+	}
+	if table := writeTable(t, rep); !strings.Contains(table, "TCP (one connection") {
+		t.Errorf("the table has no TCP section:\n%s", table)
+	}
+}
+
 func TestRunBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Size: 10},

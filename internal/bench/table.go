@@ -40,6 +40,17 @@ func (r Report) WriteTable(w io.Writer) error {
 	m := r.Machine
 	fmt.Fprintf(bw, "machine: %s\n", clip(fmt.Sprintf("%d CPUs, %s, %s %s, %s", m.CPUs, orDash(m.CPUModel), m.OS, orDash(m.Kernel), m.Go), 71))
 
+	if len(r.TCP) > 0 {
+		fmt.Fprintf(bw, "\nTCP (one connection, as fast as it sends, to a sink behind the server)\n")
+		fmt.Fprintf(bw, "%-16s %10s %14s %12s\n", "setup", "Mbit/s", "bytes", "vs baseline")
+		for _, t := range r.TCP {
+			vs := "-"
+			if t.VsBaseline > 0 {
+				vs = fmt.Sprintf("%.1f%%", t.VsBaseline*100)
+			}
+			fmt.Fprintf(bw, "%-16s %10.1f %14s %12s\n", clip(t.Name, 16), t.Mbps, thousands(float64(t.Bytes)), vs)
+		}
+	}
 	if len(r.Throughput) > 0 {
 		if c.BothWays {
 			fmt.Fprintf(bw, "\nThroughput both ways (echoes back, loss < %g%% of the round trip)\n", c.LossLimit*100)

@@ -63,7 +63,7 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		}
 	}()
 
-	srv, err := server.Listen(server.Config{
+	scfg := server.Config{
 		Listen:   "127.0.0.1:0",
 		Target:   b.target.addr(),
 		Key:      b.key,
@@ -71,7 +71,11 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 		Logger:   b.log,
 		NoRepair: b.cfg.NoRepair,
 		NoParity: b.cfg.NoParity,
-	})
+	}
+	if b.sink != nil {
+		scfg.Allow = []string{"tcp:" + b.sink.addr()}
+	}
+	srv, err := server.Listen(scfg)
 	if err != nil {
 		return fmt.Errorf("bench server: %w", err)
 	}
@@ -94,6 +98,9 @@ func (b *bencher) withTunnel(ctx context.Context, paths int, fn func(*tunnel) er
 	imp := impair.Config{Loss: b.cfg.Loss, Delay: b.cfg.Delay, Rate: b.cfg.BridgeRate}
 	ccfg := client.Config{Listen: "127.0.0.1:0", Key: b.key, Mode: b.cfg.Mode, Cipher: b.cfg.Cipher, FEC: b.cfg.FEC, FECDepth: b.cfg.FECDepth, FECFlush: b.cfg.FECFlush, Logger: b.log,
 		NoRepair: b.cfg.NoRepair, NoParity: b.cfg.NoParity}
+	if b.sink != nil {
+		ccfg.Forwards = []client.Forward{{Listen: "127.0.0.1:0", Target: b.sink.addr(), TCP: true}}
+	}
 	for i := 0; i < paths; i++ {
 		imp := imp
 		if len(b.cfg.BridgeRates) == b.cfg.Paths && paths == b.cfg.Paths {

@@ -25,7 +25,7 @@ func runBench(args []string, env cli.Env) error {
 	paths := fs.Int("paths", 3, "bridges, each a path of the tunnel")
 	size := fs.Int("size", 1200, "datagram size in bytes")
 	dur := fs.Duration("duration", 3*time.Second, "length of each measurement step")
-	measure := fs.String("measure", "all", "throughput, latency, all, delivery (a stream at --rate over all paths: loss and bandwidth) or memory (the memory scenario only)")
+	measure := fs.String("measure", "all", "throughput, latency, all, delivery (a stream at --rate over all paths: loss and bandwidth), tcp (one TCP connection through a TCP forward, against a direct one) or memory (the memory scenario only)")
 	modeName := fs.String("mode", "redundant", "the tunnel's mode: redundant, failover, balance, adaptive or fec")
 	cipherName := fs.String("cipher", "auto", "the tunnel's cipher: auto, chacha20-poly1305 or aes-256-gcm")
 	fecShape := fs.String("fec", "8/4", "fec mode: K data and M parity shards a group")
