@@ -13,6 +13,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/socks"
+	"github.com/mptunnel/mptunnel/internal/stream"
 	"github.com/mptunnel/mptunnel/internal/udpio"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -25,11 +26,12 @@ const (
 
 // socksFront is the SOCKS5 listener and its live connections.
 type socksFront struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	assoc int
-	stats frontStats // of all its associations
+	ln      net.Listener
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	assoc   int
+	stats   frontStats   // of all its associations
+	streams stream.Stats // of its CONNECTs
 }
 
 // listenSocks binds the SOCKS5 front: on loopback when addr names no host.

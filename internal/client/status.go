@@ -27,7 +27,12 @@ func (c *Client) targets() []status.Target {
 		out = append(out, entry(fr.conn.LocalAddr().String(), to, fr.stats))
 	}
 	if c.socks != nil {
-		out = append(out, entry("socks "+c.socks.ln.Addr().String(), "*", &c.socks.stats))
+		e := entry("socks "+c.socks.ln.Addr().String(), "*", &c.socks.stats)
+		e.Streams = c.socks.streams.Status()
+		out = append(out, e)
+	}
+	for _, tf := range c.tcpForwards {
+		out = append(out, status.Target{Name: "tcp:" + tf.ln.Addr().String(), Target: tf.target.String(), Streams: tf.streams.Status()})
 	}
 	return out
 }

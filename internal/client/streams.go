@@ -109,6 +109,8 @@ func (c *Client) socksConnect(conn net.Conn, req socks.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	st, code, err := cl.Open(ctx, req.Dst)
 	cancel()
+	stats := &c.socks.streams
+	stats.Begin(code)
 	if err != nil || code != stream.OK {
 		reason := stream.Reason(code)
 		if err != nil {
@@ -124,16 +126,17 @@ func (c *Client) socksConnect(conn net.Conn, req socks.Request) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	stream.Splice(tc, st)
+	stats.End(stream.Splice(tc, st))
 }
 
 // tcpForward is a TCP port forward: each connection accepted on ln becomes
 // a stream to target.
 type tcpForward struct {
-	ln     *net.TCPListener
-	target wire.Target
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	ln      *net.TCPListener
+	target  wire.Target
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	streams stream.Stats
 }
 
 // addTCPForward binds a TCP forward's listener.
@@ -151,12 +154,12 @@ func (c *Client) addTCPForward(listen string, tg wire.Target) error {
 // serveTCPForward accepts a TCP forward's connections until ctx ends, then
 // closes them and waits for their handlers.
 func (c *Client) serveTCPForward(ctx context.Context, tf *tcpForward) {
-	serveConns(ctx, tf.ln, &tf.mu, tf.conns, func(conn net.Conn) { c.forwardConn(conn.(*net.TCPConn), tf.target) })
+	serveConns(ctx, tf.ln, &tf.mu, tf.conns, func(conn net.Conn) { c.forwardConn(conn.(*net.TCPConn), tf.target, &tf.streams) })
 }
 
 // forwardConn carries one accepted connection as a stream to target; when
-// the server refuses, the connection is reset.
-func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target) {
+// the server refuses, the connection is reset. stats counts it.
+func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target, stats *stream.Stats) {
 	cl, err := c.streamClient()
 	if err != nil {
 		conn.SetLinger(0)
@@ -165,6 +168,7 @@ func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target) {
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	st, code, err := cl.Open(ctx, target)
 	cancel()
+	stats.Begin(code)
 	if err != nil || code != stream.OK {
 		reason := stream.Reason(code)
 		if err != nil {
@@ -174,5 +178,5 @@ func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target) {
 		conn.SetLinger(0)
 		return
 	}
-	stream.Splice(conn, st)
+	stats.End(stream.Splice(conn, st))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/client"
 	"github.com/mptunnel/mptunnel/internal/impair"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/status"
 	"github.com/mptunnel/mptunnel/internal/tcptest"
 )
 
@@ -202,6 +204,46 @@ func TestTCPForward(t *testing.T) {
 		return m["streams_refused"] == 1 && m["streams_opened"] == 1
 	}) {
 		t.Fatalf("server: %d streams opened, %d refused; want 1 and 1", m["streams_opened"], m["streams_refused"])
+	}
+	// Status, both ends: by forward on the client, by target on the server.
+	streamsOf := func(ts []status.Target, name string) *status.Streams {
+		for _, tg := range ts {
+			if tg.Name == name {
+				return tg.Streams
+			}
+		}
+		return nil
+	}
+	const mib = 1 << 20
+	// Counted once both directions have ended at each end.
+	check := func() (errs []string) {
+		cs, ss := cl.Status("test", time.Now()).Targets, srv.Status("test", time.Now()).Targets
+		for _, c := range []struct {
+			end, name string
+			got       *status.Streams
+			refused   bool
+		}{
+			{"client", "tcp:" + addrs[0].String(), streamsOf(cs, "tcp:"+addrs[0].String()), false},
+			{"client", "tcp:" + addrs[1].String(), streamsOf(cs, "tcp:"+addrs[1].String()), true},
+			{"server", "tcp:" + echo, streamsOf(ss, "tcp:"+echo), false},
+			{"server", "tcp:127.0.0.1:9", streamsOf(ss, "tcp:127.0.0.1:9"), true},
+		} {
+			switch {
+			case c.got == nil:
+				errs = append(errs, fmt.Sprintf("%s status: no streams for %s", c.end, c.name))
+			case c.refused && (c.got.Opened != 0 || c.got.Refused["not_allowed"] != 1):
+				errs = append(errs, fmt.Sprintf("%s status, %s: %+v; want one refused as not_allowed", c.end, c.name, *c.got))
+			case !c.refused && (c.got.Opened != 1 || c.got.Open != 0 || c.got.BytesUp != mib || c.got.BytesDown != mib):
+				errs = append(errs, fmt.Sprintf("%s status, %s: %+v; want 1 opened, none open, 1 MiB each way", c.end, c.name, *c.got))
+			}
+		}
+		return errs
+	}
+	var errs []string
+	if !eventually(5*time.Second, func() bool { errs = check(); return len(errs) == 0 }) {
+		for _, e := range errs {
+			t.Error(e)
+		}
 	}
 }
 

@@ -119,8 +119,9 @@ type Server struct {
 	rules     allow.Rules
 	ctx       context.Context // Serve's, for what flows start
 	statsMu   sync.Mutex
-	byTarget  map[string]*targetStats // traffic by target, for status
-	resolving chan struct{}           // a token per name being resolved
+	byTarget  map[string]*targetStats  // traffic by target, for status
+	byStream  map[string]*stream.Stats // TCP streams by target ("tcp:HOST:PORT"), for status
+	resolving chan struct{}            // a token per name being resolved
 	resp      *handshake.Responder
 	cookies   *cookie.Checker
 	cookieBuf []byte

@@ -3,6 +3,7 @@ package server
 import (
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mptunnel/mptunnel/internal/status"
@@ -43,6 +44,9 @@ func (s *Server) Status(version string, started time.Time) status.Status {
 		}
 		st.Targets = append(st.Targets, status.Target{Name: name, Target: to, Flows: byName[name],
 			TxDatagrams: ts.tx.Load(), RxDatagrams: ts.rx.Load(), Refused: ts.refused.Load()})
+	}
+	for name, ss := range s.byStream {
+		st.Targets = append(st.Targets, status.Target{Name: name, Target: strings.TrimPrefix(name, "tcp:"), Streams: ss.Status()})
 	}
 	s.statsMu.Unlock()
 	sort.Slice(st.Targets, func(i, j int) bool { return st.Targets[i].Name < st.Targets[j].Name })

@@ -36,14 +36,18 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 				return s.rules.AllowsProto(allow.TCP, name, addr, port)
 			},
 			Log: s.log,
-			Done: func(_ wire.Target, code byte, up, down int64) {
+			Opened: func(tg wire.Target, code byte) {
 				if code == stream.OK {
 					s.cnt.StreamsOpened.Add(1)
 				} else {
 					s.cnt.StreamsRefused.Add(1)
 				}
+				s.streamStats(tg).Begin(code)
+			},
+			Done: func(tg wire.Target, up, down int64) {
 				s.cnt.StreamBytesUp.Add(uint64(up))
 				s.cnt.StreamBytesDown.Add(uint64(down))
+				s.streamStats(tg).End(up, down)
 			},
 		})
 		if err != nil {
@@ -84,4 +88,30 @@ func (h *streams) close() {
 	if srv != nil {
 		srv.Close()
 	}
+}
+
+// maxStreamTargets bounds the TCP targets whose streams the status lists;
+// beyond it, streams are counted under "tcp:*".
+const maxStreamTargets = 1024
+
+// streamStats returns the stream counts of TCP target tg.
+func (s *Server) streamStats(tg wire.Target) *stream.Stats {
+	name := "tcp:" + tg.String()
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if s.byStream == nil {
+		s.byStream = make(map[string]*stream.Stats)
+	}
+	st := s.byStream[name]
+	if st == nil {
+		if len(s.byStream) >= maxStreamTargets {
+			name = "tcp:*"
+			if st = s.byStream[name]; st != nil {
+				return st
+			}
+		}
+		st = new(stream.Stats)
+		s.byStream[name] = st
+	}
+	return st
 }

@@ -52,6 +52,20 @@ type Target struct {
 	RxDatagrams uint64 `json:"rx_datagrams"`
 	// Refused counts datagrams dropped because the server refused the flow.
 	Refused uint64 `json:"refused"`
+	// Streams are the TCP connections carried as streams (SOCKS5 CONNECT,
+	// TCP forwards); absent where there were none.
+	Streams *Streams `json:"streams,omitempty"`
+}
+
+// Streams counts TCP streams.
+type Streams struct {
+	Open   int    `json:"open"`   // carrying bytes now
+	Opened uint64 `json:"opened"` // connected so far
+	// Refused counts the streams refused, by reason: not_allowed, no_name,
+	// refused, timed_out, unreachable, failed, too_many_streams.
+	Refused   map[string]uint64 `json:"refused,omitempty"`
+	BytesUp   uint64            `json:"bytes_up"`   // client to server
+	BytesDown uint64            `json:"bytes_down"` // server to client
 }
 
 // Session is one tunnel session and its paths.

@@ -102,6 +102,14 @@ func WriteTable(w io.Writer, s Status, now time.Time) error {
 		if t.Refused > 0 {
 			line += "  refused " + fmtCount(t.Refused)
 		}
+		if ss := t.Streams; ss != nil {
+			var refused uint64
+			for _, n := range ss.Refused {
+				refused += n
+			}
+			line += fmt.Sprintf("  streams %d open, %s opened, %s refused, up %s B, down %s B", ss.Open, fmtCount(ss.Opened),
+				fmtCount(refused), fmtCount(ss.BytesUp), fmtCount(ss.BytesDown))
+		}
 		b.WriteString(shortenEnd(line, tableWidth))
 		b.WriteByte('\n')
 	}

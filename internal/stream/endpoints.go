@@ -62,9 +62,12 @@ type ServerConfig struct {
 	MaxStreams  int           // DefaultMaxStreams when 0
 	DialTimeout time.Duration // DefaultDialTimeout when 0
 	Log         *slog.Logger
-	// Done, when set, is told of each stream's end: its target, the reply
-	// the client got, and the bytes each way.
-	Done func(target wire.Target, code byte, up, down int64)
+	// Opened, when set, is told of each stream's reply: its target and the
+	// code the client got. Done, when set, is told of the end of each
+	// stream that connected, with the bytes each way (up: client to
+	// target).
+	Opened func(target wire.Target, code byte)
+	Done   func(target wire.Target, up, down int64)
 }
 
 // Server accepts a session's QUIC connection and serves its streams: each
@@ -149,23 +152,29 @@ func (s *Server) serve(st *quic.Stream) {
 	}
 	st.SetReadDeadline(time.Time{})
 	tc, code := s.dial(tg)
-	if err := WriteReply(st, code); err != nil || code != OK {
+	err = WriteReply(st, code)
+	if err != nil && code == OK {
+		code = Failed
+	}
+	if s.cfg.Opened != nil {
+		s.cfg.Opened(tg, code)
+	}
+	if code != OK {
 		if tc != nil {
 			tc.Close()
 		}
 		st.Close()
 		st.CancelRead(0)
-		if s.cfg.Done != nil {
-			s.cfg.Done(tg, code, 0, 0)
-		}
 		return
 	}
 	// Closing the server closes the connection, which ends the stream.
 	stop := context.AfterFunc(s.ctx, func() { tc.Close() })
 	defer stop()
-	up, down := Splice(tc, st)
+	// Splice's first count is what the client sent: the stream's bytes
+	// toward the target.
+	down, up := Splice(tc, st)
 	if s.cfg.Done != nil {
-		s.cfg.Done(tg, OK, up, down)
+		s.cfg.Done(tg, up, down)
 	}
 }
 

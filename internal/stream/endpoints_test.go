@@ -37,7 +37,7 @@ func TestEndpoints(t *testing.T) {
 		Allowed: func(name string, addr netip.Addr, p uint16) bool {
 			return addr == netip.MustParseAddr("127.0.0.1") || name == "nowhere.invalid"
 		},
-		Done: func(_ wire.Target, code byte, _, _ int64) {
+		Opened: func(_ wire.Target, code byte) {
 			mu.Lock()
 			done = append(done, code)
 			mu.Unlock()
@@ -82,6 +82,12 @@ func TestEndpoints(t *testing.T) {
 		if err != nil || code != c.want || st != nil {
 			t.Errorf("%v: reply %d (%s), %v; want %d (%s)", c.tg, code, Reason(code), err, c.want, Reason(c.want))
 		}
+	}
+	// The server told of each reply, in turn.
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []byte{OK, Refused, NotAllowed, NoName, NotAllowed}; !bytes.Equal(done, want) {
+		t.Errorf("replies told: %v, want %v", done, want)
 	}
 }
 
