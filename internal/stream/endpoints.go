@@ -61,6 +61,7 @@ type ServerConfig struct {
 	PacketSize  int
 	MaxStreams  int           // DefaultMaxStreams when 0
 	DialTimeout time.Duration // DefaultDialTimeout when 0
+	IdleTimeout time.Duration // IdleTimeout when 0
 	Log         *slog.Logger
 	// Opened, when set, is told of each stream's reply: its target and the
 	// code the client got. Done, when set, is told of the end of each
@@ -89,6 +90,9 @@ func NewServer(secret [32]byte, send func([]byte) error, cfg ServerConfig) (*Ser
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = IdleTimeout
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -172,7 +176,7 @@ func (s *Server) serve(st *quic.Stream) {
 	defer stop()
 	// Splice's first count is what the client sent: the stream's bytes
 	// toward the target.
-	down, up := Splice(tc, st)
+	down, up := splice(tc, st, s.cfg.IdleTimeout)
 	if s.cfg.Done != nil {
 		s.cfg.Done(tg, up, down)
 	}

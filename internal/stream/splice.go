@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -14,15 +16,39 @@ import (
 // end becomes at the other.
 const resetCode quic.StreamErrorCode = 1
 
+// IdleTimeout is how long a stream may carry nothing either way before both
+// ends reset it: long enough for an interactive session left alone, short
+// enough that a forgotten one does not hold a target's socket for good.
+const IdleTimeout = time.Hour
+
 // Splice carries bytes between a TCP connection and its stream until both
 // directions end, and returns the bytes each way (TCP to stream, stream to
 // TCP). The end of one direction (FIN) is passed on as the end of that
 // direction only, so a half-closed connection goes on the other way; a
-// reset is passed on as a reset.
+// reset is passed on as a reset; IdleTimeout without a byte either way
+// resets both.
 func Splice(tc *net.TCPConn, s *quic.Stream) (up, down int64) {
+	return splice(tc, s, IdleTimeout)
+}
+
+func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration) (up, down int64) {
+	var last atomic.Int64 // unix ns of the latest byte either way
+	last.Store(time.Now().UnixNano())
+	var timer *time.Timer
+	timer = time.AfterFunc(idle, func() {
+		if d := time.Since(time.Unix(0, last.Load())); d < idle {
+			timer.Reset(idle - d)
+			return
+		}
+		tc.SetLinger(0)
+		tc.Close()
+		s.CancelRead(resetCode)
+		s.CancelWrite(resetCode)
+	})
+	defer timer.Stop()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n, err := io.Copy(s, tc)
+		n, err := io.Copy(s, activity{tc, &last})
 		up = n
 		if err == nil {
 			s.Close() // FIN: the other end reads EOF
@@ -32,7 +58,7 @@ func Splice(tc *net.TCPConn, s *quic.Stream) (up, down int64) {
 		s.CancelWrite(resetCode)
 		s.CancelRead(resetCode)
 	})
-	n, err := io.Copy(tc, s)
+	n, err := io.Copy(tc, activity{s, &last})
 	down = n
 	var se *quic.StreamError
 	switch {
@@ -51,4 +77,18 @@ func Splice(tc *net.TCPConn, s *quic.Stream) (up, down int64) {
 	wg.Wait()
 	tc.Close()
 	return up, down
+}
+
+// activity is a reader that notes the time of each read that brings bytes.
+type activity struct {
+	r    io.Reader
+	last *atomic.Int64
+}
+
+func (a activity) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.last.Store(time.Now().UnixNano())
+	}
+	return n, err
 }

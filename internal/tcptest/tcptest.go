@@ -1,6 +1,6 @@
-// Package tcptest serves TCP in tests: an echo server on loopback that
-// answers each connection with what it reads and then half-closes, as the
-// tests of TCP streams need.
+// Package tcptest serves TCP in tests: a server on loopback that hands each
+// connection to a function, and an echo server made of it that answers with
+// what it reads and then half-closes, as the tests of TCP streams need.
 package tcptest
 
 import (
@@ -10,9 +10,10 @@ import (
 	"testing"
 )
 
-// Echo starts an echo server on loopback and returns its address; it stops,
-// and its goroutines with it, when the test ends.
-func Echo(tb testing.TB) string {
+// Serve starts a server on loopback that runs handle for each connection,
+// which it closes after, and returns its address; the server stops, its
+// connections close and its goroutines end when the test ends.
+func Serve(tb testing.TB, handle func(*net.TCPConn)) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,10 +47,18 @@ func Echo(tb testing.TB) string {
 					mu.Unlock()
 					c.Close()
 				}()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c.(*net.TCPConn))
 			})
 		}
 	})
 	return ln.Addr().String()
+}
+
+// Echo starts an echo server on loopback and returns its address.
+func Echo(tb testing.TB) string {
+	tb.Helper()
+	return Serve(tb, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
 }
