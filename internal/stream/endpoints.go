@@ -281,7 +281,12 @@ func (c *Client) Open(ctx context.Context, target wire.Target) (*quic.Stream, by
 	if err != nil {
 		return nil, Failed, err
 	}
-	st, err := conn.OpenStreamSync(ctx)
+	st, err := conn.OpenStream()
+	if errors.Is(err, &quic.StreamLimitReachedError{}) {
+		// The server takes MaxStreams at once: say so now rather than
+		// wait for one to end.
+		return nil, TooManyStreams, nil
+	}
 	if err != nil {
 		return nil, Failed, fmt.Errorf("stream: open: %w", err)
 	}

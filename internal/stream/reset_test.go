@@ -17,21 +17,19 @@ import (
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
-// pair starts a stream server (allowing everything, idle timeout idle) and
-// a client over two packet conns.
-func pair(t *testing.T, idle time.Duration) *Client {
+// pair starts a stream server with cfg, allowing every target, and a
+// client over two packet conns.
+func pair(t *testing.T, cfg ServerConfig) *Client {
 	t.Helper()
 	var k [32]byte
 	rand.Read(k[:])
 	secret := Secret(k, k)
 	var srv *Server
 	cl := NewClient(secret, 1334, func(p []byte) error { srv.Deliver(p); return nil })
+	cfg.PacketSize = 1334
+	cfg.Allowed = func(string, netip.Addr, uint16) bool { return true }
 	var err error
-	srv, err = NewServer(secret, func(p []byte) error { cl.Deliver(p); return nil }, ServerConfig{
-		PacketSize:  1334,
-		IdleTimeout: idle,
-		Allowed:     func(string, netip.Addr, uint16) bool { return true },
-	})
+	srv, err = NewServer(secret, func(p []byte) error { cl.Deliver(p); return nil }, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +51,7 @@ func listen(t *testing.T, handle func(*net.TCPConn)) wire.Target {
 // TestResetPassesThrough: a target that resets its connection resets the
 // stream, and a local connection spliced to that stream is reset in turn.
 func TestResetPassesThrough(t *testing.T) {
-	cl := pair(t, 0)
+	cl := pair(t, ServerConfig{})
 	tg := listen(t, func(c *net.TCPConn) {
 		io.ReadFull(c, make([]byte, 5))
 		c.SetLinger(0) // a reset, not a FIN
@@ -94,7 +92,7 @@ func TestResetPassesThrough(t *testing.T) {
 // TestIdleStreamReset: a stream that carries nothing either way for the
 // server's idle timeout is reset.
 func TestIdleStreamReset(t *testing.T) {
-	cl := pair(t, 200*time.Millisecond)
+	cl := pair(t, ServerConfig{IdleTimeout: 200 * time.Millisecond})
 	held := make(chan struct{})
 	tg := listen(t, func(c *net.TCPConn) {
 		<-held // says nothing, closes nothing
@@ -113,5 +111,44 @@ func TestIdleStreamReset(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("reset after %v", d)
+	}
+}
+
+// TestStreamLimit: with the server's streams all open, one more is refused
+// at once as too many, and goes once one ends.
+func TestStreamLimit(t *testing.T) {
+	cl := pair(t, ServerConfig{MaxStreams: 3})
+	tg := listen(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var open []*quic.Stream
+	for range 3 {
+		st, code, err := cl.Open(ctx, tg)
+		if err != nil || code != OK {
+			t.Fatalf("open: %d %v", code, err)
+		}
+		open = append(open, st)
+	}
+	if st, code, err := cl.Open(ctx, tg); err != nil || code != TooManyStreams || st != nil {
+		t.Fatalf("a fourth stream: %d (%s) %v, want %d", code, Reason(code), err, TooManyStreams)
+	}
+	open[0].Close()
+	open[0].CancelRead(0)
+	var code byte
+	for code != OK && ctx.Err() == nil {
+		var st *quic.Stream
+		var err error
+		st, code, err = cl.Open(ctx, tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == OK {
+			st.Close()
+		} else {
+			time.Sleep(5 * time.Millisecond) // the server's word that one ended is on its way
+		}
+	}
+	if code != OK {
+		t.Fatal("no stream once one ended")
 	}
 }
