@@ -26,7 +26,6 @@ type streams struct {
 	mu     sync.Mutex
 	cl     *stream.Client
 	secret [32]byte // of the session from scratch the streams belong to
-	sl     *session.Sealer
 	closed bool
 }
 
@@ -57,29 +56,23 @@ func (c *Client) streamClient() (*stream.Client, error) {
 		return nil, stream.ErrClientClosed
 	}
 	if h.cl == nil {
-		h.cl = stream.NewClient(h.secret, stream.PacketSize(wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())), c.streamOut)
+		sl := session.NewSealer() // the stream client's flusher's own
+		h.cl = stream.NewClient(h.secret, stream.PacketSize(wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())), func(pkts [][]byte) { c.streamOut(sl, pkts) })
 	}
 	return h.cl, nil
 }
 
-// streamOut seals a packet of the QUIC connection under the current
-// session and sends it as the mode says.
-func (c *Client) streamOut(p []byte) error {
+// streamOut seals a run of packets of the QUIC connection with sl under
+// the current session and sends them as the mode says, in one write a
+// path.
+func (c *Client) streamOut(sl *session.Sealer, pkts [][]byte) {
 	st := c.sess.Load()
 	if st == nil {
-		return nil // lost, as on a path: QUIC sends it again
+		return // lost, as on a path: QUIC sends them again
 	}
-	h := &c.streams
-	h.mu.Lock()
-	if h.sl == nil {
-		h.sl = session.NewSealer()
+	if out := sl.SealStreams(st, pkts, wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())); len(out) > 0 {
+		c.sendLive(out, false)
 	}
-	pkt, err := h.sl.SealStream(st, p, wire.MaxPlaintext(c.cfg.MTU, c.v6.Load()))
-	if err == nil {
-		c.sendLive([][]byte{pkt}, false)
-	}
-	h.mu.Unlock()
-	return err
 }
 
 // streamIn hands a stream packet from the server to the stream client.

@@ -21,7 +21,7 @@ type streams struct {
 	mu     sync.Mutex
 	srv    *stream.Server
 	closed bool
-	sl     *session.Sealer // under mu
+	sl     *session.Sealer // the stream server's flusher's own
 }
 
 // streamIn hands a stream packet from ss's client to its lineage's stream
@@ -30,7 +30,7 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 	h := ss.lin.streams
 	h.mu.Lock()
 	if h.srv == nil && !h.closed {
-		srv, err := stream.NewServer(h.secret, func(b []byte) error { return s.streamOut(h, b) }, stream.ServerConfig{
+		srv, err := stream.NewServer(h.secret, func(pkts [][]byte) { s.streamOut(h, pkts) }, stream.ServerConfig{
 			PacketSize: stream.PacketSize(wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())),
 			Allowed: func(name string, addr netip.Addr, port uint16) bool {
 				return s.rules.AllowsProto(allow.TCP, name, addr, port)
@@ -63,20 +63,17 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 	}
 }
 
-// streamOut seals a packet of h's QUIC connection under the lineage's
-// current session and puts it on its paths.
-func (s *Server) streamOut(h *streams, p []byte) error {
+// streamOut seals a run of packets of h's QUIC connection under the
+// lineage's current session and puts them on its paths, in one write a
+// path. The stream server's one flusher goroutine calls it.
+func (s *Server) streamOut(h *streams, pkts [][]byte) {
 	ss := h.cur.Load()
-	h.mu.Lock()
 	if h.sl == nil {
 		h.sl = session.NewSealer()
 	}
-	pkt, err := h.sl.SealStream(ss.st, p, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load()))
-	if err == nil {
-		s.sendAll(ss, [][]byte{pkt}, false)
+	if out := h.sl.SealStreams(ss.st, pkts, wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())); len(out) > 0 {
+		s.sendAll(ss, out, false)
 	}
-	h.mu.Unlock()
-	return err
 }
 
 // closeStreams ends a lineage's streams (its last session closed).

@@ -24,6 +24,7 @@ type Sealer struct {
 	in    []byte
 	out   []byte
 	to    []byte // a datagram with its target, made on first need
+	slab  []byte // stream packets sealed together (SealStreams)
 	pkts  [][]byte
 	nonce Nonce
 }
@@ -119,16 +120,35 @@ func (s *Sealer) SealTo(st *State, flow uint32, t wire.Target, n, maxPlain int) 
 	return s.pkts, nil
 }
 
-// SealStream seals one packet of the session's QUIC connection, p, which
-// must fit maxPlain with its kind byte; the packet stays valid until the
-// next call.
-func (s *Sealer) SealStream(st *State, p []byte, maxPlain int) ([]byte, error) {
-	if 1+len(p) > maxPlain {
-		return nil, ErrOversize
+// SealStreams seals a run of packets of the session's QUIC connection,
+// skipping any too large for maxPlain, and returns the sealed packets,
+// valid until the next call.
+func (s *Sealer) SealStreams(st *State, pkts [][]byte, maxPlain int) [][]byte {
+	need := 0
+	for _, p := range pkts {
+		need += wire.HeaderLen + 1 + len(p) + wire.TagLen
 	}
-	s.in[wire.HeaderLen] = wire.MsgStream
-	copy(s.in[wire.HeaderLen+1:], p)
-	return st.Seal(s.in, 1+len(p), &s.nonce)
+	if cap(s.slab) < need {
+		s.slab = make([]byte, need)
+	}
+	s.pkts = s.pkts[:0]
+	off := 0
+	for _, p := range pkts {
+		if 1+len(p) > maxPlain {
+			continue
+		}
+		size := wire.HeaderLen + 1 + len(p) + wire.TagLen
+		b := s.slab[off : off+size : off+size]
+		b[wire.HeaderLen] = wire.MsgStream
+		copy(b[wire.HeaderLen+1:], p)
+		pkt, err := st.Seal(b, 1+len(p), &s.nonce)
+		if err != nil {
+			break
+		}
+		s.pkts = append(s.pkts, pkt)
+		off += size
+	}
+	return s.pkts
 }
 
 // SealClose seals the message that ends a session.

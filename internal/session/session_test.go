@@ -240,3 +240,25 @@ func TestDuplicatesAuthenticated(t *testing.T) {
 		t.Fatalf("truncated: %v", err)
 	}
 }
+
+// TestSealStreams: a run of stream packets is sealed into packets each
+// holding one, in order, that the peer opens back to the same bytes; one
+// too large for the plaintext is skipped.
+func TestSealStreams(t *testing.T) {
+	a, b := pair(t)
+	var sl Sealer
+	in := [][]byte{[]byte("one"), bytes.Repeat([]byte{7}, 1334), bytes.Repeat([]byte{8}, 1335), []byte("four")}
+	out := sl.SealStreams(a, in, 1335)
+	if len(out) != 3 {
+		t.Fatalf("%d sealed, want 3 (one too large)", len(out))
+	}
+	var o Opener
+	for i, want := range [][]byte{in[0], in[1], in[3]} {
+		pkt := append([]byte(nil), out[i]...)
+		h, _ := wire.ParseHeader(pkt)
+		m, err := o.Open(b, pkt, h)
+		if err != nil || m.Kind != wire.MsgStream || !bytes.Equal(m.Body, want) {
+			t.Fatalf("packet %d: %v kind %d, %d bytes", i, err, m.Kind, len(m.Body))
+		}
+	}
+}

@@ -36,6 +36,14 @@ var ErrClosed = net.ErrClosed
 type PacketConn struct {
 	send func(b []byte) error
 
+	// Batched sending (NewBatchPacketConn): WriteTo queues, a flusher
+	// hands what queued to sendBatch in one call.
+	sendBatch func(pkts [][]byte)
+	out       [][]byte      // queued, under mu
+	spare     [][]byte      // the flusher's other slice
+	kick      chan struct{} // wakes the flusher
+	flushed   sync.WaitGroup
+
 	in      chan []byte
 	done    chan struct{}
 	once    sync.Once
@@ -51,6 +59,39 @@ func NewPacketConn(send func(b []byte) error) *PacketConn {
 	return &PacketConn{send: send, in: make(chan []byte, queueLen), done: make(chan struct{}), wake: make(chan struct{})}
 }
 
+// NewBatchPacketConn returns a PacketConn whose writes queue and go out
+// together: a goroutine of its own hands each run that queued while it was
+// busy to sendBatch, in one call, so that a burst of QUIC packets costs one
+// write per path instead of one each. sendBatch must not keep the packets.
+// Close stops the goroutine.
+func NewBatchPacketConn(sendBatch func(pkts [][]byte)) *PacketConn {
+	c := &PacketConn{sendBatch: sendBatch, kick: make(chan struct{}, 1), in: make(chan []byte, queueLen), done: make(chan struct{}), wake: make(chan struct{})}
+	c.flushed.Go(c.flusher)
+	return c
+}
+
+// flusher sends what WriteTo queued until the PacketConn closes.
+func (c *PacketConn) flusher() {
+	for {
+		select {
+		case <-c.kick:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		pkts := c.out
+		c.out, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		if len(pkts) > 0 {
+			c.sendBatch(pkts)
+		}
+		clear(pkts)
+		c.mu.Lock()
+		c.spare = pkts[:0]
+		c.mu.Unlock()
+	}
+}
+
 // Deliver hands QUIC a packet that arrived; b is copied.
 func (c *PacketConn) Deliver(b []byte) {
 	buf := append([]byte(nil), b...)
@@ -64,7 +105,8 @@ func (c *PacketConn) Deliver(b []byte) {
 	}
 }
 
-// Dropped returns how many packets arrived while QUIC's queue was full.
+// Dropped returns how many packets were dropped at a full queue, either
+// way.
 func (c *PacketConn) Dropped() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -116,12 +158,28 @@ func stop(t *time.Timer) {
 	}
 }
 
-// WriteTo sends p through the session; addr is ignored.
+// WriteTo sends p through the session; addr is ignored. A batched
+// PacketConn queues a copy (at most queueLen packets: a write that finds
+// the queue full is dropped, as a full socket buffer would).
 func (c *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 	select {
 	case <-c.done:
 		return 0, ErrClosed
 	default:
+	}
+	if c.sendBatch != nil {
+		c.mu.Lock()
+		if len(c.out) < queueLen {
+			c.out = append(c.out, append([]byte(nil), p...))
+		} else {
+			c.dropped++
+		}
+		c.mu.Unlock()
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+		return len(p), nil
 	}
 	if err := c.send(p); err != nil {
 		return 0, err
@@ -132,6 +190,7 @@ func (c *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 // Close ends the PacketConn: reads and writes fail from now on.
 func (c *PacketConn) Close() error {
 	c.once.Do(func() { close(c.done) })
+	c.flushed.Wait()
 	return nil
 }
 

@@ -83,8 +83,9 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
-// NewServer starts a stream server whose packets go out through send.
-func NewServer(secret [32]byte, send func([]byte) error, cfg ServerConfig) (*Server, error) {
+// NewServer starts a stream server whose packets go out through send, a
+// run at a time (NewBatchPacketConn).
+func NewServer(secret [32]byte, send func(pkts [][]byte), cfg ServerConfig) (*Server, error) {
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams
 	}
@@ -101,7 +102,7 @@ func NewServer(secret [32]byte, send func([]byte) error, cfg ServerConfig) (*Ser
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, pc: NewPacketConn(send)}
+	s := &Server{cfg: cfg, pc: NewBatchPacketConn(send)}
 	s.tr = &quic.Transport{Conn: s.pc}
 	s.ln, err = s.tr.Listen(tlsConf, quicConfig(cfg.PacketSize, cfg.MaxStreams))
 	if err != nil {
@@ -242,10 +243,10 @@ type Client struct {
 	closed bool
 }
 
-// NewClient returns a stream client whose packets go out through send, at
-// most packetSize bytes each.
-func NewClient(secret [32]byte, packetSize int, send func([]byte) error) *Client {
-	c := &Client{secret: secret, packetSize: packetSize, pc: NewPacketConn(send)}
+// NewClient returns a stream client whose packets, at most packetSize
+// bytes each, go out through send, a run at a time.
+func NewClient(secret [32]byte, packetSize int, send func(pkts [][]byte)) *Client {
+	c := &Client{secret: secret, packetSize: packetSize, pc: NewBatchPacketConn(send)}
 	c.tr = &quic.Transport{Conn: c.pc}
 	return c
 }

@@ -31,8 +31,8 @@ func TestEndpoints(t *testing.T) {
 	var srv *Server
 	var mu sync.Mutex
 	var done []byte
-	cl := NewClient(secret, 1334, func(p []byte) error { srv.Deliver(p); return nil })
-	srv, err = NewServer(secret, func(p []byte) error { cl.Deliver(p); return nil }, ServerConfig{
+	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) })
+	srv, err = NewServer(secret, func(pkts [][]byte) { deliverAll(cl, pkts) }, ServerConfig{
 		PacketSize: 1334,
 		Allowed: func(name string, addr netip.Addr, p uint16) bool {
 			return addr == netip.MustParseAddr("127.0.0.1") || name == "nowhere.invalid"

@@ -25,11 +25,11 @@ func pair(t *testing.T, cfg ServerConfig) *Client {
 	rand.Read(k[:])
 	secret := Secret(k, k)
 	var srv *Server
-	cl := NewClient(secret, 1334, func(p []byte) error { srv.Deliver(p); return nil })
+	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) })
 	cfg.PacketSize = 1334
 	cfg.Allowed = func(string, netip.Addr, uint16) bool { return true }
 	var err error
-	srv, err = NewServer(secret, func(p []byte) error { cl.Deliver(p); return nil }, cfg)
+	srv, err = NewServer(secret, func(pkts [][]byte) { deliverAll(cl, pkts) }, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +150,12 @@ func TestStreamLimit(t *testing.T) {
 	}
 	if code != OK {
 		t.Fatal("no stream once one ended")
+	}
+}
+
+// deliverAll hands each packet to d.
+func deliverAll(d interface{ Deliver([]byte) }, pkts [][]byte) {
+	for _, p := range pkts {
+		d.Deliver(p)
 	}
 }
