@@ -18,7 +18,7 @@ import (
 
 // Defaults of a session's streams.
 const (
-	DefaultMaxStreams  = 256              // streams at once, per session
+	DefaultMaxStreams  = 1024             // streams at once, per session
 	DefaultDialTimeout = 10 * time.Second // the server's dial of a target
 	// The flow-control windows bound what a slow reader makes the other
 	// end hold: a stream, and the connection's streams together.

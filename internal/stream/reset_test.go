@@ -1,12 +1,14 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -157,5 +159,44 @@ func TestStreamLimit(t *testing.T) {
 func deliverAll(d interface{ Deliver([]byte) }, pkts [][]byte) {
 	for _, p := range pkts {
 		d.Deliver(p)
+	}
+}
+
+// TestThousandStreams: 1,000 streams open at once on one connection, each
+// to an echo target; every one gets its own bytes back.
+func TestThousandStreams(t *testing.T) {
+	cl := pair(t, ServerConfig{})
+	ap := netip.MustParseAddrPort(tcptest.Echo(t))
+	tg := wire.Target{Addr: ap.Addr(), Port: ap.Port()}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 1000
+	streams := make([]*quic.Stream, n)
+	for i := range streams {
+		st, code, err := cl.Open(ctx, tg)
+		if err != nil || code != OK {
+			t.Fatalf("stream %d: %d (%s) %v", i, code, Reason(code), err)
+		}
+		streams[i] = st
+	}
+	// All open; now each carries its own message there and back.
+	errs := make(chan error, n)
+	for i, st := range streams {
+		go func() {
+			msg := []byte("stream " + strconv.Itoa(i))
+			st.Write(msg)
+			st.Close()
+			st.SetReadDeadline(time.Now().Add(30 * time.Second))
+			back, err := io.ReadAll(st)
+			if err == nil && !bytes.Equal(back, msg) {
+				err = errors.New("stream " + strconv.Itoa(i) + ": wrong bytes back")
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
