@@ -94,8 +94,8 @@ type vpnRow struct {
 // by its relay. The two differ under bulk traffic: the relay sends runs of
 // equal-size datagrams as one UDP GSO send, which nftables drops whole, so
 // its losses come in bursts of up to 64 datagrams; the relay's own loss
-// falls on each datagram alone. Two more rows repeat the relays' loss with
-// a reorder buffer and without repair. It logs a table of the receiver's
+// falls on each datagram alone. Three more rows repeat the relays' loss
+// without parity, with a reorder buffer and without repair. It logs a table of the receiver's
 // Mbit/s, TCP retransmits, the loss on the links, mptunnel's own loss and
 // what repair did, and checks that every configuration carries TCP, that
 // three lossy paths through mptunnel carry several times what one lossy

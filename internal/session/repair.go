@@ -22,7 +22,8 @@ func keeps(kind byte) bool {
 }
 
 // RingSize returns how many sealed packets a session keeps for repair at
-// path MTU mtu: about 4 MiB of them, between 256 and 4,096.
+// path MTU mtu: 4 MiB of them, between 256 and 4,096 (repair.NewRing then
+// rounds it up to a power of two).
 func RingSize(mtu int) int {
 	return min(4096, max(256, (4<<20)/max(mtu, 1)))
 }
