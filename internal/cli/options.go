@@ -10,6 +10,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/peer"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/server"
+	"github.com/mptunnel/mptunnel/internal/stream"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
 
@@ -86,6 +87,8 @@ func serverFile(f conffile.Server) server.Config {
 		NoParity:       f.NoParity,
 		MaxSessions:    f.MaxSessions,
 		SessionTimeout: f.SessionTimeout.D(),
+		MaxStreams:     f.MaxStreams,
+		DialTimeout:    f.DialTimeout.D(),
 	}
 }
 
@@ -146,6 +149,8 @@ func (b *binder) serverFlags(cfg, file *server.Config) {
 	b.bindShared(serverShared(cfg), serverShared(file))
 	b.Int("max-sessions", &cfg.MaxSessions, &file.MaxSessions, server.DefaultMaxSessions, "concurrent sessions")
 	b.Duration("session-timeout", &cfg.SessionTimeout, &file.SessionTimeout, peer.DefaultSessionTimeout, "free a session silent this long")
+	b.Int("max-streams", &cfg.MaxStreams, &file.MaxStreams, stream.DefaultMaxStreams, "TCP streams (SOCKS CONNECT, tcp: forwards) a client may have open at once")
+	b.Duration("dial-timeout", &cfg.DialTimeout, &file.DialTimeout, stream.DefaultDialTimeout, "how long a TCP stream's connection to its target may take before the client is told it timed out")
 }
 
 // clientFlags binds the flags of the client's Config fields to cfg, taking
@@ -156,7 +161,7 @@ func (b *binder) clientFlags(cfg, file *client.Config) {
 	b.Int("fec-interleave", &cfg.FECDepth, &file.FECDepth, 1, "fec mode: groups open at once, datagrams going to each in turn, 1 to 15, so that a burst of losses on one path is shared among them (both directions)")
 	b.Duration("fec-flush", &cfg.FECFlush, &file.FECFlush, fec.DefaultFlushDelay, "fec mode: how long a group that does not fill waits before its parity goes (client to server)")
 	b.Float64("target-loss", &cfg.TargetLoss, &file.TargetLoss, sched.DefaultTargetLoss, "adaptive mode: the combined loss to stay under, as a fraction (client to server)")
-	b.String("socks", &cfg.Socks, &file.Socks, "", "serve a SOCKS5 front here (UDP ASSOCIATE; loopback when no host is given, such as :1080): each datagram goes to the destination it names, which the server must allow")
+	b.String("socks", &cfg.Socks, &file.Socks, "", "serve a SOCKS5 front here (CONNECT and UDP ASSOCIATE; loopback when no host is given, such as :1080): each datagram goes to the destination it names, which the server must allow")
 	b.Duration("rekey-after", &cfg.RekeyAfter, &file.RekeyAfter, client.DefaultRekeyAfter, "replace the session's keys this often, keeping its flows")
 	b.Uint64("rekey-packets", &cfg.RekeyPackets, &file.RekeyPackets, client.DefaultRekeyPackets, "replace the session's keys once either end has sealed this many packets under them")
 }

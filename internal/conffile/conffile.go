@@ -135,6 +135,8 @@ type Server struct {
 	Allow          []string `toml:"allow"`
 	MaxSessions    int      `toml:"max_sessions"`
 	SessionTimeout Duration `toml:"session_timeout"`
+	MaxStreams     int      `toml:"max_streams"`
+	DialTimeout    Duration `toml:"dial_timeout"`
 }
 
 // Error is a problem with a file, at a line when known.
@@ -389,6 +391,12 @@ func (s *Server) check(file string, lines map[string]int) error {
 	}
 	if s.MaxSessions < 0 || s.MaxSessions > 1<<20 {
 		k.fail("max_sessions", "%d: want 1 to %d", s.MaxSessions, 1<<20)
+	}
+	if s.MaxStreams < 0 || s.MaxStreams > 1<<20 {
+		k.fail("max_streams", "%d: want 1 to %d", s.MaxStreams, 1<<20)
+	}
+	if s.DialTimeout < 0 {
+		k.fail("dial_timeout", "%v: want a positive duration", s.DialTimeout.D())
 	}
 	return k.err
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -295,4 +296,96 @@ func TestChromiumThroughSocks(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestForwardInteractiveAndBulk: one TCP forward, over two lossy paths,
+// carries an ssh-like exchange (the target speaks first, then each small
+// line the client types comes back at once, 300 times) while a bulk
+// transfer of 8 MiB goes through the same forward on another connection:
+// the keystrokes are answered one by one however much the bulk sends, and
+// the bulk's bytes come back whole.
+func TestForwardInteractiveAndBulk(t *testing.T) {
+	const banner = "SSH-2.0-mptunnel-test\r\n"
+	shell := tcptest.Serve(t, func(c *net.TCPConn) {
+		if _, err := c.Write([]byte(banner)); err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte("> " + line)); err != nil {
+				return
+			}
+		}
+	})
+	echo := tcptest.Echo(t)
+	key := testKey(t)
+	udp := newEchoTarget(t)
+	srv := startServer(t, server.Config{Target: udp.addr(), Key: key, Allow: []string{"tcp:" + shell, "tcp:" + echo}})
+	lossy := impair.Config{Loss: 0.1, Delay: 2 * time.Millisecond}
+	paths, _ := startPaths(t, srv.Addr().String(), 77, lossy, lossy)
+	cl := startClient(t, client.Config{Paths: paths, Key: key, Listen: "none", Forwards: []client.Forward{
+		{Listen: "127.0.0.1:0", Target: shell, TCP: true},
+		{Listen: "127.0.0.1:0", Target: echo, TCP: true},
+	}})
+	addrs := cl.ForwardAddrs()
+
+	bulkErr := make(chan error, 1)
+	go func() {
+		c, err := net.Dial("tcp", addrs[1].String())
+		if err != nil {
+			bulkErr <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		data := make([]byte, 8<<20)
+		rand.Read(data)
+		go func() {
+			c.Write(data)
+			c.(*net.TCPConn).CloseWrite()
+		}()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err == nil && (n != int64(len(data)) || !bytes.Equal(h.Sum(nil), sha256Sum(data))) {
+			err = fmt.Errorf("bulk: %d bytes back of %d, or not the same bytes", n, len(data))
+		}
+		bulkErr <- err
+	}()
+
+	c, err := net.Dial("tcp", addrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	r := bufio.NewReader(c)
+	if got, err := r.ReadString('\n'); err != nil || got != banner {
+		t.Fatalf("banner %q, %v; want %q", got, err, banner)
+	}
+	for i := range 300 {
+		line := strings.Repeat("k", 1+i%40) + strconv.Itoa(i) + "\n"
+		if _, err := c.Write([]byte(line)); err != nil {
+			t.Fatalf("keystroke %d: %v", i, err)
+		}
+		if got, err := r.ReadString('\n'); err != nil || got != "> "+line {
+			t.Fatalf("keystroke %d: %q, %v; want %q", i, got, err, "> "+line)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Errorf("after the client's end: %q, %v; want the target's end alone", rest, err)
+	}
+	if err := <-bulkErr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sha256Sum returns b's SHA-256.
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
 }

@@ -80,6 +80,8 @@ type Config struct {
 	MaxPaths           int           // paths per session (wire.MaxPaths, which is also the most)
 	SessionTimeout     time.Duration // a session with no authentic packet for this long is freed (60s)
 	FlowTimeout        time.Duration // a flow idle this long in both directions is freed (60s)
+	MaxStreams         int           // TCP streams a client has open at once (stream.DefaultMaxStreams)
+	DialTimeout        time.Duration // how long a stream's TCP dial of its target may take (stream.DefaultDialTimeout)
 	ProbeInterval      time.Duration // each path is probed this often (250ms)
 	// RekeyGrace is how long a session replaced by a rekey still takes the
 	// packets the client sent under it before it switched (10s).
@@ -98,6 +100,8 @@ func (c *Config) setDefaults() {
 	c.MaxPaths = min(c.MaxPaths, wire.MaxPaths)
 	peer.Or(&c.SessionTimeout, peer.DefaultSessionTimeout)
 	peer.Or(&c.FlowTimeout, peer.DefaultFlowTimeout)
+	peer.Or(&c.MaxStreams, stream.DefaultMaxStreams)
+	peer.Or(&c.DialTimeout, stream.DefaultDialTimeout)
 	peer.Or(&c.ProbeInterval, peer.DefaultProbeInterval)
 	peer.Or(&c.RekeyGrace, 10*time.Second)
 	peer.Default[udpio.Network](&c.Net, udpio.OS{Options: udpio.Options{PktInfo: true}})

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,12 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 	h.mu.Lock()
 	if h.srv == nil && !h.closed {
 		srv, err := stream.NewServer(h.secret, func(pkts [][]byte) { s.streamOut(h, pkts) }, stream.ServerConfig{
-			PacketSize: stream.PacketSize(wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())),
+			PacketSize:  stream.PacketSize(wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())),
+			MaxStreams:  s.cfg.MaxStreams,
+			DialTimeout: s.cfg.DialTimeout,
+			Lookup: func(ctx context.Context, name string) ([]netip.Addr, error) {
+				return s.cfg.Resolver.LookupNetIP(ctx, "ip", name)
+			},
 			Allowed: func(name string, addr netip.Addr, port uint16) bool {
 				return s.rules.AllowsProto(allow.TCP, name, addr, port)
 			},

@@ -21,11 +21,13 @@ const (
 	DefaultMaxStreams  = 1024             // streams at once, per session
 	DefaultDialTimeout = 10 * time.Second // the server's dial of a target
 	// The flow-control windows bound what a slow reader makes the other
-	// end hold: a stream, and the connection's streams together.
-	streamWindow     = 4 << 20
-	connectionWindow = 16 << 20
-	requestTimeout   = 10 * time.Second
-	idleTimeout      = 60 * time.Second
+	// end hold: a stream, and the connection's streams together. A
+	// stream's starts smaller and grows as its reader keeps up.
+	initialStreamWindow = 512 << 10
+	streamWindow        = 4 << 20
+	connectionWindow    = 16 << 20
+	requestTimeout      = 10 * time.Second
+	idleTimeout         = 60 * time.Second
 )
 
 // quicConfig returns the QUIC configuration of a session's connection,
@@ -37,7 +39,7 @@ func quicConfig(packetSize, maxStreams int) *quic.Config {
 		DisablePathMTUDiscovery:        true,
 		MaxIncomingStreams:             int64(maxStreams),
 		MaxIncomingUniStreams:          -1,
-		InitialStreamReceiveWindow:     512 << 10,
+		InitialStreamReceiveWindow:     initialStreamWindow,
 		MaxStreamReceiveWindow:         streamWindow,
 		InitialConnectionReceiveWindow: 1 << 20,
 		MaxConnectionReceiveWindow:     connectionWindow,
@@ -62,7 +64,14 @@ type ServerConfig struct {
 	MaxStreams  int           // DefaultMaxStreams when 0
 	DialTimeout time.Duration // DefaultDialTimeout when 0
 	IdleTimeout time.Duration // IdleTimeout when 0
-	Log         *slog.Logger
+	// Dial, when set, connects to a target the rules allow, within ctx's
+	// deadline (DialTimeout); a net.Dialer otherwise. Its error decides
+	// the reply: refused, unreachable, timed out or failed.
+	Dial func(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error)
+	// Lookup, when set, resolves a name a client asked for; the default
+	// resolver otherwise.
+	Lookup func(ctx context.Context, name string) ([]netip.Addr, error)
+	Log    *slog.Logger
 	// Opened, when set, is told of each stream's reply: its target and the
 	// code the client got. Done, when set, is told of the end of each
 	// stream that connected, with the bytes each way (up: client to
@@ -97,6 +106,14 @@ func NewServer(secret [32]byte, send func(pkts [][]byte), cfg ServerConfig) (*Se
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = dialTCP
+	}
+	if cfg.Lookup == nil {
+		cfg.Lookup = func(ctx context.Context, name string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+		}
 	}
 	tlsConf, err := ServerTLS(secret)
 	if err != nil {
@@ -188,12 +205,12 @@ func (s *Server) serve(st *quic.Stream) {
 func (s *Server) dial(tg wire.Target) (*net.TCPConn, byte) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.DialTimeout)
 	defer cancel()
-	addr := tg.Addr
+	addrs := []netip.Addr{tg.Addr}
 	if tg.Name != "" {
 		// A name rule allows the name whatever it resolves to (Allowed
 		// sees both); a name that does not resolve is refused as not
 		// allowed unless a rule names it.
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", tg.Name)
+		ips, err := s.cfg.Lookup(ctx, tg.Name)
 		if err != nil || len(ips) == 0 {
 			if ctx.Err() != nil {
 				return nil, TimedOut
@@ -203,18 +220,40 @@ func (s *Server) dial(tg wire.Target) (*net.TCPConn, byte) {
 			}
 			return nil, NoName
 		}
-		addr = ips[0].Unmap()
+		addrs = ips
 	}
-	if s.cfg.Allowed == nil || !s.cfg.Allowed(tg.Name, addr, tg.Port) {
+	// The addresses the rules allow, each tried in turn until one
+	// connects (a name may resolve to an address its server does not
+	// listen on, such as ::1 besides 127.0.0.1), within the one timeout.
+	code := NotAllowed
+	for _, a := range addrs {
+		a = a.Unmap()
+		if s.cfg.Allowed == nil || !s.cfg.Allowed(tg.Name, a, tg.Port) {
+			continue
+		}
+		c, err := s.cfg.Dial(ctx, netip.AddrPortFrom(a, tg.Port))
+		if err == nil {
+			return c, OK
+		}
+		code = dialCode(err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if code == NotAllowed {
 		s.cfg.Log.Info("stream refused: target not allowed", "target", tg.String())
-		return nil, NotAllowed
 	}
+	return nil, code
+}
+
+// dialTCP connects to addr with a net.Dialer.
+func dialTCP(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr, tg.Port).String())
+	c, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
-		return nil, dialCode(err)
+		return nil, err
 	}
-	return c.(*net.TCPConn), OK
+	return c.(*net.TCPConn), nil
 }
 
 // dialCode maps a dial error to a reply code.

@@ -23,13 +23,19 @@ import (
 // client over two packet conns.
 func pair(t *testing.T, cfg ServerConfig) *Client {
 	t.Helper()
+	return pairAllowing(t, cfg, func(string, netip.Addr, uint16) bool { return true })
+}
+
+// pairAllowing is pair with the server's rules.
+func pairAllowing(t *testing.T, cfg ServerConfig, allowed func(string, netip.Addr, uint16) bool) *Client {
+	t.Helper()
 	var k [32]byte
 	rand.Read(k[:])
 	secret := Secret(k, k)
 	var srv *Server
 	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) })
 	cfg.PacketSize = 1334
-	cfg.Allowed = func(string, netip.Addr, uint16) bool { return true }
+	cfg.Allowed = allowed
 	var err error
 	srv, err = NewServer(secret, func(pkts [][]byte) { deliverAll(cl, pkts) }, cfg)
 	if err != nil {
