@@ -79,9 +79,7 @@ func Main(prog string, args []string, extra ...Command) int {
 func Run(prog string, args []string, env Env, extra ...Command) int {
 	err := dispatch(prog, args, env, extra)
 	if err == nil || errors.Is(err, flag.ErrHelp) {
-		if errors.Is(err, flag.ErrHelp) {
-			return ExitUsage
-		}
+		// -h or --help: the usage is on stdout (parse), which is success.
 		return ExitOK
 	}
 	fmt.Fprintf(env.Stderr, "%s: %v\n", prog, err)
@@ -129,31 +127,34 @@ func dispatch(prog string, args []string, env Env, extra []Command) error {
 		return usageError{errors.New("no command given")}
 	}
 	cmd, rest := args[0], args[1:]
-	for _, c := range extra {
+	for _, c := range commands(extra) {
 		if c.Name == cmd {
 			return c.Run(rest, env)
 		}
 	}
 	switch cmd {
-	case "server":
-		return runServer("mptunnel server", rest, env)
-	case "client":
-		return runClient("mptunnel client", rest, env)
-	case "check":
-		return runCheck(rest, env)
-	case "status":
-		return runStatus(rest, env)
-	case "genkey":
-		return runGenkey(rest, env)
-	case "version", "--version", "-version":
-		fmt.Fprintln(env.Stdout, versionLine())
-		return nil
+	case "--version", "-version":
+		return runVersion(rest, env)
 	case "help", "-h", "--help":
 		fmt.Fprint(env.Stdout, usage)
 		return nil
 	}
 	fmt.Fprint(env.Stderr, usage)
 	return usagef("unknown command %q", cmd)
+}
+
+// runVersion prints the version line.
+func runVersion(args []string, env Env) error {
+	fs := newFlagSet("mptunnel version", env, "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintln(env.Stdout, versionLine())
+	return nil
 }
 
 // runGenkey prints a new key, or with -o writes it to a new file that only
@@ -299,22 +300,59 @@ func (c *common) logger(env Env) (*slog.Logger, error) {
 	return nil, usagef("bad --log-format %q: want text or json", c.logFmt)
 }
 
+// helpFlag is -h and -help (--help): given, the command prints its usage to
+// stdout and exits 0 instead of running (parse). Errors and the usage after
+// bad usage go to stderr.
+type helpFlag struct {
+	given  bool
+	stdout io.Writer
+}
+
+func (h *helpFlag) String() string {
+	if h == nil {
+		return "false"
+	}
+	return strconv.FormatBool(h.given)
+}
+
+func (h *helpFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	h.given = v
+	return err
+}
+
+func (h *helpFlag) IsBoolFlag() bool { return true }
+
 func newFlagSet(name string, env Env, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(env.Stderr, "usage: %s %s\n\nflags:\n", name, usage)
+		fmt.Fprintf(fs.Output(), "usage: %s\n\nflags:\n", strings.TrimSpace(name+" "+usage))
 		fs.PrintDefaults()
 	}
+	h := &helpFlag{stdout: env.Stdout}
+	fs.Var(h, "h", "print this usage and exit")
+	fs.Var(h, "help", "same as -h")
 	return fs
 }
 
+// parse parses args into fs. With -h or --help it prints the usage to
+// stdout and returns flag.ErrHelp, which exits 0; any other error is bad
+// usage, already reported on stderr with the usage.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
 		return usageError{err}
+	}
+	f := fs.Lookup("h")
+	if f == nil {
+		return nil
+	}
+	if h, ok := f.Value.(*helpFlag); ok && h.given {
+		out := fs.Output()
+		fs.SetOutput(h.stdout)
+		fs.Usage()
+		fs.SetOutput(out)
+		return flag.ErrHelp
 	}
 	return nil
 }

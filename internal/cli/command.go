@@ -16,17 +16,28 @@ type Command struct {
 	Run func(args []string, env Env) error
 }
 
-// builtin lists the commands this package runs itself.
-var builtin = []string{"server", "client", "check", "status", "genkey", "version"}
+// builtin returns the commands this package runs itself.
+func builtin() []Command {
+	return []Command{
+		{Name: "server", Run: func(args []string, env Env) error { return runServer("mptunnel server", args, env) }},
+		{Name: "client", Run: func(args []string, env Env) error { return runClient("mptunnel client", args, env) }},
+		{Name: "check", Run: runCheck},
+		{Name: "status", Run: runStatus},
+		{Name: "genkey", Run: runGenkey},
+		{Name: "version", Run: runVersion},
+	}
+}
+
+// commands returns mptunnel's commands: this package's and extra.
+func commands(extra []Command) []Command {
+	return append(builtin(), extra...)
+}
 
 // usageOf returns mptunnel's usage with the lines of the commands neither
 // this package nor extra has left out.
 func usageOf(extra []Command) string {
 	known := make(map[string]bool)
-	for _, name := range builtin {
-		known[name] = true
-	}
-	for _, c := range extra {
+	for _, c := range commands(extra) {
 		known[c.Name] = true
 	}
 	var b strings.Builder
@@ -42,13 +53,16 @@ func usageOf(extra []Command) string {
 }
 
 // NewFlagSet returns the flag set of a command named name (as the user
-// types it, e.g. "mptunnel bench"): errors and -h go to env.Stderr, with the
-// usage line "usage: NAME USAGE" before the flags.
+// types it, e.g. "mptunnel bench"): errors go to env.Stderr with the usage,
+// the usage line "usage: NAME USAGE" before the flags; -h and --help print
+// the usage to env.Stdout (Parse).
 func NewFlagSet(name string, env Env, usage string) *flag.FlagSet {
 	return newFlagSet(name, env, usage)
 }
 
-// Parse parses args into fs; an error other than -h exits with status 2.
+// Parse parses args into fs. With -h or --help it prints the usage to stdout
+// and returns flag.ErrHelp, which exits 0: the caller returns it unchanged.
+// Any other error exits with status 2.
 func Parse(fs *flag.FlagSet, args []string) error { return parse(fs, args) }
 
 // Usagef returns an error that exits with status 2, the status of bad usage.

@@ -190,8 +190,8 @@ func TestGenkeyOut(t *testing.T) {
 		t.Fatalf("genkey extra: exit %d: %s", r.code, r.stderr)
 	}
 	for _, h := range []string{"-h", "--help"} {
-		if r := runCLI(t, context.Background(), nil, "mptunnel", "genkey", h); r.code != ExitUsage || !strings.Contains(r.stderr, "usage: mptunnel genkey [-o FILE]") || !strings.Contains(r.stderr, "mode 0600") {
-			t.Fatalf("genkey %s: exit %d: %s", h, r.code, r.stderr)
+		if r := runCLI(t, context.Background(), nil, "mptunnel", "genkey", h); r.code != ExitOK || !strings.Contains(r.stdout, "usage: mptunnel genkey [-o FILE]") || !strings.Contains(r.stdout, "mode 0600") {
+			t.Fatalf("genkey %s: exit %d: %q %q", h, r.code, r.stdout, r.stderr)
 		}
 	}
 }
