@@ -57,7 +57,8 @@ func (c *Client) streamClient() (*stream.Client, error) {
 	}
 	if h.cl == nil {
 		sl := session.NewSealer() // the stream client's flusher's own
-		h.cl = stream.NewClient(h.secret, stream.PacketSize(wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())), func(pkts [][]byte) { c.streamOut(sl, pkts) })
+		h.cl = stream.NewClient(h.secret, stream.PacketSize(wire.MaxPlaintext(c.cfg.MTU, c.v6.Load())), func(pkts [][]byte) { c.streamOut(sl, pkts) },
+			func() time.Duration { return c.sess.Load().RepairHold() })
 	}
 	return h.cl, nil
 }
@@ -119,7 +120,7 @@ func (c *Client) socksConnect(conn net.Conn, req socks.Request) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	stats.End(stream.Splice(tc, st))
+	stats.End(cl.Splice(tc, st))
 }
 
 // tcpForward is a TCP port forward: each connection accepted on ln becomes
@@ -171,5 +172,5 @@ func (c *Client) forwardConn(conn *net.TCPConn, target wire.Target, stats *strea
 		conn.SetLinger(0)
 		return
 	}
-	stats.End(stream.Splice(conn, st))
+	stats.End(cl.Splice(conn, st))
 }

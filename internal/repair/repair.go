@@ -111,6 +111,13 @@ func (t *Tracker) SetDelays(wait, retry time.Duration) {
 	t.mu.Unlock()
 }
 
+// Delays returns the waits in use (SetDelays, or the defaults).
+func (t *Tracker) Delays() (wait, retry time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.delays()
+}
+
 // delays returns the waits in use; the caller holds t.mu.
 func (t *Tracker) delays() (wait, retry time.Duration) {
 	wait, retry = t.wait, t.retry

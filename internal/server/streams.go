@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mptunnel/mptunnel/internal/allow"
 	"github.com/mptunnel/mptunnel/internal/session"
@@ -35,6 +36,7 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 			PacketSize:  stream.PacketSize(wire.MaxPlaintext(s.cfg.MTU, ss.v6.Load())),
 			MaxStreams:  s.cfg.MaxStreams,
 			DialTimeout: s.cfg.DialTimeout,
+			Hold:        func() time.Duration { return h.cur.Load().st.RepairHold() },
 			Lookup: func(ctx context.Context, name string) ([]netip.Addr, error) {
 				return s.cfg.Resolver.LookupNetIP(ctx, "ip", name)
 			},

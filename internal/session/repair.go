@@ -58,6 +58,18 @@ func EnableRepair(st *State, ringSize int, cnt *metrics.Counters, send func(pkts
 	st.Repair = r
 }
 
+// RepairHold returns about how long a packet the peer sent and every path
+// lost takes to come after all, asked for again: the wait before the
+// request and a round trip of the slowest path, with the wait again to
+// spare. Zero when st does not repair.
+func (st *State) RepairHold() time.Duration {
+	if st == nil || st.Repair == nil {
+		return 0
+	}
+	wait, retry := st.Repair.Gaps.Delays()
+	return wait + retry
+}
+
 // seen notes the peer's counter ctr, arriving at now.
 func (r *Repairer) seen(ctr uint64, now time.Time) {
 	if due := r.Gaps.Seen(ctr, now); !due.IsZero() {

@@ -11,6 +11,7 @@
 package stream
 
 import (
+	"encoding/binary"
 	"net"
 	"os"
 	"sync"
@@ -25,6 +26,11 @@ func (Addr) String() string  { return "session" }
 
 // queueLen bounds the datagrams a PacketConn holds for QUIC to read.
 const queueLen = 1024
+
+// seqLen is the size of the sequence number a PacketConn puts before each
+// QUIC packet it sends (big-endian, one more each packet), by which the far
+// end's puts them back in order (order).
+const seqLen = 4
 
 // ErrClosed is returned by a closed PacketConn.
 var ErrClosed = net.ErrClosed
@@ -44,10 +50,17 @@ type PacketConn struct {
 	kick      chan struct{} // wakes the flusher
 	flushed   sync.WaitGroup
 
-	in      chan []byte
-	done    chan struct{}
-	once    sync.Once
-	mu      sync.Mutex
+	in    chan []byte
+	order order
+	done  chan struct{}
+	once  sync.Once
+	mu    sync.Mutex
+	seq   uint32 // the next packet's sequence number, under mu
+	// ReadFrom's pace (its one caller's): packets it may hand out before
+	// QUIC shows it has processed some (a write to wrote).
+	credit  int
+	started bool
+	wrote   chan struct{}
 	wake    chan struct{} // closed and remade when the read deadline changes
 	dl      time.Time
 	dropped uint64
@@ -56,7 +69,9 @@ type PacketConn struct {
 // NewPacketConn returns a PacketConn that sends with send; send must not
 // keep b after it returns.
 func NewPacketConn(send func(b []byte) error) *PacketConn {
-	return &PacketConn{send: send, in: make(chan []byte, queueLen), done: make(chan struct{}), wake: make(chan struct{})}
+	c := &PacketConn{send: send, in: make(chan []byte, queueLen+orderSize), wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
+	c.order.deliver = c.push
+	return c
 }
 
 // NewBatchPacketConn returns a PacketConn whose writes queue and go out
@@ -65,7 +80,8 @@ func NewPacketConn(send func(b []byte) error) *PacketConn {
 // write per path instead of one each. sendBatch must not keep the packets.
 // Close stops the goroutine.
 func NewBatchPacketConn(sendBatch func(pkts [][]byte)) *PacketConn {
-	c := &PacketConn{sendBatch: sendBatch, kick: make(chan struct{}, 1), in: make(chan []byte, queueLen), done: make(chan struct{}), wake: make(chan struct{})}
+	c := &PacketConn{sendBatch: sendBatch, kick: make(chan struct{}, 1), in: make(chan []byte, queueLen+orderSize), wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
+	c.order.deliver = c.push
 	c.flushed.Go(c.flusher)
 	return c
 }
@@ -92,9 +108,28 @@ func (c *PacketConn) flusher() {
 	}
 }
 
-// Deliver hands QUIC a packet that arrived; b is copied.
+// SetHold sets how long a packet missing from the far end's sequence may
+// hold those after it (order): about how long the session takes to
+// repair a packet every path lost; zero, or no hold, hands each packet to
+// QUIC as it comes. Set it before the first Deliver.
+func (c *PacketConn) SetHold(hold func() time.Duration) { c.order.hold = hold }
+
+// Deliver takes a packet that arrived (b is copied): its sequence number,
+// then a QUIC packet, which it hands to QUIC in sequence (SetHold). A
+// packet too short to hold a sequence number is dropped and counted.
 func (c *PacketConn) Deliver(b []byte) {
-	buf := append([]byte(nil), b...)
+	if len(b) < seqLen {
+		c.mu.Lock()
+		c.dropped++
+		c.mu.Unlock()
+		return
+	}
+	c.order.arrive(binary.BigEndian.Uint32(b), append([]byte(nil), b[seqLen:]...), time.Now())
+}
+
+// push hands QUIC a packet, or drops and counts it when QUIC is that far
+// behind.
+func (c *PacketConn) push(buf []byte) {
 	select {
 	case c.in <- buf:
 	case <-c.done:
@@ -120,8 +155,37 @@ func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 func (timeoutError) Unwrap() error   { return os.ErrDeadlineExceeded }
 
-// ReadFrom returns the next packet that arrived.
+// QUIC (quic-go) queues at most 256 packets a connection between reading
+// them and processing them, and drops the rest, which it then counts lost
+// and slows down for: a run of packets released at once (order, or a
+// batch of the session's) must not reach it faster than it processes
+// them. It processes 32 at a time and then sends what it has to, at least
+// an acknowledgement of them. So ReadFrom hands out readAhead packets, and
+// then readStep more each time QUIC writes, or after readWait without a
+// write (a connection with nothing to say).
+const (
+	readAhead = 192
+	readStep  = 32
+	readWait  = time.Millisecond
+)
+
+// ReadFrom returns the next packet that arrived, as far as QUIC keeps up
+// (readAhead); the reader must be one goroutine, as QUIC's is.
 func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if !c.started {
+		c.credit, c.started = readAhead, true
+	}
+	if c.credit <= 0 {
+		t := time.NewTimer(readWait)
+		select {
+		case <-c.wrote:
+		case <-t.C:
+		case <-c.done:
+		}
+		t.Stop()
+		c.credit = readStep
+	}
+	c.credit--
 	for {
 		c.mu.Lock()
 		dl, wake := c.dl, c.wake
@@ -167,12 +231,16 @@ func (c *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		return 0, ErrClosed
 	default:
 	}
+	select {
+	case c.wrote <- struct{}{}:
+	default:
+	}
 	if c.sendBatch != nil {
 		c.mu.Lock()
 		if len(c.out) < queueLen {
-			c.out = append(c.out, append([]byte(nil), p...))
+			c.out = append(c.out, c.number(p))
 		} else {
-			c.dropped++
+			c.dropped++ // not numbered: the far end sees no gap
 		}
 		c.mu.Unlock()
 		select {
@@ -181,15 +249,29 @@ func (c *PacketConn) WriteTo(p []byte, _ net.Addr) (int, error) {
 		}
 		return len(p), nil
 	}
-	if err := c.send(p); err != nil {
+	c.mu.Lock()
+	b := c.number(p)
+	c.mu.Unlock()
+	if err := c.send(b); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
+// number returns a copy of p after the next sequence number; the caller
+// holds c.mu.
+func (c *PacketConn) number(p []byte) []byte {
+	b := make([]byte, seqLen+len(p))
+	binary.BigEndian.PutUint32(b, c.seq)
+	c.seq++
+	copy(b[seqLen:], p)
+	return b
+}
+
 // Close ends the PacketConn: reads and writes fail from now on.
 func (c *PacketConn) Close() error {
 	c.once.Do(func() { close(c.done) })
+	c.order.close()
 	c.flushed.Wait()
 	return nil
 }

@@ -50,8 +50,9 @@ func quicConfig(packetSize, maxStreams int) *quic.Config {
 }
 
 // PacketSize returns the largest QUIC packet a tunnel packet of maxPlain
-// plaintext bytes carries (a stream message's kind byte aside).
-func PacketSize(maxPlain int) int { return maxPlain - 1 }
+// plaintext bytes carries (a stream message's kind byte and the packet's
+// sequence number aside).
+func PacketSize(maxPlain int) int { return maxPlain - 1 - seqLen }
 
 // ServerConfig configures a session's stream server.
 type ServerConfig struct {
@@ -68,6 +69,9 @@ type ServerConfig struct {
 	// deadline (DialTimeout); a net.Dialer otherwise. Its error decides
 	// the reply: refused, unreachable, timed out or failed.
 	Dial func(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error)
+	// Hold, when set, is how long a packet missing from the client's
+	// sequence may hold the packets after it (PacketConn.SetHold).
+	Hold func() time.Duration
 	// Lookup, when set, resolves a name a client asked for; the default
 	// resolver otherwise.
 	Lookup func(ctx context.Context, name string) ([]netip.Addr, error)
@@ -90,6 +94,7 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	bufs   buffers
 }
 
 // NewServer starts a stream server whose packets go out through send, a
@@ -120,6 +125,7 @@ func NewServer(secret [32]byte, send func(pkts [][]byte), cfg ServerConfig) (*Se
 		return nil, err
 	}
 	s := &Server{cfg: cfg, pc: NewBatchPacketConn(send)}
+	s.pc.SetHold(cfg.Hold)
 	s.tr = &quic.Transport{Conn: s.pc}
 	s.ln, err = s.tr.Listen(tlsConf, quicConfig(cfg.PacketSize, cfg.MaxStreams))
 	if err != nil {
@@ -194,7 +200,7 @@ func (s *Server) serve(st *quic.Stream) {
 	defer stop()
 	// Splice's first count is what the client sent: the stream's bytes
 	// toward the target.
-	down, up := splice(tc, st, s.cfg.IdleTimeout)
+	down, up := splice(tc, st, s.cfg.IdleTimeout, &s.bufs)
 	if s.cfg.Done != nil {
 		s.cfg.Done(tg, up, down)
 	}
@@ -276,6 +282,7 @@ type Client struct {
 	packetSize int
 	pc         *PacketConn
 	tr         *quic.Transport
+	bufs       buffers
 
 	mu     sync.Mutex
 	conn   *quic.Conn
@@ -283,9 +290,12 @@ type Client struct {
 }
 
 // NewClient returns a stream client whose packets, at most packetSize
-// bytes each, go out through send, a run at a time.
-func NewClient(secret [32]byte, packetSize int, send func(pkts [][]byte)) *Client {
+// bytes each, go out through send, a run at a time; hold, when not nil, is
+// how long a packet missing from the server's sequence may hold the
+// packets after it (PacketConn.SetHold).
+func NewClient(secret [32]byte, packetSize int, send func(pkts [][]byte), hold func() time.Duration) *Client {
 	c := &Client{secret: secret, packetSize: packetSize, pc: NewBatchPacketConn(send)}
+	c.pc.SetHold(hold)
 	c.tr = &quic.Transport{Conn: c.pc}
 	return c
 }

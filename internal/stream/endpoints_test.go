@@ -31,7 +31,7 @@ func TestEndpoints(t *testing.T) {
 	var srv *Server
 	var mu sync.Mutex
 	var done []byte
-	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) })
+	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) }, nil)
 	srv, err = NewServer(secret, func(pkts [][]byte) { deliverAll(cl, pkts) }, ServerConfig{
 		PacketSize: 1334,
 		Allowed: func(name string, addr netip.Addr, p uint16) bool {

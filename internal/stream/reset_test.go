@@ -33,7 +33,7 @@ func pairAllowing(t *testing.T, cfg ServerConfig, allowed func(string, netip.Add
 	rand.Read(k[:])
 	secret := Secret(k, k)
 	var srv *Server
-	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) })
+	cl := NewClient(secret, 1334, func(pkts [][]byte) { deliverAll(srv, pkts) }, nil)
 	cfg.PacketSize = 1334
 	cfg.Allowed = allowed
 	var err error
@@ -86,7 +86,7 @@ func TestResetPassesThrough(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Splice(local.(*net.TCPConn), st)
+		cl.Splice(local.(*net.TCPConn), st)
 	}()
 	app.Write([]byte("hello"))
 	app.SetReadDeadline(time.Now().Add(10 * time.Second))

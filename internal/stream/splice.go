@@ -27,11 +27,11 @@ const IdleTimeout = time.Hour
 // direction only, so a half-closed connection goes on the other way; a
 // reset is passed on as a reset; IdleTimeout without a byte either way
 // resets both.
-func Splice(tc *net.TCPConn, s *quic.Stream) (up, down int64) {
-	return splice(tc, s, IdleTimeout)
+func (c *Client) Splice(tc *net.TCPConn, s *quic.Stream) (up, down int64) {
+	return splice(tc, s, IdleTimeout, &c.bufs)
 }
 
-func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration) (up, down int64) {
+func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration, bufs *buffers) (up, down int64) {
 	var last atomic.Int64 // unix ns of the latest byte either way
 	last.Store(time.Now().UnixNano())
 	var timer *time.Timer
@@ -48,7 +48,7 @@ func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration) (up, down int64
 	defer timer.Stop()
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		n, err := io.Copy(s, activity{tc, &last})
+		n, err := bufs.copy(s, activity{tc, &last})
 		up = n
 		if err == nil {
 			s.Close() // FIN: the other end reads EOF
@@ -58,7 +58,7 @@ func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration) (up, down int64
 		s.CancelWrite(resetCode)
 		s.CancelRead(resetCode)
 	})
-	n, err := io.Copy(tc, activity{s, &last})
+	n, err := bufs.copy(tc, activity{s, &last})
 	down = n
 	var se *quic.StreamError
 	switch {
@@ -77,6 +77,49 @@ func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration) (up, down int64
 	wg.Wait()
 	tc.Close()
 	return up, down
+}
+
+// copyBuf is the size of the buffers copyPooled reads into: QUIC takes
+// what one write gives it as data ready to send, and a stream whose
+// writes are small leaves its connection waiting for the next (too little
+// to send to use the congestion window, which then does not grow).
+const copyBuf = 256 << 10
+
+// buffers lends the buffers of an endpoint's splices; the zero value is
+// ready.
+type buffers struct{ pool sync.Pool }
+
+func (b *buffers) get() *[]byte {
+	if bp, ok := b.pool.Get().(*[]byte); ok {
+		return bp
+	}
+	buf := make([]byte, copyBuf)
+	return &buf
+}
+
+// copy is io.Copy with a buffer of copyBuf bytes borrowed for each read
+// and given back after its write, so that an idle stream holds none.
+func (b *buffers) copy(dst io.Writer, src io.Reader) (int64, error) {
+	var n int64
+	for {
+		bp := b.get()
+		nr, rerr := src.Read(*bp)
+		var werr error
+		if nr > 0 {
+			var nw int
+			nw, werr = dst.Write((*bp)[:nr])
+			n += int64(nw)
+		}
+		b.pool.Put(bp)
+		switch {
+		case werr != nil:
+			return n, werr
+		case rerr == io.EOF:
+			return n, nil
+		case rerr != nil:
+			return n, rerr
+		}
+	}
 }
 
 // activity is a reader that notes the time of each read that brings bytes.
