@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -106,7 +107,7 @@ commands:
   check    -c FILE                                 check a TOML file without starting anything
   demo     [--html FILE] [--json]                  see it work: 3 lossy paths, best single path vs mptunnel
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
-  status   [--json] [--control PATH]               show sessions and paths of a running client or server
+  status   [--json] [--control PATH | NAME]        show sessions and paths of every running client and server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
   genkey   [-o FILE]                               print a new shared key, or write it to a new owner-only FILE
   version                                          print the version
@@ -186,6 +187,7 @@ func runGenkey(args []string, env Env) error {
 type common struct {
 	keyFile  string
 	logLevel string
+	name     string // --name: the instance's name; "" derives one
 	control  string
 	cipher   string
 	io       udpio.Options
@@ -211,6 +213,7 @@ func (c *common) applyFile(set map[string]bool, f conffile.Common) {
 	setFromFile(&c.keyFile, set["key-file"], f.KeyFile)
 	setFromFile(&c.logLevel, set["log-level"], f.Log.Level)
 	setFromFile(&c.logFmt, set["log-format"], f.Log.Format)
+	setFromFile(&c.name, set["name"], f.Name)
 	setFromFile(&c.control, set["control"], f.Control)
 	setFromFile(&c.cipher, set["cipher"], f.Cipher)
 	setFromFile(&c.metrics, set["metrics"], f.Metrics)
@@ -238,7 +241,8 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.io.NoBatch, "no-batch", false, "one datagram per system call")
 	fs.IntVar(&c.io.SendBuffer, "send-buffer", udpio.DefaultBuffer, "bytes a path socket may hold unsent; past it packets are dropped and counted (queue_full), never waited for")
 	fs.StringVar(&c.cipher, "cipher", "auto", "transport cipher: auto (AES-256-GCM where both CPUs have AES instructions, else ChaCha20-Poly1305), chacha20-poly1305 or aes-256-gcm")
-	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default under $XDG_RUNTIME_DIR, /run, ~/.mptunnel or the temp dir)")
+	fs.StringVar(&c.name, "name", "", "this daemon's name, unique among the user's daemons: its default status socket is NAME.sock (default: made of the listen address, such as client-127.0.0.1-3000 or server-2000)")
+	fs.StringVar(&c.control, "control", "", "status socket that 'mptunnel status' reads, or \"none\" (default: NAME.sock under $XDG_RUNTIME_DIR, /run, ~/.mptunnel or the temp dir)")
 }
 
 // keys reads the key file (or MPTUNNEL_KEY): one key a line, the first the
@@ -272,6 +276,11 @@ func (c *common) setup(env Env) ([]handshake.Key, aead.Cipher, *slog.Logger, err
 	ciph, err := aead.Parse(c.cipher)
 	if err != nil {
 		return nil, ciph, nil, usagef("bad --cipher: %w", err)
+	}
+	if c.name != "" {
+		if err := control.CheckName(c.name); err != nil {
+			return nil, ciph, nil, usagef("bad --name: %w", err)
+		}
 	}
 	if c.io.SendBuffer < 4096 || c.io.SendBuffer > 1<<30 {
 		return nil, ciph, nil, usagef("bad --send-buffer %d: want 4096 to 1073741824 bytes", c.io.SendBuffer)
@@ -424,7 +433,7 @@ func runServer(name string, args []string, env Env) error {
 			log.Error("reload refused; nothing changed", "err", err)
 		}
 	}
-	return c.serve(env, "server", srv.Serve, srv.Status, reload)
+	return c.serve(env, "server", control.AddrName("server", srv.Addr()), srv.Serve, srv.Status, reload)
 }
 
 // reloadServer applies a changed key file (the keys new sessions are
@@ -605,7 +614,7 @@ func runClient(name string, args []string, env Env) error {
 			log.Error("reload refused; nothing changed", "err", err)
 		}
 	}
-	return c.serve(env, "client", cl.Serve, cl.Status, reload)
+	return c.serve(env, "client", clientName(cfg, cl), cl.Serve, cl.Status, reload)
 }
 
 // reloadClient applies a changed configuration to a running client: the
@@ -671,11 +680,43 @@ func parsePort(s string) (int, error) {
 	return p, nil
 }
 
+// clientName is the name of a client given no --name: made of the address
+// local applications send to, or with listen "none" of its SOCKS5 front's,
+// or else of its first forward's (a client listens on one of these, or does
+// not start).
+func clientName(cfg client.Config, cl *client.Client) string {
+	if cfg.Listen != "none" {
+		return control.AddrName("client", cl.Addr())
+	}
+	if a := cl.SocksAddr(); a.IsValid() {
+		return control.AddrName("client-socks", a)
+	}
+	prefix := "client-fwd"
+	if len(cfg.Forwards) > 0 && cfg.Forwards[0].TCP {
+		prefix = "client-fwd-tcp"
+	}
+	var first netip.AddrPort
+	if fw := cl.ForwardAddrs(); len(fw) > 0 {
+		first = fw[0]
+	}
+	return control.AddrName(prefix, first)
+}
+
 // serve runs a daemon with its status socket, its metrics endpoint when one
-// is asked for, and, when reload is set, a reload on each SIGHUP.
-func (c *common) serve(env Env, role string, serve func(context.Context) error, snap func(string, time.Time) status.Status, reload func()) error {
+// is asked for, and, when reload is set, a reload on each SIGHUP. derived is
+// the daemon's name unless --name gives one: it names the default status
+// socket and is in every status snapshot.
+func (c *common) serve(env Env, role, derived string, serve func(context.Context) error, snap func(string, time.Time) status.Status, reload func()) error {
 	started := time.Now()
-	snapshot := func() status.Status { return snap(Version, started) }
+	name := derived
+	if c.name != "" {
+		name = c.name
+	}
+	snapshot := func() status.Status {
+		st := snap(Version, started)
+		st.Name = name
+		return st
+	}
 	ctx, cancel := context.WithCancel(env.Context)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -686,11 +727,11 @@ func (c *common) serve(env Env, role string, serve func(context.Context) error, 
 	if c.control != "none" {
 		path := c.control
 		if path == "" {
-			path = control.DefaultPath(role, env.Getenv, os.Getuid())
+			path = control.DefaultPath(name, env.Getenv, os.Getuid())
 		}
 		ctl, err := control.Listen(path)
 		if err != nil {
-			return fmt.Errorf("status socket: %w (give each daemon its own --control PATH, or --control none)", err)
+			return fmt.Errorf("%s %s: status socket: %w (give each daemon its own --name or --control PATH, or --control none)", role, name, err)
 		}
 		wg.Add(1)
 		go func() {
@@ -744,90 +785,6 @@ func (c *common) serve(env Env, role string, serve func(context.Context) error, 
 		}
 	}
 	return err
-}
-
-func runStatus(args []string, env Env) error {
-	fs := newFlagSet("mptunnel status", env, "[--json | --watch] [--control PATH]")
-	asJSON := fs.Bool("json", false, "print JSON (the stable format of docs/STATUS.md)")
-	path := fs.String("control", "", "status socket to read (default: the client's, then the server's)")
-	watch := fs.Bool("watch", false, "refresh every second, with sparklines of each path's RTT and loss, until interrupted")
-	count := fs.Int("count", 0, "with --watch: stop after this many refreshes (0: never)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *watch && *asJSON {
-		return usagef("--watch and --json do not go together")
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return usagef("status takes no arguments")
-	}
-	candidates := []string{*path}
-	if *path == "" {
-		candidates = []string{
-			control.DefaultPath("client", env.Getenv, os.Getuid()),
-			control.DefaultPath("server", env.Getenv, os.Getuid()),
-		}
-	}
-	var st status.Status
-	var err error
-	var from string
-	for _, p := range candidates {
-		if st, err = control.Fetch(env.Context, p); err == nil {
-			from = p
-			break
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return status.WriteJSON(env.Stdout, st)
-	}
-	if !*watch {
-		return status.WriteTable(env.Stdout, st, time.Now())
-	}
-	return watchStatus(env, from, st, *count)
-}
-
-// watchStatus redraws the status every second: in place on a terminal,
-// one snapshot after another otherwise.
-func watchStatus(env Env, path string, st status.Status, count int) error {
-	tty := IsTerminal(env.Stdout)
-	h := status.NewHistory(20)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for n := 1; ; n++ {
-		h.Add(st)
-		var b strings.Builder
-		if tty {
-			b.WriteString("\x1b[H\x1b[2J") // home, clear
-		} else if n > 1 {
-			b.WriteString("\n")
-		}
-		if err := status.WriteWatch(&b, st, h, time.Now()); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(env.Stdout, b.String()); err != nil {
-			return err
-		}
-		if count > 0 && n >= count {
-			return nil
-		}
-		select {
-		case <-env.Context.Done():
-			return nil
-		case <-tick.C:
-		}
-		next, err := control.Fetch(env.Context, path)
-		if err != nil {
-			if env.Context.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		st = next
-	}
 }
 
 // withPktInfo turns on local-address reporting, which a server listening on

@@ -14,7 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -76,7 +78,9 @@ func TestErrors(t *testing.T) {
 		{"port in use", withKey, "mpserver", []string{strconv.Itoa(busy.LocalAddr().(*net.UDPAddr).Port), "127.0.0.1", "7"}, 1, "address already in use"},
 		{"listen in use", withKey, "mpclient", []string{"--listen", busy.LocalAddr().String(), good}, 1, "cannot listen on " + busy.LocalAddr().String()},
 		{"status without daemon", nil, "mptunnel", []string{"status", "--control", filepath.Join(t.TempDir(), "none.sock")}, 1, "no mptunnel daemon is serving status"},
-		{"status args", nil, "mptunnel", []string{"status", "extra"}, 2, "no arguments"},
+		{"status args", nil, "mptunnel", []string{"status", "one", "two"}, 2, "no arguments"},
+		{"status name and control", nil, "mptunnel", []string{"status", "--control", "x.sock", "one"}, 2, "not both"},
+		{"bad name", withKey, "mpclient", []string{"--name", "vpn/1", good}, 2, "bad --name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -171,7 +175,7 @@ func TestStatus(t *testing.T) {
 	}
 	// A second daemon on the same socket is refused with advice.
 	r = runCLI(t, context.Background(), nil, "mptunnel", "client", "--key-file", kf, "--control", ctl, "--listen", "127.0.0.1:0", conf)
-	if r.code != 1 || !strings.Contains(r.stderr, "own --control PATH") {
+	if r.code != 1 || !strings.Contains(r.stderr, "its own --name or --control PATH") {
 		t.Fatalf("second daemon on one socket: exit %d: %s", r.code, r.stderr)
 	}
 }
@@ -323,5 +327,197 @@ func TestStatusWatch(t *testing.T) {
 	}
 	if r := runCLI(t, context.Background(), nil, "mptunnel", "status", "--watch", "--json", "--control", ctl); r.code != 2 {
 		t.Fatalf("--watch --json: exit %d", r.code)
+	}
+}
+
+// freePort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// ours keeps the daemons of list whose socket is in dir: as root, status
+// also reads /run/mptunnel, where other daemons of the machine may be.
+func ours(list []status.Daemon, dir string) map[string]status.Daemon {
+	m := make(map[string]status.Daemon)
+	for _, d := range list {
+		if filepath.Dir(d.Socket) == dir {
+			m[d.Name] = d
+		}
+	}
+	return m
+}
+
+// TestInstances: two clients and two servers run side by side with default
+// options, each with its own status socket named after its listen address;
+// `mptunnel status` lists them all, as tables and as a JSON array, skipping a
+// stale socket; a daemon whose name is taken is refused; a named daemon is
+// read alone by its name.
+func TestInstances(t *testing.T) {
+	k, _ := handshake.GenerateKey()
+	kf := writeFile(t, "key", k.String())
+	runtime := t.TempDir()
+	vars := map[string]string{"XDG_RUNTIME_DIR": runtime}
+	dir := filepath.Join(runtime, "mptunnel")
+
+	s1, s2, c1, c2 := freePort(t), freePort(t), freePort(t), freePort(t)
+	want := map[string]string{
+		"server-" + s1:           "server",
+		"server-" + s2:           "server",
+		"client-127.0.0.1-" + c1: "client",
+		"client-127.0.0.1-" + c2: "client",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan result, 5)
+	start := func(cmd string, args ...string) {
+		args = append([]string{cmd, "--log-level", "error"}, args...)
+		go func() { done <- runCLI(t, ctx, vars, "mptunnel", args...) }()
+	}
+	daemons := 0
+	defer func() {
+		cancel()
+		for range daemons {
+			if r := <-done; r.code != 0 {
+				t.Errorf("daemon exit %d: %s", r.code, r.stderr)
+			}
+		}
+	}()
+	for _, args := range [][]string{
+		{"server", "--key-file", kf, s1, "127.0.0.1", "9"},
+		{"server", "--key-file", kf, s2, "127.0.0.1", "9"},
+		{"client", "--key-file", kf, "--listen", "127.0.0.1:" + c1, writeFile(t, "c1.conf", "127.0.0.1 "+s1+"\n")},
+		{"client", "--key-file", kf, "--listen", "127.0.0.1:" + c2, writeFile(t, "c2.conf", "127.0.0.1 "+s2+"\n")},
+	} {
+		start(args[0], args[1:]...)
+		daemons++
+	}
+	// A socket left by a daemon that died: nothing answers on it.
+	stale := filepath.Join(dir, "stale.sock")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+
+	statusOf := func(args ...string) result {
+		return runCLI(t, context.Background(), vars, "mptunnel", append([]string{"status"}, args...)...)
+	}
+	var list []status.Daemon
+	var r result
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		list = nil
+		if r = statusOf("--json"); r.code == 0 {
+			if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+				t.Fatalf("status --json printed %q: %v", r.stdout, err)
+			}
+		}
+		if len(ours(list, dir)) == len(want) {
+			break
+		}
+	}
+	found := ours(list, dir)
+	if len(found) != len(want) {
+		t.Fatalf("status --json found %v, want %v: exit %d\n%s\n%s", found, want, r.code, r.stdout, r.stderr)
+	}
+	for name, role := range want {
+		d, ok := found[name]
+		if !ok || d.Status.Role != role || d.Status.Name != name || d.Socket != filepath.Join(dir, name+".sock") {
+			t.Errorf("status --json entry %q = %+v, want a %s at %s", name, d, role, filepath.Join(dir, name+".sock"))
+		}
+	}
+	if _, ok := found["stale"]; ok {
+		t.Error("the stale socket was listed")
+	}
+	if _, err := os.Lstat(stale); err != nil {
+		t.Errorf("the stale socket was not left in place: %v", err)
+	}
+
+	// The table: one block per daemon, headed by its name and role.
+	r = statusOf()
+	if r.code != 0 {
+		t.Fatalf("status: exit %d: %s", r.code, r.stderr)
+	}
+	for name, role := range want {
+		if !strings.Contains(r.stdout, name+": mptunnel "+role+" ") {
+			t.Errorf("status table has no block headed %q:\n%s", name+": mptunnel "+role, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "stale: ") {
+		t.Errorf("status table shows the stale socket:\n%s", r.stdout)
+	}
+
+	// A second daemon under a name in use is refused, saying so.
+	taken := "client-127.0.0.1-" + c1
+	r = runCLI(t, context.Background(), vars, "mptunnel", "server", "--key-file", kf, "--name", taken, freePort(t), "127.0.0.1", "9")
+	if r.code != 1 || !strings.Contains(r.stderr, "already serving status at "+filepath.Join(dir, taken+".sock")) || !strings.Contains(r.stderr, "--name") {
+		t.Fatalf("daemon under a taken name: exit %d: %s", r.code, r.stderr)
+	}
+
+	// A name from the TOML file; status NAME reads that daemon alone, as
+	// --control PATH does: one JSON object.
+	named := writeFile(t, "named.toml", "name = \"site-b\"\nkey_file = \""+kf+"\"\nlisten = \"127.0.0.1:0\"\n[[path]]\nremote = \"127.0.0.1:"+s2+"\"\n")
+	start("client", "-c", named)
+	daemons++
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r = statusOf("--json", "site-b"); r.code == 0 {
+			break
+		}
+	}
+	var one status.Status
+	if err := json.Unmarshal([]byte(r.stdout), &one); r.code != 0 || err != nil || one.Name != "site-b" || one.Role != "client" {
+		t.Fatalf("status --json site-b: exit %d, %+v (%v): %s", r.code, one, err, r.stderr)
+	}
+	r = statusOf("--json", "--control", filepath.Join(dir, "site-b.sock"))
+	if err := json.Unmarshal([]byte(r.stdout), &one); r.code != 0 || err != nil || one.Name != "site-b" {
+		t.Fatalf("status --json --control: exit %d, %+v (%v): %s", r.code, one, err, r.stderr)
+	}
+	if r := statusOf("no-such-daemon"); r.code != 1 || !strings.Contains(r.stderr, `under the name "no-such-daemon"`) {
+		t.Fatalf("status of an unknown name: exit %d: %s", r.code, r.stderr)
+	}
+	// --watch shows every daemon.
+	r = statusOf("--watch", "--count", "1")
+	if r.code != 0 {
+		t.Fatalf("status --watch: exit %d: %s", r.code, r.stderr)
+	}
+	for name := range want {
+		if !strings.Contains(r.stdout, name+": mptunnel ") {
+			t.Errorf("status --watch has no block for %s:\n%s", name, r.stdout)
+		}
+	}
+}
+
+// TestStatusNoDaemon: with no daemon in the status directories, status says
+// where it looked; a stale socket alone is no daemon.
+func TestStatusNoDaemon(t *testing.T) {
+	runtime := t.TempDir()
+	dir := filepath.Join(runtime, "mptunnel")
+	vars := map[string]string{"XDG_RUNTIME_DIR": runtime, "TMPDIR": t.TempDir()}
+	dirs := control.SearchDirs(func(k string) string { return vars[k] }, os.Getuid())
+	if others := control.Sockets(dirs, os.Getuid()); len(others) > 0 {
+		t.Skipf("this machine's own daemons serve status at %v, which status would list", others)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "gone.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	for _, args := range [][]string{{"status"}, {"status", "--json"}} {
+		r := runCLI(t, context.Background(), vars, "mptunnel", args...)
+		if r.code != 1 || r.stdout != "" || !strings.Contains(r.stderr, "no mptunnel daemon is serving status in "+dir) {
+			t.Errorf("%v: exit %d, %q, %s", args, r.code, r.stdout, r.stderr)
+		}
 	}
 }

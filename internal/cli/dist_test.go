@@ -38,6 +38,11 @@ func TestSystemdUnits(t *testing.T) {
 		if !strings.Contains(unit, "Type=notify") || !strings.Contains(unit, "mptunnel "+role+" -c /etc/mptunnel/%i.toml") {
 			t.Fatalf("%s unit does not run '%s -c' with readiness notification", role, role)
 		}
+		// Named after the instance, its status socket where 'mptunnel
+		// status' run as root looks (control.SearchDirs: /run/mptunnel-*).
+		if !strings.Contains(unit, "--name %i --control ${RUNTIME_DIRECTORY}/control.sock") || !strings.Contains(unit, "RuntimeDirectory=mptunnel-"+role+"-%i\n") {
+			t.Fatalf("%s unit does not name the daemon after the instance with its status socket in /run/mptunnel-%s-%%i", role, role)
+		}
 		if out, err := verify("mptunnel-"+role+"@test.service", strings.ReplaceAll(unit, "/usr/local/bin/mptunnel", bin)); err != nil {
 			t.Fatalf("systemd-analyze verify %s unit: %v\n%s", role, err, out)
 		}

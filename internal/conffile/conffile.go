@@ -20,6 +20,7 @@ import (
 
 	"github.com/mptunnel/mptunnel/internal/aead"
 	"github.com/mptunnel/mptunnel/internal/allow"
+	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/fec"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/wire"
@@ -59,6 +60,7 @@ type Common struct {
 	Reorder     Duration `toml:"reorder"`
 	NoRepair    bool     `toml:"no_repair"`
 	NoParity    bool     `toml:"no_parity"`
+	Name        string   `toml:"name"`
 	Control     string   `toml:"control"`
 	Metrics     string   `toml:"metrics"`
 	Log         Log      `toml:"log"`
@@ -299,6 +301,11 @@ func (c *Common) check(k *checker) {
 	}
 	if c.MaxFlows < 0 || c.MaxFlows > 65536 {
 		k.fail("max_flows", "%d: want 1 to 65536", c.MaxFlows)
+	}
+	if c.Name != "" {
+		if err := control.CheckName(c.Name); err != nil {
+			k.fail("name", "%v", err)
+		}
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -67,6 +67,8 @@ func TestBadFiles(t *testing.T) {
 		{"forward bad listen", "[[forward]]\nlisten = \"here\"\ntarget = \"10.0.0.53:53\"\n", ":2: forward.0.listen: ", false},
 		{"forward bad protocol", "[[forward]]\nlisten = \"127.0.0.1:80\"\ntarget = \"10.0.0.53:80\"\nprotocol = \"sctp\"\n", ":4: forward.0.protocol: ", false},
 		{"bad socks", "[socks]\nlisten = \"1080\"\n", ":2: socks.listen: ", false},
+		{"bad name", "\nname = \"vpn/1\"\n", ":2: name: ", false},
+		{"server name starting with a dot", "name = \".hidden\"\n", ":1: name: ", true},
 		{"bad allow rule", "allow = [\"10.0.0.0/8:53\", \"10.0.0.0/8\"]\n", ":1: allow: rule 2: ", true},
 	}
 	for _, tc := range cases {

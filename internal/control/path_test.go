@@ -23,6 +23,8 @@ func TestDefaultPath(t *testing.T) {
 		{"relative xdg ignored", "client", map[string]string{"XDG_RUNTIME_DIR": "run"}, 0, "/run/mptunnel/client.sock"},
 		{"user", "client", map[string]string{"TMPDIR": "/var/tmp"}, 1000, "/var/tmp/mptunnel-1000/client.sock"},
 		{"user no TMPDIR", "server", nil, 1001, filepath.Join(os.TempDir(), "mptunnel-1001", "server.sock")},
+		{"named", "client-127.0.0.1-3000", map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/mptunnel/client-127.0.0.1-3000.sock"},
+		{"named root", "vpn1", nil, 0, "/run/mptunnel/vpn1.sock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := DefaultPath(tc.role, env(tc.vars), tc.uid); got != tc.want {

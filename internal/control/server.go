@@ -350,7 +350,7 @@ func checkExisting(path string) (stale bool, err error) {
 	c, err := net.DialTimeout("unix", path, probeTimeout)
 	if err == nil {
 		_ = c.Close()
-		return false, fmt.Errorf("%w at %s: is another mptunnel daemon with the same role running? Stop it, or give this one another --control path", ErrAlreadyServing, path)
+		return false, fmt.Errorf("%w at %s: is another mptunnel daemon with the same name running? Stop it, or give this one another --name or --control path", ErrAlreadyServing, path)
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
 		return true, nil

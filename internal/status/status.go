@@ -20,6 +20,9 @@ import (
 type Status struct {
 	// Role is "client" or "server".
 	Role string `json:"role"`
+	// Name is the daemon's instance name (--name, or one made of its
+	// listen address); absent from daemons older than names.
+	Name string `json:"name,omitempty"`
 	// Version is the program version of the daemon.
 	Version string `json:"version"`
 	// Uptime is the time since the daemon started, in seconds.
@@ -169,7 +172,12 @@ func SessionID(index uint32) string {
 // WriteJSON writes s to w as indented JSON followed by a newline, the output
 // of `mptunnel status --json`.
 func WriteJSON(w io.Writer, s Status) error {
-	b, err := json.MarshalIndent(normalize(s), "", "  ")
+	return writeIndented(w, normalize(s))
+}
+
+// writeIndented writes v to w as indented JSON followed by a newline.
+func writeIndented(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding status: %w", err)
 	}
@@ -178,6 +186,30 @@ func WriteJSON(w io.Writer, s Status) error {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
+}
+
+// Daemon is one daemon `mptunnel status` found: its name, the socket it
+// serves status on and the status itself.
+type Daemon struct {
+	// Name is the daemon's Status.Name, or for a daemon that sends none
+	// its socket's file name without ".sock".
+	Name string `json:"name"`
+	// Socket is the path of the status socket.
+	Socket string `json:"socket"`
+	// Status is the daemon's status document.
+	Status Status `json:"status"`
+}
+
+// WriteJSONList writes ds to w as an indented JSON array followed by a
+// newline ("[]" when empty), the output of `mptunnel status --json` without
+// --control.
+func WriteJSONList(w io.Writer, ds []Daemon) error {
+	list := make([]Daemon, len(ds))
+	for i, d := range ds {
+		d.Status = normalize(d.Status)
+		list[i] = d
+	}
+	return writeIndented(w, list)
 }
 
 // Marshal encodes s compactly with a trailing newline, as the status socket

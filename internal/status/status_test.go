@@ -109,3 +109,51 @@ func TestNonFinite(t *testing.T) {
 		t.Error("the caller's status was modified")
 	}
 }
+
+// TestWriteJSONList: the list of daemons is a JSON array of name, socket and
+// status, each status normalized ([] rather than null, finite numbers); an
+// empty list is [].
+func TestWriteJSONList(t *testing.T) {
+	named := sampleStatus()
+	named.Name = "vpn1"
+	bare := Status{Role: "server", Version: "1.0.0", Uptime: math.NaN()}
+	var b strings.Builder
+	if err := WriteJSONList(&b, []Daemon{
+		{Name: "vpn1", Socket: "/run/mptunnel/vpn1.sock", Status: named},
+		{Name: "server-2000", Socket: "/run/mptunnel/server-2000.sock", Status: bare},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(b.String(), "]\n") {
+		t.Errorf("output does not end in \"]\\n\": %q", b.String())
+	}
+	var raw []map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(b.String()), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) != 2 {
+		t.Fatalf("%d entries, want 2:\n%s", len(raw), b.String())
+	}
+	for _, k := range []string{"name", "socket", "status"} {
+		if _, ok := raw[0][k]; !ok {
+			t.Errorf("entry has no %q:\n%s", k, b.String())
+		}
+	}
+	var got []Daemon
+	if err := json.Unmarshal([]byte(b.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got[0].Status, named) || got[0].Name != "vpn1" || got[0].Socket != "/run/mptunnel/vpn1.sock" {
+		t.Errorf("first entry came back as %+v", got[0])
+	}
+	if s := got[1].Status; s.Role != "server" || s.Uptime != 0 || s.Sessions == nil || s.Targets == nil {
+		t.Errorf("second entry's status not normalized: %+v", s)
+	}
+	if !strings.Contains(b.String(), `"sessions": []`) {
+		t.Errorf("an empty session list is not []:\n%s", b.String())
+	}
+	var empty strings.Builder
+	if err := WriteJSONList(&empty, nil); err != nil || empty.String() != "[]\n" {
+		t.Errorf("empty list: %q, %v; want \"[]\\n\"", empty.String(), err)
+	}
+}

@@ -39,7 +39,8 @@ func pathColumns() [9]column {
 const rowIndent = "  "
 
 // WriteTable writes s to w as a table for people that fits 80 columns: a
-// header line with role, version, uptime and number of sessions; per session
+// header line with the name (when the daemon sent one), role, version,
+// uptime and number of sessions; per session
 // a line with its id, mode and flows followed by one row per path with
 // remote, state, round-trip time, jitter, loss out/in in percent, packets
 // sent and received and duplicates (compact: 1.2k, 3.4M), and the time since
@@ -53,9 +54,13 @@ func WriteTable(w io.Writer, s Status, now time.Time) error {
 	}
 	// A long version gives way first, so uptime and sessions stay visible.
 	role := shortenEnd(clean(s.Role), 12)
+	name := ""
+	if s.Name != "" {
+		name = shortenEnd(clean(s.Name), 30) + ": "
+	}
 	rest := fmt.Sprintf("  up %s  %d %s", fmtUptime(s.Uptime), len(s.Sessions), sessions)
-	room := max(tableWidth-len("mptunnel ")-len(role)-len(" ")-len(rest), 8)
-	header := "mptunnel " + role + " " + shortenEnd(clean(s.Version), room) + rest
+	room := max(tableWidth-len(name)-len("mptunnel ")-len(role)-len(" ")-len(rest), 8)
+	header := name + "mptunnel " + role + " " + shortenEnd(clean(s.Version), room) + rest
 	b.WriteString(shortenEnd(header, tableWidth))
 	b.WriteByte('\n')
 	if len(s.Sessions) == 0 {

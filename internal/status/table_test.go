@@ -124,6 +124,20 @@ func TestTableNoSessions(t *testing.T) {
 	}
 }
 
+// TestTableName: a daemon's name heads its table, before the role; a long
+// one is shortened so the line still fits.
+func TestTableName(t *testing.T) {
+	out := table(t, Status{Role: "client", Name: "client-127.0.0.1-3000", Version: "1.0.0", Uptime: 5})
+	if want := "client-127.0.0.1-3000: mptunnel client 1.0.0  up 5s  0 sessions\n"; !strings.HasPrefix(out, want) {
+		t.Errorf("table = %q, want it to start with %q", out, want)
+	}
+	out = table(t, Status{Role: "server", Name: strings.Repeat("n", 64), Version: strings.Repeat("v", 60), Uptime: 5})
+	checkWidth(t, out)
+	if !strings.Contains(out, "mptunnel server") || !strings.Contains(out, "up 5s  0 sessions") {
+		t.Errorf("long name and version hid the role or uptime: %q", out)
+	}
+}
+
 type failWriter struct{}
 
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }

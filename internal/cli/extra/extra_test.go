@@ -37,7 +37,7 @@ commands:
   check    -c FILE                                 check a TOML file without starting anything
   demo     [--html FILE] [--json]                  see it work: 3 lossy paths, best single path vs mptunnel
   bridge   --listen ADDR --to HOST:PORT            relay UDP, one upstream socket per peer
-  status   [--json] [--control PATH]               show sessions and paths of a running client or server
+  status   [--json] [--control PATH | NAME]        show sessions and paths of every running client and server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
   genkey   [-o FILE]                               print a new shared key, or write it to a new owner-only FILE
   version                                          print the version
