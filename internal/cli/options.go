@@ -137,7 +137,7 @@ func (b *binder) bindShared(dst, file shared) {
 	b.Int("mtu", dst.mtu, file.mtu, wire.DefaultMTU, "largest IP packet put on a path, in bytes")
 	b.Int("window", dst.window, file.window, 0, "replay window in packets (default 8192, rounded up)")
 	b.Int("max-flows", dst.maxFlows, file.maxFlows, peer.DefaultMaxFlows, "flows per session")
-	b.Duration("flow-timeout", dst.flowTimeout, file.flowTimeout, peer.DefaultFlowTimeout, "free a flow idle this long")
+	b.Duration("flow-timeout", dst.flowTimeout, file.flowTimeout, peer.DefaultFlowTimeout, "free a flow idle this long (one that carried at most 2 datagrams each way: after 5s)")
 	b.Duration("reorder", dst.reorder, file.reorder, 0, "hold datagrams from the peer that overtake earlier ones up to this long, to hand them on in order (0: off; useful with balance and fec over paths of different delays)")
 	b.Bool("no-repair", dst.noRepair, file.noRepair, false, "neither ask the peer again for packets every path lost nor answer its requests")
 	b.Bool("no-parity", dst.noParity, file.noParity, false, "send no parity on top of copies (redundant mode sends it while the copies still lose packets)")

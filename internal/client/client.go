@@ -91,8 +91,8 @@ type Config struct {
 
 	MTU            int           // largest IP packet put on a path (1400)
 	Window         int           // replay window in packets (replay.DefaultSize)
-	MaxFlows       int           // local peers at once (256)
-	FlowTimeout    time.Duration // an idle local peer is forgotten after this (60s)
+	MaxFlows       int           // local peers at once (256); at the limit the least recently used idle one makes room
+	FlowTimeout    time.Duration // an idle local peer is forgotten after this (60s; peer.ShortFlowTimeout for a short flow)
 	ProbeInterval  time.Duration // a probe on every path this often (250ms)
 	DeadAfter      time.Duration // no authentic packet for this long: handshake again (1.5s)
 	HandshakeRetry time.Duration // a new handshake when none answered (1s)
@@ -228,11 +228,11 @@ type frontStats struct {
 }
 
 type flow struct {
-	id         uint32
-	fr         *front
-	target     wire.Target // the front's, or a SOCKS5 datagram's destination
-	peer       netip.AddrPort
-	lastActive atomic.Int64
+	id     uint32
+	fr     *front
+	target wire.Target // the front's, or a SOCKS5 datagram's destination
+	peer   netip.AddrPort
+	act    peer.Activity // its use: when last active, datagrams each way (the reclaim rule)
 	// A flow with a target names it in what it sends until the server says
 	// it has the flow (acked); a refused one is dropped here until
 	// refusedUntil (unix ns), then asked for again.
@@ -648,9 +648,10 @@ func (c *Client) localLoop(fr *front) {
 				if f = c.flowFor(fr, in[i].Addr); f == nil {
 					continue
 				}
-				f.lastActive.Store(now)
+				f.act.Touch(now)
 				lastF, lastPeer = f, in[i].Addr
 			}
+			f.act.Out(1)
 			if now < f.refusedUntil.Load() {
 				c.cnt.TargetRefused.Add(1)
 				fr.stats.refused.Add(1)
@@ -708,11 +709,14 @@ func (c *Client) deliverFlow(id uint32, d []byte) {
 	c.flowMu.RLock()
 	f := c.byID[id]
 	c.flowMu.RUnlock()
-	if f != nil {
-		f.lastActive.Store(time.Now().UnixNano())
-		var scratch []byte // the reorder buffer's timer and readers call this: no shared buffer
-		c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d, &scratch)})
+	if f == nil {
+		c.cnt.UnknownFlow.Add(1)
+		return
 	}
+	f.act.Touch(time.Now().UnixNano())
+	f.act.In(1)
+	var scratch []byte // the reorder buffer's timer and readers call this: no shared buffer
+	c.writeLocal(f.fr, []udpio.Msg{f.localMsg(d, &scratch)})
 }
 
 // localMsg addresses datagram d of flow f to its local peer: as it is, or
@@ -746,10 +750,10 @@ func (c *Client) flowFor(fr *front, peer netip.AddrPort) *flow {
 	return c.flowTo(fr, peer, fr.target)
 }
 
-// flowTo returns the flow from peer by front fr to target tg (the front's
+// flowTo returns the flow from local peer from by front fr to target tg (the front's
 // own, or a SOCKS5 datagram's destination), making it if it is new.
-func (c *Client) flowTo(fr *front, peer netip.AddrPort, tg wire.Target) *flow {
-	key := flowKey{fr, peer, wire.Target{}}
+func (c *Client) flowTo(fr *front, from netip.AddrPort, tg wire.Target) *flow {
+	key := flowKey{fr, from, wire.Target{}}
 	if fr.socks {
 		key.dst = tg
 	}
@@ -764,23 +768,65 @@ func (c *Client) flowTo(fr *front, peer netip.AddrPort, tg wire.Target) *flow {
 	if f = c.byPeer[key]; f != nil {
 		return f
 	}
+	now := time.Now()
 	if len(c.byPeer) >= c.cfg.MaxFlows {
-		c.cnt.FlowLimit.Add(1)
-		c.warn.Warn("flows", "local peer refused: flow limit reached", "peer", peer.String(), "limit", c.cfg.MaxFlows)
-		return nil
+		// The least recently used idle flow makes room; when every flow
+		// is busy the new one is refused.
+		old, ok := peer.LeastRecent(c.byPeer, func(f *flow) *peer.Activity { return &f.act }, now)
+		if !ok {
+			c.cnt.FlowLimit.Add(1)
+			c.warn.Warn("flows", "local peer refused: flow limit reached, and every flow is busy", "peer", from.String(), "limit", c.cfg.MaxFlows)
+			return nil
+		}
+		c.freeFlowLocked(old)
+		c.cnt.FlowsEvicted.Add(1)
 	}
-	c.nextID++
-	f = &flow{id: c.nextID, fr: fr, peer: peer, target: tg}
+	f = &flow{id: c.newIDLocked(tg.Valid()), fr: fr, peer: from, target: tg}
+	f.act.Touch(now.UnixNano())
 	c.byPeer[key] = f
 	c.byID[f.id] = f
-	c.log.Debug("flow open", "flow", f.id, "peer", peer.String(), "front", fr.name)
+	c.log.Debug("flow open", "flow", f.id, "peer", from.String(), "front", fr.name)
 	return f
 }
 
-// flowFate takes the server's word on flow f: open, or refused and why.
+// newIDLocked returns an unused flow ID, with wire.FlowNamed set for a flow
+// that names its target; the caller holds c.flowMu. IDs are not reused until
+// the 31-bit count wraps, and never while in use here.
+func (c *Client) newIDLocked(named bool) uint32 {
+	for {
+		c.nextID = (c.nextID + 1) &^ wire.FlowNamed
+		id := c.nextID
+		if named {
+			id |= wire.FlowNamed
+		}
+		if c.nextID != 0 && c.byID[id] == nil {
+			return id
+		}
+	}
+}
+
+// freeFlowLocked forgets flow key; the caller holds c.flowMu. What the
+// server still sends on it is dropped and counted (unknown_flow).
+func (c *Client) freeFlowLocked(key flowKey) {
+	f := c.byPeer[key]
+	delete(c.byPeer, key)
+	delete(c.byID, f.id)
+	c.cnt.FlowsFreed.Add(1)
+	c.log.Debug("flow freed", "flow", f.id, "peer", f.peer.String(), "front", f.fr.name)
+}
+
+// flowFate takes the server's word on flow f: open, refused and why, or
+// freed on the server's side.
 func (c *Client) flowFate(f *flow, status byte, now time.Time) {
-	if status == wire.FlowOK {
+	switch status {
+	case wire.FlowOK:
 		f.acked.Store(true)
+		f.refusedUntil.Store(0)
+		return
+	case wire.FlowClosed:
+		// The server freed the flow: its next datagram names the
+		// target again, and the server opens it anew.
+		f.acked.Store(false)
 		f.refusedUntil.Store(0)
 		return
 	}
@@ -1050,11 +1096,12 @@ func (c *Client) expire(now time.Time) {
 	}
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()
-	for peer, f := range c.byPeer {
-		if now.Sub(time.Unix(0, f.lastActive.Load())) > c.cfg.FlowTimeout {
-			delete(c.byPeer, peer)
-			delete(c.byID, f.id)
-			c.cnt.FlowsFreed.Add(1)
+	for key, f := range c.byPeer {
+		if expired, reclaimed := f.act.Expired(now, c.cfg.FlowTimeout); expired {
+			c.freeFlowLocked(key)
+			if reclaimed {
+				c.cnt.FlowsReclaimed.Add(1)
+			}
 		}
 	}
 }
@@ -1112,7 +1159,8 @@ func (c *Client) sendEarly(sl *session.Sealer, st *session.State, early []earlyD
 		if f == nil {
 			continue
 		}
-		f.lastActive.Store(time.Now().UnixNano())
+		f.act.Touch(time.Now().UnixNano())
+		f.act.Out(1)
 		if pkts, withTarget, ok := c.sealFlow(sl, st, f, e.data, maxPlain); ok {
 			c.sendLive(pkts, c.cfg.Mode == sched.FEC || withTarget)
 		}

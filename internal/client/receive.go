@@ -79,11 +79,13 @@ func (r *pathReader) Data(_ *peer.Path, id uint32, body []byte, now time.Time) {
 	f := r.flow
 	if f == nil || f.id != id {
 		if f = r.c.lookup(id); f == nil {
+			r.c.cnt.UnknownFlow.Add(1) // freed here: its local peer is gone
 			return
 		}
-		f.lastActive.Store(now.UnixNano())
+		f.act.Touch(now.UnixNano())
 		r.flow = f
 	}
+	f.act.In(1)
 	if !f.acked.Load() {
 		f.acked.Store(true) // a reply: the server has the flow
 	}

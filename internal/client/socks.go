@@ -255,7 +255,8 @@ func (c *Client) socksBatch(fr *front, st *session.State, in []udpio.Msg, sl *se
 		if f == nil {
 			continue
 		}
-		f.lastActive.Store(now.UnixNano())
+		f.act.Touch(now.UnixNano())
+		f.act.Out(1)
 		if now.UnixNano() < f.refusedUntil.Load() {
 			c.cnt.TargetRefused.Add(1)
 			fr.stats.refused.Add(1)

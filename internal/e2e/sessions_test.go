@@ -56,8 +56,9 @@ func TestManySessionsAndFlows(t *testing.T) {
 	}
 }
 
-// TestLimits: the server refuses sessions and flows past its limits and
-// counts them, without disturbing the sessions it has.
+// TestLimits: the server refuses sessions and flows past its limits (flows
+// when every flow it has is busy, none idle to make room) and counts them,
+// without disturbing the sessions it has.
 func TestLimits(t *testing.T) {
 	key, _, srv := echoServerWith(t, server.Config{MaxSessions: 1, MaxFlows: 2})
 	paths := []client.PathConfig{{Remote: srv.Addr().String()}}

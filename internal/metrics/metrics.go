@@ -59,6 +59,9 @@ type set[T any] struct {
 	StreamsRefused  T // TCP streams refused: rules, name, target (server)
 	StreamBytesUp   T // bytes the streams carried client to server
 	StreamBytesDown T // bytes the streams carried server to client
+	FlowsReclaimed  T // flows freed early by the short-flow rule (at most a couple of datagrams each way, then idle); also in FlowsFreed
+	FlowsEvicted    T // idle flows freed at the flow limit to make room for a new one; also in FlowsFreed
+	UnknownFlow     T // datagrams for a flow this end no longer has (freed), dropped
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -110,6 +113,9 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("streams_refused", &s.StreamsRefused)
 	fn("stream_bytes_up", &s.StreamBytesUp)
 	fn("stream_bytes_down", &s.StreamBytesDown)
+	fn("flows_reclaimed", &s.FlowsReclaimed)
+	fn("flows_evicted", &s.FlowsEvicted)
+	fn("unknown_flow", &s.UnknownFlow)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

@@ -76,10 +76,10 @@ type Config struct {
 	// quarter of MaxSessions, at least 1): one address cannot take every
 	// place.
 	MaxSessionsPerAddr int
-	MaxFlows           int           // flows per session (256)
+	MaxFlows           int           // flows per session (256); at the limit the least recently used idle one makes room
 	MaxPaths           int           // paths per session (wire.MaxPaths, which is also the most)
 	SessionTimeout     time.Duration // a session with no authentic packet for this long is freed (60s)
-	FlowTimeout        time.Duration // a flow idle this long in both directions is freed (60s)
+	FlowTimeout        time.Duration // a flow idle this long in both directions is freed (60s; peer.ShortFlowTimeout for a short one)
 	MaxStreams         int           // TCP streams a client has open at once (stream.DefaultMaxStreams)
 	DialTimeout        time.Duration // how long a stream's TCP dial of its target may take (stream.DefaultDialTimeout)
 	ProbeInterval      time.Duration // each path is probed this often (250ms)
@@ -167,6 +167,10 @@ type sess struct {
 	flowMu sync.Mutex
 	flows  map[uint32]*flow
 	closed bool
+	// The last flow told FlowClosed for plain data it sent after the flow
+	// was freed, and when (flowMu guards them): one answer per retell.
+	goneID uint32
+	goneAt time.Time
 
 	lastData atomic.Pointer[peer.Path] // the path the client's latest datagram came by first
 	spread   *peer.Spreader            // the session's mode, putting its packets on its paths
@@ -190,13 +194,13 @@ type sess struct {
 }
 
 type flow struct {
-	id         uint32
-	s          atomic.Pointer[sess] // the session that carries the flow; a rekey moves it
-	name       string               // the target as the client named it, for logs and status
-	ts         *targetStats         // its target's traffic
-	lastActive atomic.Int64
-	pending    []udpio.Msg  // datagrams for the target queued by the read goroutine
-	statusAt   atomic.Int64 // unix ns the client was last told the flow's fate
+	id       uint32
+	s        atomic.Pointer[sess] // the session that carries the flow; a rekey moves it
+	name     string               // the target as the client named it, for logs and status
+	ts       *targetStats         // its target's traffic
+	act      peer.Activity        // its use: when last active, datagrams each way (the reclaim rule)
+	pending  []udpio.Msg          // datagrams for the target queued by the read goroutine
+	statusAt atomic.Int64         // unix ns the client was last told the flow's fate
 
 	// conn is the flow's socket to its target, set once it is open (ready);
 	// until then datagrams wait, a few, while the target's name resolves.
@@ -842,6 +846,9 @@ func (s *Server) queueTo(ss *sess, id uint32, tg *wire.Target, d []byte, now tim
 		return f
 	}
 	if len(f.pending) == 0 {
+		// Active from now: a flow with datagrams queued is never the
+		// one that makes room for another before they are written.
+		f.act.Touch(now.UnixNano())
 		s.dirty = append(s.dirty, f)
 	}
 	f.pending = append(f.pending, udpio.Msg{Buf: d})
@@ -864,7 +871,8 @@ func (s *Server) queueCopy(ss *sess, id uint32, d []byte) {
 // flow; now is when the batch was read.
 func (s *Server) flush(now time.Time) {
 	for i, f := range s.dirty {
-		f.lastActive.Store(now.UnixNano())
+		f.act.Touch(now.UnixNano())
+		f.act.Out(len(f.pending))
 		s.writeTarget(f, f.pending)
 		clear(f.pending)
 		f.pending = f.pending[:0]
@@ -883,7 +891,8 @@ func (s *Server) deliver(ss *sess, id uint32, d []byte) {
 	if f == nil || !s.usable(f, d) {
 		return
 	}
-	f.lastActive.Store(now.UnixNano())
+	f.act.Touch(now.UnixNano())
+	f.act.Out(1)
 	s.writeTarget(f, []udpio.Msg{{Buf: d}})
 }
 
@@ -935,9 +944,20 @@ func (s *Server) flowLocked(ss *sess, id uint32, tg *wire.Target, now time.Time)
 	if ss.closed {
 		return nil
 	}
-	if len(ss.flows) >= s.cfg.MaxFlows {
+	if tg == nil && id&wire.FlowNamed != 0 {
+		// Plain data for a flow whose target the client names, which we
+		// freed: it must not go to the default target. The client names
+		// the target again once told.
+		s.cnt.UnknownFlow.Add(1)
+		if id != ss.goneID || now.Sub(ss.goneAt) >= retell {
+			ss.goneID, ss.goneAt = id, now
+			s.tellFlow(ss, id, wire.FlowClosed)
+		}
+		return nil
+	}
+	if len(ss.flows) >= s.cfg.MaxFlows && !s.evictLocked(ss, now) {
 		s.cnt.FlowLimit.Add(1)
-		s.warn.Warn("flows", "flow refused: flow limit reached", "session", ss.index, "limit", s.cfg.MaxFlows)
+		s.warn.Warn("flows", "flow refused: flow limit reached, and every flow is busy", "session", ss.index, "limit", s.cfg.MaxFlows)
 		if tg != nil {
 			s.tellFlow(ss, id, wire.FlowLimit)
 		}
@@ -945,10 +965,35 @@ func (s *Server) flowLocked(ss *sess, id uint32, tg *wire.Target, now time.Time)
 	}
 	f := &flow{id: id}
 	f.s.Store(ss)
-	f.lastActive.Store(now.UnixNano())
+	f.act.Touch(now.UnixNano())
 	ss.flows[id] = f
 	s.openFlow(ss, f, tg)
 	return f
+}
+
+// evictLocked frees the least recently used of ss's flows that is idle
+// (peer.FlowIdleAfter) to make room for a new one, and reports whether
+// there was one; the caller holds ss.flowMu.
+func (s *Server) evictLocked(ss *sess, now time.Time) bool {
+	id, ok := peer.LeastRecent(ss.flows, func(f *flow) *peer.Activity { return &f.act }, now)
+	if !ok {
+		return false
+	}
+	s.freeFlowLocked(ss, ss.flows[id])
+	s.cnt.FlowsEvicted.Add(1)
+	return true
+}
+
+// freeFlowLocked closes flow f of ss, and its socket, and tells the client
+// when it names f's target, so that it names it again; the caller holds
+// ss.flowMu.
+func (s *Server) freeFlowLocked(ss *sess, f *flow) {
+	f.close()
+	delete(ss.flows, f.id)
+	s.cnt.FlowsFreed.Add(1)
+	if f.id&wire.FlowNamed != 0 && !ss.closed {
+		s.tellFlow(ss, f.id, wire.FlowClosed)
+	}
 }
 
 // A flow's reader takes one datagram a read until the flow is busy: every
@@ -991,7 +1036,8 @@ func (s *Server) flowLoop(f *flow) {
 			continue
 		}
 		now := time.Now()
-		f.lastActive.Store(now.UnixNano())
+		f.act.Touch(now.UnixNano())
+		f.act.In(k)
 		f.ts.rx.Add(uint64(k))
 		s.reply(f.s.Load(), f, b, in[:k], now)
 		switch {
@@ -1096,11 +1142,12 @@ func (s *Server) expire(now time.Time) {
 		}
 		ss.st.Reasm.Expire(now)
 		ss.flowMu.Lock()
-		for fid, f := range ss.flows {
-			if now.Sub(time.Unix(0, f.lastActive.Load())) > s.cfg.FlowTimeout {
-				f.close()
-				delete(ss.flows, fid)
-				s.cnt.FlowsFreed.Add(1)
+		for _, f := range ss.flows {
+			if expired, reclaimed := f.act.Expired(now, s.cfg.FlowTimeout); expired {
+				s.freeFlowLocked(ss, f)
+				if reclaimed {
+					s.cnt.FlowsReclaimed.Add(1)
+				}
 			}
 		}
 		ss.flowMu.Unlock()

@@ -171,7 +171,15 @@ const (
 	FlowLimit      = 3 // the session has all the flows it may have
 	FlowFailed     = 4 // the server cannot open a socket to the target
 	FlowNoTarget   = 5 // the flow names no target and the server has no default one
+	FlowClosed     = 6 // the server freed the flow (idle, or to make room): name its target again
 )
+
+// FlowNamed is the bit of a flow ID a client sets on every flow whose target
+// it names (a port forward's, a SOCKS5 destination's): plain data for such
+// a flow the server does not have never goes to the default target; the
+// server drops it and answers FlowClosed, and the client names the target
+// again. IDs without it are flows of the default target.
+const FlowNamed = 1 << 31
 
 // FlowFate describes a MsgFlow status.
 func FlowFate(status byte) string {
@@ -188,6 +196,8 @@ func FlowFate(status byte) string {
 		return "the server cannot open a socket to the target"
 	case FlowNoTarget:
 		return "the server has no default target"
+	case FlowClosed:
+		return "the server freed the flow"
 	}
 	return "unknown status"
 }
