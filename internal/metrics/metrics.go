@@ -59,6 +59,9 @@ type set[T any] struct {
 	StreamsRefused  T // TCP streams refused: rules, name, target (server)
 	StreamBytesUp   T // bytes the streams carried client to server
 	StreamBytesDown T // bytes the streams carried server to client
+	ResetsSent      T // stateless resets sent for packets naming no session we know (server)
+	ResetsAccepted  T // stateless resets acted on: a new handshake at once (client)
+	ResetsRefused   T // stateless resets ignored: wrong size or token, or not for the session in use (client)
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -110,6 +113,9 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("streams_refused", &s.StreamsRefused)
 	fn("stream_bytes_up", &s.StreamBytesUp)
 	fn("stream_bytes_down", &s.StreamBytesDown)
+	fn("resets_sent", &s.ResetsSent)
+	fn("resets_accepted", &s.ResetsAccepted)
+	fn("resets_refused", &s.ResetsRefused)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.
