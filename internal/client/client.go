@@ -25,6 +25,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/peer"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/reorder"
+	"github.com/mptunnel/mptunnel/internal/reset"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/socks"
@@ -165,6 +166,13 @@ type Client struct {
 	hsMu    sync.Mutex
 	pending map[uint32]*pendingHS
 	jar     *cookie.Jar
+	hsAt    atomic.Int64 // unix ns of the latest initiation of a new session (not a rekey)
+
+	// resetKey checks stateless resets; resetFor is the session a reset
+	// said the server no longer holds: from then on it counts as silent and
+	// datagrams wait for its replacement, as for the first session.
+	resetKey *reset.Key
+	resetFor atomic.Pointer[session.State]
 
 	spread *peer.Spreader // the mode, putting packets on the paths
 
@@ -269,6 +277,7 @@ func Listen(cfg Config) (*Client, error) {
 		byPeer:  make(map[flowKey]*flow),
 		byID:    make(map[uint32]*flow),
 	}
+	c.resetKey = reset.NewKey(cfg.Key)
 	c.warn.Log = cfg.Logger
 	c.w = peer.Writer{Cnt: &c.cnt, Warn: &c.warn}
 	var err error
@@ -616,7 +625,7 @@ func (c *Client) localLoop(fr *front) {
 		if !ok {
 			return
 		}
-		st := c.sess.Load()
+		st := c.live()
 		if st == nil && fr.socks {
 			c.cnt.NoSession.Add(uint64(n))
 			continue
@@ -952,8 +961,37 @@ func (c *Client) handleResponse(pkt []byte) {
 func (c *Client) handshake(now time.Time) {
 	in, pkt := c.initiate(now, false)
 	if in != nil {
+		c.hsAt.Store(now.UnixNano())
 		c.sendAll(pkt)
 	}
+}
+
+// handleReset takes a stateless reset: the server says it does not hold the
+// session whose index the reset names. Only a reset made with the key for
+// the index we send on now is acted on; the first for a session starts a
+// new handshake at once, and the session counts as silent until the new one is up, its datagrams
+// waiting for it. Anything else is counted and ignored: a reset for a
+// session a rekey replaced, or for one before a restart, changes nothing.
+func (c *Client) handleReset(pkt []byte, now time.Time) {
+	st := c.sess.Load()
+	if st == nil {
+		c.cnt.ResetsRefused.Add(1)
+		return
+	}
+	if err := c.resetKey.Check(pkt, st.PeerIndex); err != nil {
+		c.cnt.ResetsRefused.Add(1)
+		c.warn.Warn("reset-refused", "stateless reset ignored", "reason", err.Error())
+		return
+	}
+	c.cnt.ResetsAccepted.Add(1)
+	if c.resetFor.Swap(st) == st {
+		return // acted on already: one came by another path, or before
+	}
+	c.log.Info("the server does not hold our session (it restarted); handshaking again", "session", fmt.Sprintf("%08x", st.PeerIndex))
+	// At once, even if an initiation went out a moment ago: it may have
+	// reached the server before its restart, or been refused as made
+	// before it.
+	c.handshake(now)
 }
 
 // rekey starts the session that replaces st: the initiation goes sealed
@@ -1041,7 +1079,9 @@ func (c *Client) PathStates() []pathpkg.Stats {
 // timers drives handshakes, probes and flow expiry. A session that has heard
 // nothing authentic for DeadAfter (the server restarted, or every path is
 // down) is replaced by a new handshake, retried every HandshakeRetry, while
-// the old one keeps carrying traffic in case it comes back.
+// the old one keeps carrying traffic in case it comes back. A session a
+// reset ended is retried the same way, from the handshake handleReset
+// started.
 func (c *Client) timers(ctx context.Context) {
 	c.handshake(time.Now())
 	lastHS := time.Now()
@@ -1067,10 +1107,11 @@ func (c *Client) timers(ctx context.Context) {
 		case now := <-probe.C:
 			st := c.sess.Load()
 			pr.Round(st, c.pathList(), true, now)
-			silent := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
+			quiet := st != nil && now.Sub(time.Unix(0, c.lastAuth.Load())) > c.cfg.DeadAfter
+			silent := quiet || (st != nil && c.resetFor.Load() == st)
 			switch {
-			case (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry:
-				if silent {
+			case (st == nil || silent) && now.Sub(lastHS) >= c.cfg.HandshakeRetry && now.Sub(time.Unix(0, c.hsAt.Load())) >= c.cfg.HandshakeRetry:
+				if quiet {
 					c.warn.Warn("silent", "no answer from the server; handshaking again", "silent_for", now.Sub(time.Unix(0, c.lastAuth.Load())).Round(time.Millisecond).String())
 				}
 				c.handshake(now)
@@ -1120,13 +1161,24 @@ type earlyDatagram struct {
 	at   time.Time
 }
 
-// holdEarly keeps datagrams read before the first session is up (bounded in
-// count, bytes and age), so an application's first packets are not lost to
-// the handshake. It returns the session instead if one came up meanwhile.
+// live returns the session to send on: the current one, unless a reset said
+// the server no longer holds it (nil then, as before the first session).
+func (c *Client) live() *session.State {
+	st := c.sess.Load()
+	if st != nil && c.resetFor.Load() == st {
+		return nil
+	}
+	return st
+}
+
+// holdEarly keeps datagrams read before the first session is up, or while a
+// session a reset ended is replaced (bounded in count, bytes and age), so an
+// application's packets are not lost to the handshake. It returns the
+// session instead if one came up meanwhile.
 func (c *Client) holdEarly(fr *front, msgs []udpio.Msg) *session.State {
 	c.earlyMu.Lock()
 	defer c.earlyMu.Unlock()
-	if st := c.sess.Load(); st != nil {
+	if st := c.live(); st != nil {
 		return st
 	}
 	held := 0

@@ -45,15 +45,17 @@ func (r *pathReader) Session(receiver uint32, now time.Time) peer.Session {
 	return r
 }
 
-// Handshake takes a server's handshake response or cookie reply. Handshake
-// messages are not counted on a path: the server does not count them
-// either.
-func (r *pathReader) Handshake(pkt []byte, _ netip.AddrPort, _ netip.Addr, _ time.Time) {
+// Handshake takes a server's handshake response, cookie reply or stateless
+// reset. Handshake messages are not counted on a path: the server does not
+// count them either.
+func (r *pathReader) Handshake(pkt []byte, _ netip.AddrPort, _ netip.Addr, now time.Time) {
 	switch wire.Type(pkt) {
 	case wire.TypeResponse:
 		r.c.handleResponse(pkt)
 	case wire.TypeCookie:
 		r.c.handleCookie(pkt)
+	case wire.TypeReset:
+		r.c.handleReset(pkt, now)
 	default:
 		r.c.cnt.Malformed.Add(1)
 	}
@@ -62,6 +64,10 @@ func (r *pathReader) Handshake(pkt []byte, _ netip.AddrPort, _ netip.Addr, _ tim
 func (r *pathReader) State() *session.State                       { return r.st }
 func (r *pathReader) PathFrom(netip.AddrPort) *peer.Path          { return r.p }
 func (r *pathReader) Deliver() func(flow uint32, datagram []byte) { return r.deliver }
+
+// Unknown does nothing: a client answers no packet for a session it does
+// not hold.
+func (r *pathReader) Unknown(uint32, int, netip.AddrPort, netip.Addr, time.Time) {}
 
 // Authentic notes, once a batch, that the server is alive.
 func (r *pathReader) Authentic(*peer.Path, byte, time.Time) { r.auth = true }

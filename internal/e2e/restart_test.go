@@ -28,21 +28,27 @@ func startStoppable(t *testing.T, cfg server.Config) (srv *server.Server, stop f
 	return srv, stop
 }
 
+// restartPair starts an echo target, a server the test stops with stop, and
+// a client with two paths to it, through which an application app has
+// echoed; cfg starts a new server on the same port with the same key.
+func restartPair(t *testing.T) (cfg server.Config, stop func(), cl *client.Client, app *net.UDPConn) {
+	t.Helper()
+	echo := newEchoTarget(t)
+	cfg = server.Config{Listen: "127.0.0.1:0", Target: echo.addr(), Key: testKey(t), Logger: quietLogger()}
+	srv, stop := startStoppable(t, cfg)
+	cfg.Listen = srv.Addr().String()
+	cl = startClient(t, client.Config{Paths: []client.PathConfig{{Remote: cfg.Listen}, {Remote: cfg.Listen}}, Key: cfg.Key})
+	app = dial(t, cl)
+	pingPong(t, app, "first server", 5)
+	return cfg, stop, cl, app
+}
+
 // TestServerRestart: the server goes away and comes back on the same port
 // knowing no session; the client notices on its own and handshakes again.
 func TestServerRestart(t *testing.T) {
-	key := testKey(t)
-	echo := newEchoTarget(t)
-	cfg := server.Config{Listen: "127.0.0.1:0", Target: echo.addr(), Key: key, Logger: quietLogger()}
-	srv1, stop1 := startStoppable(t, cfg)
-	addr := srv1.Addr().String()
-	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: addr}, {Remote: addr}}, Key: key})
-	app := dial(t, cl)
-	pingPong(t, app, "first server", 5)
-
+	cfg, stop1, cl, app := restartPair(t)
 	stop1()
 	time.Sleep(time.Second) // the server is down for a second, as an operator's restart would be
-	cfg.Listen = addr
 	srv2 := startServer(t, cfg)
 	restarted := time.Now()
 	// Send until an answer comes: the first one marks the recovery.

@@ -62,6 +62,9 @@ type set[T any] struct {
 	FlowsReclaimed  T // flows freed early by the short-flow rule (at most a couple of datagrams each way, then idle); also in FlowsFreed
 	FlowsEvicted    T // idle flows freed at the flow limit to make room for a new one; also in FlowsFreed
 	UnknownFlow     T // datagrams for a flow this end no longer has (freed), dropped
+	ResetsSent      T // stateless resets sent for packets naming no session we know (server)
+	ResetsAccepted  T // stateless resets acted on: a new handshake at once (client)
+	ResetsRefused   T // stateless resets ignored: wrong size or token, or not for the session in use (client)
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -116,6 +119,9 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("flows_reclaimed", &s.FlowsReclaimed)
 	fn("flows_evicted", &s.FlowsEvicted)
 	fn("unknown_flow", &s.UnknownFlow)
+	fn("resets_sent", &s.ResetsSent)
+	fn("resets_accepted", &s.ResetsAccepted)
+	fn("resets_refused", &s.ResetsRefused)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

@@ -18,7 +18,8 @@ var wantNames = []string{
 	"session_limit", "flow_limit", "sessions_freed", "flows_freed", "fec_parity", "fec_recovered",
 	"fec_unrecoverable", "path_move_refused", "repair_asked", "repair_filled", "repair_lost", "repair_resent",
 	"repair_missing", "parity_sent", "parity_recovered", "streams_opened", "streams_refused", "stream_bytes_up",
-	"stream_bytes_down", "flows_reclaimed", "flows_evicted", "unknown_flow",
+	"stream_bytes_down", "flows_reclaimed", "flows_evicted", "unknown_flow", "resets_sent", "resets_accepted",
+	"resets_refused",
 }
 
 // TestEachCoversEveryField: each names every field of set once, in order.

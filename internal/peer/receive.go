@@ -16,8 +16,13 @@ type Endpoint interface {
 	// names, or nil when there is none.
 	Session(receiver uint32, now time.Time) Session
 	// Handshake takes a handshake packet: an initiation on a server, a
-	// response or a cookie reply on a client.
+	// response, a cookie reply or a stateless reset on a client.
 	Handshake(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time)
+	// Unknown is told of a well-formed transport packet of size bytes,
+	// from from to our address local, whose receiver index names no
+	// session: a server answers it with a stateless reset, at a bounded
+	// rate, on the path it came by; a client does nothing.
+	Unknown(receiver uint32, size int, from netip.AddrPort, local netip.Addr, now time.Time)
 }
 
 // Session is a role's session as the receive path sees it. Its methods run
@@ -164,7 +169,7 @@ func (r *Receiver) rebuilt(s Session, st *session.State, ctr uint64, plain []byt
 func (r *Receiver) packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort, local netip.Addr, now time.Time) {
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
-	case wire.TypeInit, wire.TypeResponse, wire.TypeCookie:
+	case wire.TypeInit, wire.TypeResponse, wire.TypeCookie, wire.TypeReset:
 		ep.Handshake(pkt, from, local, now)
 		return
 	default:
@@ -179,6 +184,7 @@ func (r *Receiver) packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort,
 	s := ep.Session(h.Receiver, now)
 	if s == nil {
 		r.W.Cnt.UnknownSession.Add(1)
+		ep.Unknown(h.Receiver, len(pkt), from, local, now)
 		return
 	}
 	st := s.State()

@@ -1,7 +1,9 @@
 // Package ratelimit limits how often each source address may start a
-// handshake: a token bucket per address (per /64 for IPv6), in a table of
-// bounded size. A server consults it under load, for initiations that
-// proved their source address with a cookie.
+// handshake or draw an answer: a token bucket per address (per /64 for
+// IPv6), in a table of bounded size, and a single Bucket for a bound over
+// all sources. A server consults a Limiter under load, for initiations that
+// proved their source address with a cookie, and a Limiter and a Bucket
+// before each stateless reset it sends.
 package ratelimit
 
 import (
@@ -21,6 +23,40 @@ const (
 type bucket struct {
 	tokens float64
 	last   time.Time
+}
+
+// take refills b for the time since its last use at rate, up to burst, and
+// takes a token if there is one.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// Bucket is one token bucket, for a bound over every source. Rate and Burst
+// must be positive; it starts full. It is safe for concurrent use.
+type Bucket struct {
+	Rate  float64 // tokens a second
+	Burst float64 // bucket size
+
+	mu      sync.Mutex
+	b       bucket
+	started bool
+}
+
+// Allow reports whether one more event may happen at now, and takes a
+// token if so.
+func (l *Bucket) Allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started {
+		l.b, l.started = bucket{tokens: l.Burst, last: now}, true
+	}
+	return l.b.take(now, l.Rate, l.Burst)
 }
 
 // Limiter is a per-source token bucket. Its zero value uses the defaults;
@@ -80,13 +116,7 @@ func (l *Limiter) Allow(src netip.Addr, now time.Time) bool {
 		b = &bucket{tokens: burst, last: now}
 		l.buckets[k] = b
 	}
-	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.take(now, rate, burst)
 }
 
 // Len returns the number of sources remembered.

@@ -56,3 +56,28 @@ func TestBounded(t *testing.T) {
 		t.Fatal("a new source was refused once the table could be cleaned")
 	}
 }
+
+func TestBucket(t *testing.T) {
+	b := Bucket{Rate: 100, Burst: 10}
+	now := time.Unix(100, 0)
+	count := func(at time.Time) int {
+		n := 0
+		for range 1000 {
+			if b.Allow(at) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(now); n != 10 {
+		t.Fatalf("allowed %d at once, want the burst of 10", n)
+	}
+	// 50 ms later, 5 more (100 a second).
+	if n := count(now.Add(50 * time.Millisecond)); n != 5 {
+		t.Fatalf("allowed %d after 50 ms, want 5", n)
+	}
+	// Long idle: never more than the burst.
+	if n := count(now.Add(time.Hour)); n != 10 {
+		t.Fatalf("allowed %d after an hour, want the burst of 10", n)
+	}
+}

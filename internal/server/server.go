@@ -31,6 +31,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/ratelimit"
 	"github.com/mptunnel/mptunnel/internal/ratelog"
 	"github.com/mptunnel/mptunnel/internal/reorder"
+	"github.com/mptunnel/mptunnel/internal/reset"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/session"
 	"github.com/mptunnel/mptunnel/internal/status"
@@ -130,6 +131,12 @@ type Server struct {
 	cookies   *cookie.Checker
 	cookieBuf []byte
 	limiter   ratelimit.Limiter
+	// Stateless resets (Unknown): made with the current key, bounded per
+	// source address and over all; resetBuf is the read goroutine's.
+	resetKey atomic.Pointer[reset.Key]
+	resetSrc ratelimit.Limiter
+	resetAll ratelimit.Bucket
+	resetBuf []byte
 	// Initiations counted this second and the one before (read goroutine).
 	loadStart           time.Time
 	loadCount, loadPrev int
@@ -249,7 +256,10 @@ func Listen(cfg Config) (*Server, error) {
 		resp:      newResponder(cfg, time.Now()),
 		sessions:  make(map[uint32]*sess),
 		byAddr:    make(map[netip.Addr]int),
+		resetSrc:  ratelimit.Limiter{Rate: resetRate, Burst: resetBurst},
+		resetAll:  ratelimit.Bucket{Rate: resetRateAll, Burst: resetBurstAll},
 	}
+	s.resetKey.Store(reset.NewKey(cfg.Key))
 	s.table.Store(&map[uint32]*sess{})
 	s.warn.Log = cfg.Logger
 	s.w = peer.Writer{Cnt: &s.cnt, Warn: &s.warn}
@@ -381,6 +391,33 @@ func (s *Server) Handshake(pkt []byte, from netip.AddrPort, local netip.Addr, no
 		return
 	}
 	s.handleInit(pkt, from, local, now)
+}
+
+// Bounds on stateless resets: per source address (per /64 for IPv6), and
+// over all sources.
+const (
+	resetRate     = 10
+	resetBurst    = 5
+	resetRateAll  = 1000
+	resetBurstAll = 100
+)
+
+// Unknown answers a transport packet that names no session here (the
+// server restarted, or freed the session) with a stateless reset
+// (peer.Endpoint), on the path it came by: the client handshakes again at
+// once instead of after its silence timeout. The reset is smaller than any
+// transport packet and sent at a bounded rate, so it amplifies nothing;
+// only a session this server does not hold draws one, so it cannot end a
+// live one.
+func (s *Server) Unknown(receiver uint32, size int, from netip.AddrPort, local netip.Addr, now time.Time) {
+	if size <= wire.ResetLen || !s.resetSrc.Allow(from.Addr(), now) || !s.resetAll.Allow(now) {
+		return
+	}
+	s.resetBuf = s.resetKey.Load().Append(s.resetBuf[:0], receiver)
+	s.send(s.resetBuf, from, local)
+	s.cnt.ResetsSent.Add(1)
+	s.warn.WarnLazy("reset", "packet for a session this server does not hold: answered with a reset, the client handshakes again",
+		func() []any { return []any{"from", from.String()} })
 }
 
 // The session as the receive path sees it (peer.Session).
@@ -1213,6 +1250,9 @@ func newResponder(cfg Config, now time.Time) *handshake.Responder {
 // use. Sessions already up keep their own keys.
 func (s *Server) SetKeys(keys []handshake.Key) {
 	s.resp.SetKeys(keys)
+	// Resets are made with the current key only: a client still on an
+	// older one ignores them and handshakes after its silence timeout.
+	s.resetKey.Store(reset.NewKey(keys[0]))
 	psks := make([][32]byte, len(keys))
 	for i, k := range keys {
 		psks[i] = k

@@ -26,7 +26,9 @@ func orderUnder(hold time.Duration) (*order, func() []uint32) {
 	}
 }
 
-func mark(seq uint32) []byte { return []byte{byte(seq), byte(seq >> 8), byte(seq >> 16), byte(seq >> 24)} }
+func mark(seq uint32) []byte {
+	return []byte{byte(seq), byte(seq >> 8), byte(seq >> 16), byte(seq >> 24)}
+}
 
 func seqs(from, to uint32) []uint32 {
 	var s []uint32

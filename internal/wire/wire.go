@@ -17,6 +17,7 @@ const (
 	TypeResponse  = 2 // handshake response, server to client
 	TypeTransport = 3 // sealed transport packet, both directions
 	TypeCookie    = 4 // cookie reply, server to client, under load
+	TypeReset     = 5 // stateless reset, server to client: the session named is unknown here
 )
 
 // Sizes of the fixed parts of packets.
@@ -46,6 +47,13 @@ const (
 	CookieNonceLen  = 24
 	SealedCookieLen = 16 + TagLen
 	CookieLen       = 4 + CookieNonceLen + SealedCookieLen
+
+	// ResetTokenLen is a stateless reset's token, and ResetLen the whole
+	// reset: a prefix, the receiver index of the packet it answers and the
+	// token. Smaller than any transport packet (Overhead), so a reset is
+	// always smaller than what drew it.
+	ResetTokenLen = 16
+	ResetLen      = 4 + 4 + ResetTokenLen
 
 	// DataHeaderLen and FragHeaderLen are the inner message headers.
 	DataHeaderLen = 5
@@ -127,6 +135,23 @@ func ParseCookie(pkt []byte) (nonce, sealed []byte, err error) {
 		return nil, nil, ErrMalformed
 	}
 	return pkt[4 : 4+CookieNonceLen], pkt[4+CookieNonceLen:], nil
+}
+
+// AppendReset frames a stateless reset for the packet whose receiver index
+// was receiver; token is ResetTokenLen bytes (internal/reset makes it).
+func AppendReset(b []byte, receiver uint32, token []byte) []byte {
+	b = append(b, TypeReset, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, receiver)
+	return append(b, token...)
+}
+
+// ParseReset returns the receiver index and the token of a stateless reset.
+// Nothing of any other length than ResetLen is one.
+func ParseReset(pkt []byte) (receiver uint32, token []byte, err error) {
+	if len(pkt) != ResetLen || pkt[0] != TypeReset || pkt[1]|pkt[2]|pkt[3] != 0 {
+		return 0, nil, ErrMalformed
+	}
+	return binary.LittleEndian.Uint32(pkt[4:8]), pkt[8:], nil
 }
 
 // AppendResponse frames a Noise response message addressed to the initiator's

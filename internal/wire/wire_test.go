@@ -61,6 +61,27 @@ func TestHandshakeFraming(t *testing.T) {
 	}
 }
 
+func TestResetFraming(t *testing.T) {
+	token := bytes.Repeat([]byte{5}, ResetTokenLen)
+	rs := AppendReset(nil, 0xa1b2c3d4, token)
+	if len(rs) != ResetLen {
+		t.Fatalf("reset of %d bytes, want %d", len(rs), ResetLen)
+	}
+	if ResetLen >= Overhead {
+		t.Fatalf("a reset (%d bytes) is not smaller than the smallest transport packet (%d)", ResetLen, Overhead)
+	}
+	idx, tok, err := ParseReset(rs)
+	if err != nil || idx != 0xa1b2c3d4 || !bytes.Equal(tok, token) {
+		t.Fatalf("ParseReset: %x %x %v", idx, tok, err)
+	}
+	bad := [][]byte{nil, rs[:ResetLen-1], append(rs[:ResetLen:ResetLen], 0), append([]byte{TypeCookie}, rs[1:]...), append([]byte{TypeReset, 0, 1}, rs[3:]...)}
+	for _, b := range bad {
+		if _, _, err := ParseReset(b); err == nil {
+			t.Fatalf("ParseReset(%x) accepted", b)
+		}
+	}
+}
+
 func TestMessages(t *testing.T) {
 	p := make([]byte, DataHeaderLen+3)
 	PutData(p, 9)
@@ -166,7 +187,13 @@ func FuzzParseHandshake(f *testing.F) {
 	f.Add(AppendInit(nil, bytes.Repeat([]byte{7}, 64)))
 	f.Add(AppendResponse(nil, 42, bytes.Repeat([]byte{9}, 56)))
 	f.Add(AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen)))
+	f.Add(AppendReset(nil, 7, bytes.Repeat([]byte{3}, ResetTokenLen)))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if rcv, token, err := ParseReset(b); err == nil {
+			if out := AppendReset(nil, rcv, token); !bytes.Equal(out, b) {
+				t.Fatalf("reset %x parses to %d %x which appends to %x", b, rcv, token, out)
+			}
+		}
 		if msg, macs, err := ParseInit(b); err == nil {
 			out := AppendInit(nil, msg)
 			copy(out[len(out)-2*MACLen:], macs)
