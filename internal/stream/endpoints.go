@@ -50,9 +50,10 @@ func quicConfig(packetSize, maxStreams int) *quic.Config {
 }
 
 // PacketSize returns the largest QUIC packet a tunnel packet of maxPlain
-// plaintext bytes carries (a stream message's kind byte and the packet's
-// sequence number aside).
-func PacketSize(maxPlain int) int { return maxPlain - 1 - seqLen }
+// plaintext bytes carries: a stream message's kind byte and the packet's
+// sequence number aside, and small enough that parity covers it (a parity
+// packet has a header of its own besides the XOR of what it covers).
+func PacketSize(maxPlain int) int { return maxPlain - 1 - seqLen - wire.ParityHeaderLen }
 
 // ServerConfig configures a session's stream server.
 type ServerConfig struct {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
@@ -21,13 +22,13 @@ import (
 
 // pair starts a stream server with cfg, allowing every target, and a
 // client over two packet conns.
-func pair(t *testing.T, cfg ServerConfig) *Client {
+func pair(t testing.TB, cfg ServerConfig) *Client {
 	t.Helper()
 	return pairAllowing(t, cfg, func(string, netip.Addr, uint16) bool { return true })
 }
 
 // pairAllowing is pair with the server's rules.
-func pairAllowing(t *testing.T, cfg ServerConfig, allowed func(string, netip.Addr, uint16) bool) *Client {
+func pairAllowing(t testing.TB, cfg ServerConfig, allowed func(string, netip.Addr, uint16) bool) *Client {
 	t.Helper()
 	var k [32]byte
 	rand.Read(k[:])
@@ -205,4 +206,53 @@ func TestThousandStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkThousandStreams opens 1,000 streams at once on one connection,
+// each to an echo target, carries a message on each, and reports the heap
+// and goroutine stacks they hold while all are open (both ends of the QUIC connection, the
+// server's TCP connections to the target and the target's own), per stream.
+func BenchmarkThousandStreams(b *testing.B) {
+	const n = 1000
+	cl := pair(b, ServerConfig{})
+	ap := netip.MustParseAddrPort(tcptest.Echo(b))
+	tg := wire.Target{Addr: ap.Addr(), Port: ap.Port()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var held, stacks float64
+	for b.Loop() {
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		streams := make([]*quic.Stream, n)
+		for i := range streams {
+			st, code, err := cl.Open(ctx, tg)
+			if err != nil || code != OK {
+				b.Fatalf("stream %d: %d (%s) %v", i, code, Reason(code), err)
+			}
+			streams[i] = st
+		}
+		msg := make([]byte, 100)
+		for i, st := range streams {
+			st.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := st.Write(msg); err != nil {
+				b.Fatalf("stream %d: %v", i, err)
+			}
+			if _, err := io.ReadFull(st, msg); err != nil {
+				b.Fatalf("stream %d: %v", i, err)
+			}
+		}
+		var open runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&open)
+		held = float64(open.HeapInuse) - float64(before.HeapInuse)
+		stacks = float64(open.StackInuse) - float64(before.StackInuse)
+		for _, st := range streams {
+			st.Close()
+			st.CancelRead(0)
+		}
+	}
+	b.ReportMetric(held/n/1024, "heap-KiB/stream")
+	b.ReportMetric(stacks/n/1024, "stack-KiB/stream")
+	b.ReportMetric((held+stacks)/(1<<20), "MiB")
 }

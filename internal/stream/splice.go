@@ -79,38 +79,60 @@ func splice(tc *net.TCPConn, s *quic.Stream, idle time.Duration, bufs *buffers) 
 	return up, down
 }
 
-// copyBuf is the size of the buffers copyPooled reads into: QUIC takes
-// what one write gives it as data ready to send, and a stream whose
-// writes are small leaves its connection waiting for the next (too little
-// to send to use the congestion window, which then does not grow).
-const copyBuf = 256 << 10
+// A splice reads into a small buffer of its own while bytes come a few at
+// a time, and into a large one, borrowed, while they come faster than it
+// copies them (a read filled the buffer): QUIC takes what one write gives
+// it as data ready to send, and a stream written in small pieces leaves
+// its connection waiting for the next (too little to send to use its
+// congestion window, which then does not grow). An idle stream holds the
+// small buffers only.
+const (
+	smallBuf = 16 << 10
+	largeBuf = 256 << 10
+)
 
-// buffers lends the buffers of an endpoint's splices; the zero value is
-// ready.
+// buffers lends the large buffers of an endpoint's splices; the zero value
+// is ready.
 type buffers struct{ pool sync.Pool }
 
 func (b *buffers) get() *[]byte {
 	if bp, ok := b.pool.Get().(*[]byte); ok {
 		return bp
 	}
-	buf := make([]byte, copyBuf)
+	buf := make([]byte, largeBuf)
 	return &buf
 }
 
-// copy is io.Copy with a buffer of copyBuf bytes borrowed for each read
-// and given back after its write, so that an idle stream holds none.
+// copy is io.Copy through a small buffer, or a large one borrowed from b
+// while reads fill what they are given.
 func (b *buffers) copy(dst io.Writer, src io.Reader) (int64, error) {
 	var n int64
+	small := make([]byte, smallBuf)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			b.pool.Put(large)
+		}
+	}()
 	for {
-		bp := b.get()
-		nr, rerr := src.Read(*bp)
+		buf := small
+		if large != nil {
+			buf = *large
+		}
+		nr, rerr := src.Read(buf)
 		var werr error
 		if nr > 0 {
 			var nw int
-			nw, werr = dst.Write((*bp)[:nr])
+			nw, werr = dst.Write(buf[:nr])
 			n += int64(nw)
 		}
-		b.pool.Put(bp)
+		switch {
+		case nr == len(buf) && large == nil:
+			large = b.get()
+		case nr < len(buf) && large != nil:
+			b.pool.Put(large)
+			large = nil
+		}
 		switch {
 		case werr != nil:
 			return n, werr
