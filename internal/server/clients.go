@@ -1,0 +1,192 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mptunnel/mptunnel/internal/allow"
+	"github.com/mptunnel/mptunnel/internal/cookie"
+	"github.com/mptunnel/mptunnel/internal/handshake"
+	"github.com/mptunnel/mptunnel/internal/reset"
+)
+
+// Client is one named client of a server with identities: it is let in by
+// its public key (an identity handshake), with its own rules.
+type Client struct {
+	Name   string
+	Public handshake.PublicKey
+	// Allow, when not empty, replaces the server's Allow rules for this
+	// client's flows and streams (the default target stays).
+	Allow []string
+	// MaxSessions bounds the client's sessions at once (with the ones
+	// their rekeys made, as MaxSessionsPerAddr does for an address);
+	// MaxSessionsPerAddr when 0.
+	MaxSessions int
+	// Disabled keeps the client out without removing it.
+	Disabled bool
+}
+
+// client is a Client as the server holds it: its rules parsed.
+type client struct {
+	Client
+	rules allow.Rules // nil: the server's
+}
+
+// clientList is the server's clients by public key; replaced whole.
+type clientList map[handshake.PublicKey]*client
+
+func newClientList(cs []Client, defaultMax int) (clientList, error) {
+	l := make(clientList, len(cs))
+	names := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		if c.Name == "" {
+			return nil, errors.New("server: a client has no name")
+		}
+		if names[c.Name] {
+			return nil, fmt.Errorf("server: client %q is listed twice", c.Name)
+		}
+		if other, dup := l[c.Public]; dup {
+			return nil, fmt.Errorf("server: clients %q and %q have the same public key", other.Name, c.Name)
+		}
+		names[c.Name] = true
+		e := &client{Client: c}
+		if len(c.Allow) > 0 {
+			r, err := allow.ParseAll(c.Allow)
+			if err != nil {
+				return nil, fmt.Errorf("server: client %q: %w", c.Name, err)
+			}
+			e.rules = r
+		}
+		if e.MaxSessions <= 0 {
+			e.MaxSessions = defaultMax
+		}
+		l[c.Public] = e
+	}
+	return l, nil
+}
+
+// setupIdentity readies identity handshakes for a server with a private key.
+func (s *Server) setupIdentity() error {
+	cfg := s.cfg
+	l, err := newClientList(cfg.Clients, cfg.MaxSessionsPerAddr)
+	if err != nil {
+		return err
+	}
+	s.clients.Store(&l)
+	s.resetKey.Store(reset.NewServerKey(*cfg.Private))
+	s.resp.IdentityOnly = !cfg.AllowShared
+	s.resp.ResetToken = func(idx uint32) [handshake.ResetTokenLen]byte { return s.resetKey.Load().Token(idx) }
+	s.resp.SetIdentity(*cfg.Private, s.authorize)
+	return nil
+}
+
+// authorize lets in the listed clients that are not disabled.
+func (s *Server) authorize(pub handshake.PublicKey) error {
+	if l := s.clients.Load(); l != nil {
+		if c := (*l)[pub]; c != nil && !c.Disabled {
+			return nil
+		}
+	}
+	return handshake.ErrUnknownPeer
+}
+
+// clientOf returns the listed client with public key pub, or nil.
+func (s *Server) clientOf(pub handshake.PublicKey) *client {
+	if l := s.clients.Load(); l != nil {
+		return (*l)[pub]
+	}
+	return nil
+}
+
+// SetClients replaces the server's client list (a reload): the sessions of
+// a client removed, disabled or given another key end at once; the others
+// go on, under their client's new rules and limits.
+func (s *Server) SetClients(cs []Client) error {
+	if s.cfg.Private == nil {
+		return errors.New("server: a client list needs the server's private key")
+	}
+	l, err := newClientList(cs, s.cfg.MaxSessionsPerAddr)
+	if err != nil {
+		return err
+	}
+	s.clients.Store(&l)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ended := make(map[string]int)
+	for id, ss := range s.sessions {
+		lin := ss.lin
+		if lin == nil || lin.client.Load() == nil {
+			continue
+		}
+		c := l[lin.client.Load().Public]
+		if c == nil || c.Disabled {
+			ended[lin.client.Load().Name]++
+			s.closeSessionLocked(id, ss)
+			continue
+		}
+		lin.client.Store(c)
+	}
+	for name, n := range ended {
+		s.log.Info("client's sessions ended: removed or disabled", "client", name, "sessions", n)
+	}
+	return nil
+}
+
+// rulesOf returns the rules for the flows of lineage lin.
+func (s *Server) rulesOf(lin *lineage) allow.Rules {
+	if lin != nil {
+		if c := lin.client.Load(); c != nil && c.rules != nil {
+			return c.rules
+		}
+	}
+	return s.rules
+}
+
+// clientName returns the name of the client of lineage lin, "" for a
+// shared-key one.
+func (lin *lineage) clientName() string {
+	if lin == nil {
+		return ""
+	}
+	if c := lin.client.Load(); c != nil {
+		return c.Name
+	}
+	return ""
+}
+
+// admitClientLocked reports whether client c may open one more session,
+// counting and logging a refusal; the caller holds s.mu.
+func (s *Server) admitClientLocked(c *client) bool {
+	if s.byClient[c.Name] < c.MaxSessions {
+		return true
+	}
+	s.cnt.SessionLimit.Add(1)
+	s.warn.Warn("sessions-client", "session refused: this client has as many sessions as it may", "client", c.Name, "limit", c.MaxSessions)
+	return false
+}
+
+// mac1Key is the key initiations' mac1 (and cookie replies) are made with
+// for shared key k: k itself, or, for a server with identities and no
+// shared key (the zero Key), the server's public key, as in WireGuard.
+func (s *Server) mac1Key(k handshake.Key) [32]byte {
+	if k.IsZero() && s.cfg.Private != nil {
+		return s.cfg.Private.Public()
+	}
+	return k
+}
+
+// pskOf returns the shared key whose mac1 key the cookie checker matched.
+func (s *Server) pskOf(k cookie.Key) handshake.Key {
+	if l := *s.psks.Load(); int(k) >= 0 && int(k) < len(l) {
+		return l[k]
+	}
+	return handshake.Key{}
+}
+
+// clientAttr is the log attribute naming lin's client, if it has one.
+func clientAttr(lin *lineage) []any {
+	if n := lin.clientName(); n != "" {
+		return []any{"client", n}
+	}
+	return nil
+}
