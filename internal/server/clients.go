@@ -68,6 +68,11 @@ func newClientList(cs []Client, defaultMax int) (clientList, error) {
 // setupIdentity readies identity handshakes for a server with a private key.
 func (s *Server) setupIdentity() error {
 	cfg := s.cfg
+	if cfg.AllowShared && cfg.Key.IsZero() {
+		// Shared-key handshakes need a shared key: with none, anyone who
+		// knows the server's public key could make one.
+		return errors.New("server: taking shared-key clients beside the client list needs a shared key")
+	}
 	l, err := newClientList(cfg.Clients, cfg.MaxSessionsPerAddr)
 	if err != nil {
 		return err
