@@ -273,3 +273,29 @@ func TestIdentityAllowRules(t *testing.T) {
 		t.Fatalf("target A received %d datagrams, want alice's 2", rxA)
 	}
 }
+
+// TestIdentityUnderLoad: a server under load answers identity initiations
+// from unproven addresses with cookie replies, as it does shared-key ones,
+// and the clients get in by way of them; no shared key on either end, so
+// mac1 and the cookie replies are keyed by the server's public key.
+func TestIdentityUnderLoad(t *testing.T) {
+	srvPriv, srvPub := pair(t)
+	echo := newEchoTarget(t)
+	var list []server.Client
+	var privs []handshake.PrivateKey
+	for _, n := range []string{"alice", "bob", "carol"} {
+		priv, pub := pair(t)
+		privs = append(privs, priv)
+		list = append(list, server.Client{Name: n, Public: pub})
+	}
+	srv := startServer(t, server.Config{Private: &srvPriv, Clients: list, Target: echo.addr(), HandshakeLoad: 1})
+	for i := range privs {
+		cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Private: &privs[i], ServerPublic: &srvPub})
+		pingPong(t, dial(t, cl), list[i].Name, 2)
+	}
+	if srv.Counters().Cookies.Load() == 0 {
+		t.Fatal("no cookie reply under load")
+	}
+	// A shared-key client, with the zero key, gets nothing from it.
+	staysOut(t, client.Config{Paths: []client.PathConfig{{Remote: srv.Addr().String()}}}, "a shared-key client of an identity-only server")
+}
