@@ -94,7 +94,7 @@ func (id *identity) serverClients(f conffile.Server, file string) ([]server.Clie
 		if err != nil {
 			return nil, usagef("client %q: %w", e.Name, err) // checked already; kept for safety
 		}
-		out = append(out, server.Client{Name: e.Name, Public: pub, Allow: e.Allow, MaxSessions: e.MaxSessions, Disabled: e.Disabled})
+		out = append(out, server.Client{Name: e.Name, Public: pub, Allow: e.Allow, MaxSessions: e.MaxSessions, RekeyMin: e.RekeyMin.D(), Disabled: e.Disabled})
 	}
 	return out, nil
 }

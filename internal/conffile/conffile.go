@@ -161,6 +161,7 @@ type ClientEntry struct {
 	PublicKey   string   `toml:"public_key"`
 	Allow       []string `toml:"allow"` // replaces the server's allow for this client
 	MaxSessions int      `toml:"max_sessions"`
+	RekeyMin    Duration `toml:"rekey_min"` // rekeys of one session closer together are refused
 	Disabled    bool     `toml:"disabled"`
 }
 

@@ -299,3 +299,46 @@ func TestIdentityUnderLoad(t *testing.T) {
 	// A shared-key client, with the zero key, gets nothing from it.
 	staysOut(t, client.Config{Paths: []client.PathConfig{{Remote: srv.Addr().String()}}}, "a shared-key client of an identity-only server")
 }
+
+// TestIdentityRekeyAndDisabled: identity sessions rekey as shared-key ones
+// do, each client within its own rekey bound; a disabled client stays out
+// until a reload enables it.
+func TestIdentityRekeyAndDisabled(t *testing.T) {
+	is := newIdentitySetup(t, "alice", "bob", "carol")
+	list := []server.Client{is.clients[0].entry(), is.clients[1].entry(), is.clients[2].entry()}
+	list[1].RekeyMin = time.Hour
+	list[2].Disabled = true
+	if err := is.srv.SetClients(list); err != nil {
+		t.Fatal(err)
+	}
+	var cls []*client.Client
+	for i := range 2 {
+		cfg := is.config(i)
+		cfg.RekeyAfter = 100 * time.Millisecond
+		cls = append(cls, startClient(t, cfg))
+	}
+	carol := staysOut(t, is.config(2), "carol, disabled")
+	rate := is.srv.Counters().HandshakeRate.Load()
+	for i, cl := range cls {
+		pingPong(t, dial(t, cl), is.clients[i].name, 3)
+	}
+	if !eventually(5*time.Second, func() bool { return cls[0].Counters().Rekeys.Load() >= 3 }) {
+		t.Fatalf("alice rekeyed %d times in 5 s, every 100 ms asked", cls[0].Counters().Rekeys.Load())
+	}
+	if n := cls[1].Counters().Rekeys.Load(); n != 0 {
+		t.Fatalf("bob rekeyed %d times; his bound is one an hour", n)
+	}
+	if is.srv.Counters().HandshakeRate.Load() == rate {
+		t.Fatal("bob's refused rekeys were not counted")
+	}
+	for i, cl := range cls {
+		pingPong(t, dial(t, cl), is.clients[i].name+" after rekeys", 3)
+	}
+	list[2].Disabled = false
+	if err := is.srv.SetClients(list); err != nil {
+		t.Fatal(err)
+	}
+	if !comesUp(carol, 5*time.Second) {
+		t.Fatal("carol, enabled again, gets no session")
+	}
+}

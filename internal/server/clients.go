@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mptunnel/mptunnel/internal/allow"
 	"github.com/mptunnel/mptunnel/internal/cookie"
@@ -22,6 +23,10 @@ type Client struct {
 	// their rekeys made, as MaxSessionsPerAddr does for an address);
 	// MaxSessionsPerAddr when 0.
 	MaxSessions int
+	// RekeyMin, when longer than the server's 100 ms, is the least time
+	// between a session's start or rekey and its next rekey, for the
+	// client's sessions: sooner ones are refused (handshake_rate_limited).
+	RekeyMin time.Duration
 	// Disabled keeps the client out without removing it.
 	Disabled bool
 }
@@ -145,6 +150,14 @@ func (s *Server) rulesOf(lin *lineage) allow.Rules {
 		}
 	}
 	return s.rules
+}
+
+// rekeyGap is the least time between two rekeys of lineage lin.
+func (lin *lineage) rekeyGap() time.Duration {
+	if c := lin.client.Load(); c != nil && c.RekeyMin > minRekeyGap {
+		return c.RekeyMin
+	}
+	return minRekeyGap
 }
 
 // clientName returns the name of the client of lineage lin, "" for a

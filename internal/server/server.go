@@ -591,6 +591,10 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	ss.lin = &lineage{origin: from.Addr(), psk: psk, streams: &streams{secret: stream.Secret(a.Keys.Recv, a.Keys.Send)}}
+	if c != nil {
+		// A client's rekey bound counts from its session's start too.
+		ss.lin.rekeyAt = now
+	}
 	ss.lin.client.Store(c)
 	ss.lin.streams.cur.Store(ss)
 	s.addLocked(ss)
@@ -757,7 +761,7 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time)
 		return
 	}
 	lin := old.lin
-	if now.Sub(lin.rekeyAt) < minRekeyGap {
+	if now.Sub(lin.rekeyAt) < lin.rekeyGap() {
 		// A client retries a rekey every second: faster is a key holder
 		// spending our CPU, refused like a handshake flood.
 		s.cnt.HandshakeRate.Add(1)
