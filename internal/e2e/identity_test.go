@@ -342,3 +342,21 @@ func TestIdentityRekeyAndDisabled(t *testing.T) {
 		t.Fatal("carol, enabled again, gets no session")
 	}
 }
+
+// TestIdentityMaxSessions: a client's max_sessions bounds its sessions
+// whatever addresses they come from; another client is not held by it.
+func TestIdentityMaxSessions(t *testing.T) {
+	is := newIdentitySetup(t, "alice", "bob")
+	list := []server.Client{is.clients[0].entry(), is.clients[1].entry()}
+	list[0].MaxSessions = 1
+	if err := is.srv.SetClients(list); err != nil {
+		t.Fatal(err)
+	}
+	pingPong(t, dial(t, startClient(t, is.config(0))), "alice", 2)
+	limit := is.srv.Counters().SessionLimit.Load()
+	staysOut(t, is.config(0), "alice's second session")
+	if is.srv.Counters().SessionLimit.Load() == limit {
+		t.Fatal("alice's second session was not counted at the session limit")
+	}
+	pingPong(t, dial(t, startClient(t, is.config(1))), "bob", 2)
+}
