@@ -109,8 +109,8 @@ func (s *Server) clientOf(pub handshake.PublicKey) *client {
 }
 
 // SetClients replaces the server's client list (a reload): the sessions of
-// a client removed, disabled or given another key end at once; the others
-// go on, under their client's new rules and limits.
+// a client removed, disabled, renamed or given another key end at once; the
+// others go on, under their client's new rules and limits.
 func (s *Server) SetClients(cs []Client) error {
 	if s.cfg.Private == nil {
 		return errors.New("server: a client list needs the server's private key")
@@ -128,16 +128,19 @@ func (s *Server) SetClients(cs []Client) error {
 		if lin == nil || lin.client.Load() == nil {
 			continue
 		}
-		c := l[lin.client.Load().Public]
-		if c == nil || c.Disabled {
-			ended[lin.client.Load().Name]++
+		old := lin.client.Load()
+		c := l[old.Public]
+		if c == nil || c.Disabled || c.Name != old.Name {
+			// A client renamed is counted and named anew: its sessions
+			// end too, and it makes new ones under its new name.
+			ended[old.Name]++
 			s.closeSessionLocked(id, ss)
 			continue
 		}
 		lin.client.Store(c)
 	}
 	for name, n := range ended {
-		s.log.Info("client's sessions ended: removed or disabled", "client", name, "sessions", n)
+		s.log.Info("client's sessions ended: removed, disabled or renamed", "client", name, "sessions", n)
 	}
 	return nil
 }
@@ -172,15 +175,21 @@ func (lin *lineage) clientName() string {
 	return ""
 }
 
-// admitClientLocked reports whether client c may open one more session,
-// counting and logging a refusal; the caller holds s.mu.
-func (s *Server) admitClientLocked(c *client) bool {
-	if s.byClient[c.Name] < c.MaxSessions {
-		return true
+// admitClientLocked returns the listed client with public key pub if it
+// may open one more session, else nil, counting and logging why; the caller
+// holds s.mu.
+func (s *Server) admitClientLocked(pub handshake.PublicKey) *client {
+	c := s.clientOf(pub)
+	if c == nil || c.Disabled {
+		s.cnt.HandshakeUnknown.Add(1) // removed since its handshake began
+		return nil
 	}
-	s.cnt.SessionLimit.Add(1)
-	s.warn.Warn("sessions-client", "session refused: this client has as many sessions as it may", "client", c.Name, "limit", c.MaxSessions)
-	return false
+	if s.byClient[c.Name] >= c.MaxSessions {
+		s.cnt.SessionLimit.Add(1)
+		s.warn.Warn("sessions-client", "session refused: this client has as many sessions as it may", "client", c.Name, "limit", c.MaxSessions)
+		return nil
+	}
+	return c
 }
 
 // mac1Key is the key initiations' mac1 (and cookie replies) are made with

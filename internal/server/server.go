@@ -573,22 +573,20 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	if !ok {
 		return
 	}
-	var c *client
-	if a.IK {
-		if c = s.clientOf(a.Peer); c == nil {
-			s.cnt.HandshakeUnknown.Add(1)
-			return
-		}
-	}
 	ss := s.newSess(a, from, now)
 	if ss == nil {
 		return
 	}
 	s.mu.Lock()
-	if c != nil && !s.admitClientLocked(c) {
-		s.mu.Unlock()
-		ss.st.Stop()
-		return
+	var c *client
+	if a.IK {
+		// Under s.mu, so that a client SetClients removes has no session
+		// made after it ended the others.
+		if c = s.admitClientLocked(a.Peer); c == nil {
+			s.mu.Unlock()
+			ss.st.Stop()
+			return
+		}
 	}
 	ss.lin = &lineage{origin: from.Addr(), psk: psk, streams: &streams{secret: stream.Secret(a.Keys.Recv, a.Keys.Send)}}
 	if c != nil {
@@ -799,6 +797,14 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time)
 	ss.paths.Store(&paths)
 	ss.v6.Store(old.v6.Load())
 	s.mu.Lock()
+	if c := lin.client.Load(); c != nil && s.clientOf(c.Public) != c {
+		// The client list changed while the rekey ran: SetClients ended
+		// this client's sessions, or is about to take them under its new
+		// entry. Either way no successor now; the client tries again.
+		s.mu.Unlock()
+		ss.st.Stop()
+		return
+	}
 	if prev := old.next; prev != nil && prev.pred.Load() == old {
 		s.closeSessionLocked(prev.index, prev)
 	}
