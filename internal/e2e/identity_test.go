@@ -360,3 +360,38 @@ func TestIdentityMaxSessions(t *testing.T) {
 	}
 	pingPong(t, dial(t, startClient(t, is.config(1))), "bob", 2)
 }
+
+// TestIdentityServerRestartReset: a server with identities restarted with
+// the same private key makes the reset token its response gave before the
+// restart, so the client acts on its reset and handshakes again at once.
+func TestIdentityServerRestartReset(t *testing.T) {
+	srvPriv, srvPub := pair(t)
+	cliPriv, cliPub := pair(t)
+	echo := newEchoTarget(t)
+	cfg := server.Config{Listen: "127.0.0.1:0", Target: echo.addr(), Private: &srvPriv, Clients: []server.Client{{Name: "alice", Public: cliPub}}, Logger: quietLogger()}
+	srv, stop := startStoppable(t, cfg)
+	cfg.Listen = srv.Addr().String()
+	cl := startClient(t, client.Config{Paths: []client.PathConfig{{Remote: cfg.Listen}}, Private: &cliPriv, ServerPublic: &srvPub})
+	app := dial(t, cl)
+	pingPong(t, app, "first server", 3)
+	stop()
+	srv2 := startServer(t, cfg)
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(5 * time.Second)
+	for back := false; !back; {
+		if time.Now().After(deadline) {
+			t.Fatal("no echo within 5 s of the restart")
+		}
+		app.Write([]byte("anyone?"))
+		app.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		_, err := app.Read(buf)
+		back = err == nil
+	}
+	if cl.Counters().ResetsAccepted.Load() == 0 || cl.Counters().ResetsRefused.Load() != 0 {
+		t.Fatalf("resets: client accepted %d, refused %d; want the restarted server's accepted, none refused",
+			cl.Counters().ResetsAccepted.Load(), cl.Counters().ResetsRefused.Load())
+	}
+	if srv2.Sessions() != 1 {
+		t.Fatalf("the restarted server holds %d sessions, want 1", srv2.Sessions())
+	}
+}
