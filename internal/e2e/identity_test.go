@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,12 +43,13 @@ type identitySetup struct {
 	clients []identityClient
 	echo    *echoTarget
 	srv     *server.Server
+	log     *lockedBuffer // the server's log
 }
 
 func newIdentitySetup(t *testing.T, names ...string) *identitySetup {
 	t.Helper()
 	srvPriv, srvPub := pair(t)
-	is := &identitySetup{key: testKey(t), srvPub: srvPub, echo: newEchoTarget(t)}
+	is := &identitySetup{key: testKey(t), srvPub: srvPub, echo: newEchoTarget(t), log: &lockedBuffer{}}
 	var list []server.Client
 	for _, n := range names {
 		priv, pub := pair(t)
@@ -54,7 +57,7 @@ func newIdentitySetup(t *testing.T, names ...string) *identitySetup {
 		is.clients = append(is.clients, ic)
 		list = append(list, ic.entry())
 	}
-	is.srv = startServer(t, server.Config{Key: is.key, Private: &srvPriv, Clients: list, Target: is.echo.addr()})
+	is.srv = startServer(t, server.Config{Key: is.key, Private: &srvPriv, Clients: list, Target: is.echo.addr(), Logger: slog.New(slog.NewTextHandler(is.log, nil))})
 	return is
 }
 
@@ -185,6 +188,12 @@ func TestIdentityRemoveClient(t *testing.T) {
 	}
 	if is.srv.Counters().HandshakeUnknown.Load() == 0 {
 		t.Fatal("the removed client's new handshakes were not counted as unknown")
+	}
+	logged := is.log.String()
+	for _, want := range []string{`msg="session up" session=`, "client=alice", "client=carol", `msg="client's sessions ended: removed, disabled or renamed" client=bob sessions=1`} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("the server's log lacks %q:\n%s", want, logged)
+		}
 	}
 }
 

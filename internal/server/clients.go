@@ -9,6 +9,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/cookie"
 	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/reset"
+	"github.com/mptunnel/mptunnel/internal/status"
 )
 
 // Client is one named client of a server with identities: it is let in by
@@ -210,10 +211,11 @@ func (s *Server) pskOf(k cookie.Key) handshake.Key {
 	return handshake.Key{}
 }
 
-// clientAttr is the log attribute naming lin's client, if it has one.
-func clientAttr(lin *lineage) []any {
-	if n := lin.clientName(); n != "" {
-		return []any{"client", n}
+// who is the log attributes naming session ss: its ID and, with
+// identities, its client's name.
+func (ss *sess) who() []any {
+	if n := ss.lin.clientName(); n != "" {
+		return []any{"session", status.SessionID(ss.index), "client", n}
 	}
-	return nil
+	return []any{"session", status.SessionID(ss.index)}
 }

@@ -501,7 +501,7 @@ func (ss *sess) Message(p *peer.Path, m wire.Message, now time.Time) {
 	case wire.MsgRekey:
 		s.handleRekey(ss, m.Body, p, now)
 	case wire.MsgClose:
-		s.log.Info("session closed by client", "session", status.SessionID(ss.index))
+		s.log.Info("session closed by client", ss.who()...)
 		s.mu.Lock()
 		s.closeSessionLocked(ss.index, ss)
 		s.mu.Unlock()
@@ -598,7 +598,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", append([]any{"session", status.SessionID(a.Index), "from", from.String(), "mode", ss.spread.Mode().String(), "cipher", a.Cipher.String()}, clientAttr(ss.lin)...)...)
+	s.log.Info("session up", append(ss.who(), "from", from.String(), "mode", ss.spread.Mode().String(), "cipher", a.Cipher.String())...)
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
 }
@@ -881,7 +881,7 @@ func (s *Server) adopt(ss *sess, now time.Time) {
 	}
 	old.retireAt.Store(now.Add(s.cfg.RekeyGrace).UnixNano())
 	s.cnt.Rekeys.Add(1)
-	s.log.Info("session rekeyed", "session", status.SessionID(old.index), "new", status.SessionID(ss.index), "flows", moved)
+	s.log.Info("session rekeyed", append(old.who(), "new", status.SessionID(ss.index), "flows", moved)...)
 }
 
 // underLoad counts an initiation at now and reports whether more than
@@ -1228,7 +1228,7 @@ func (s *Server) expire(now time.Time) {
 	defer s.mu.Unlock()
 	for id, ss := range s.sessions {
 		if now.Sub(time.Unix(0, ss.lastRx.Load())) > s.cfg.SessionTimeout {
-			s.log.Info("session timed out", "session", id)
+			s.log.Info("session timed out", ss.who()...)
 			s.closeSessionLocked(id, ss)
 			continue
 		}
