@@ -870,8 +870,17 @@ func runCheck(args []string, env Env) error {
 		}
 		fmt.Fprintf(env.Stdout, "%s: a valid client configuration with %d paths\n", *file, len(c.Paths))
 	case "server":
-		if _, err := conffile.LoadServer(*file); err != nil {
+		s, err := conffile.LoadServer(*file)
+		if err != nil {
 			return usageError{err}
+		}
+		clients, err := s.AllClients(*file)
+		if err != nil {
+			return usageError{err}
+		}
+		if len(clients) > 0 {
+			fmt.Fprintf(env.Stdout, "%s: a valid server configuration with %d clients\n", *file, len(clients))
+			break
 		}
 		fmt.Fprintf(env.Stdout, "%s: a valid server configuration\n", *file)
 	default:

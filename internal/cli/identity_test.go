@@ -83,7 +83,7 @@ func TestReloadClients(t *testing.T) {
 	}
 	srvFile := writeFile(t, "server.toml", "listen = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\nprivate_key_file = \""+srvKey+"\"\nclients_dir = \""+clientsDir+
 		"\"\n[[client]]\nname = \"alice\"\npublic_key = \""+alicePub.String()+"\"\n")
-	if r := runCLI(t, context.Background(), nil, "mptunnel", "check", "-c", srvFile); r.code != 0 {
+	if r := runCLI(t, context.Background(), nil, "mptunnel", "check", "-c", srvFile); r.code != 0 || !strings.Contains(r.stdout, "with 2 clients") {
 		t.Fatalf("check: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	file, err := conffile.LoadServer(srvFile)
@@ -125,6 +125,9 @@ func TestReloadClients(t *testing.T) {
 	}
 	if err := c.reloadServer(srv, &file, map[string]bool{}, env, quiet); err == nil || !strings.Contains(err.Error(), "carol.toml") {
 		t.Fatalf("reload with a bad client file: %v", err)
+	}
+	if r := runCLI(t, context.Background(), nil, "mptunnel", "check", "-c", srvFile); r.code != 2 || !strings.Contains(r.stderr, "carol.toml:1: public_key") {
+		t.Fatalf("check with a bad client file: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	if !up(bobKey, 5*time.Second) {
 		t.Fatal("a refused reload removed bob")

@@ -165,22 +165,30 @@ type ClientEntry struct {
 	Disabled    bool     `toml:"disabled"`
 }
 
+// check checks one client; key is its table's dotted name ("client.2"),
+// "" for a file of its own.
 func (e *ClientEntry) check(k *checker, key string) {
+	at := func(sub string) string {
+		if key == "" {
+			return sub
+		}
+		return key + "." + sub
+	}
 	if e.Name == "" {
 		k.fail(key, "a client needs name = \"...\"")
 	} else if err := control.CheckName(e.Name); err != nil {
-		k.fail(key+".name", "%v", err)
+		k.fail(at("name"), "%v", err)
 	}
 	if _, err := handshake.ParsePublicKey(e.PublicKey); err != nil {
-		k.fail(key+".public_key", "%v", err)
+		k.fail(at("public_key"), "%v", err)
 	}
 	for i, r := range e.Allow {
 		if _, err := allow.Parse(r); err != nil {
-			k.fail(key+".allow", "rule %d: %v", i+1, err)
+			k.fail(at("allow"), "rule %d: %v", i+1, err)
 		}
 	}
 	if e.MaxSessions < 0 || e.MaxSessions > 1<<20 {
-		k.fail(key+".max_sessions", "%d: want 1 to %d", e.MaxSessions, 1<<20)
+		k.fail(at("max_sessions"), "%d: want 1 to %d", e.MaxSessions, 1<<20)
 	}
 }
 
