@@ -61,6 +61,7 @@ func usagef(format string, args ...any) error {
 // Env is what a command sees of the world; tests replace it.
 type Env struct {
 	Stdout, Stderr io.Writer
+	Stdin          io.Reader // nil: empty
 	Getenv         func(string) string
 	// Context ends the command as SIGINT or SIGTERM would.
 	Context context.Context
@@ -73,7 +74,7 @@ type Env struct {
 func Main(prog string, args []string, extra ...Command) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(prog, args, Env{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx}, extra...)
+	return Run(prog, args, Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Context: ctx}, extra...)
 }
 
 // Run is Main with its environment given.
@@ -110,6 +111,8 @@ commands:
   status   [--json] [--control PATH | NAME]        show sessions and paths of every running client and server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
   genkey   [-o FILE]                               print a new shared key, or write it to a new owner-only FILE
+  genkey   --pair -o FILE                          write a new private key to a new owner-only FILE, print its public key
+  pubkey   [--key-file FILE] < PRIVATE_KEY         print the public key of a private key
   version                                          print the version
 
 Run 'mptunnel COMMAND -h' for a command's flags.
@@ -161,16 +164,20 @@ func runVersion(args []string, env Env) error {
 // runGenkey prints a new key, or with -o writes it to a new file that only
 // its owner can read (the daemons refuse a key file others can read).
 func runGenkey(args []string, env Env) error {
-	fs := newFlagSet("mptunnel genkey", env, "[-o FILE]")
+	fs := newFlagSet("mptunnel genkey", env, "[-o FILE]\n       mptunnel genkey --pair -o FILE")
 	var out string
 	fs.StringVar(&out, "o", "", "write the key to this new file, mode 0600, instead of printing it (an existing file is not overwritten)")
 	fs.StringVar(&out, "out", "", "same as -o")
+	pair := fs.Bool("pair", false, "make a key pair: the private key goes to the -o FILE, the public key to stdout")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
 		return usagef("genkey takes no arguments (write the key to a file with -o FILE)")
+	}
+	if *pair {
+		return genPair(out, env)
 	}
 	k, err := handshake.GenerateKey()
 	if err != nil {
@@ -195,6 +202,10 @@ type common struct {
 	metrics  string
 	file     string // -c: the TOML file
 	level    slog.LevelVar
+	// keyOptional: no shared key is no error (identity handshakes, whose
+	// pre-shared key is then none); keys gives the zero Key.
+	keyOptional bool
+	id          identity // the key pair options
 }
 
 // setFromFile sets *dst to the file's value v unless the flag was given on
@@ -260,6 +271,8 @@ func (c *common) keys(env Env) ([]handshake.Key, error) {
 		text, from = string(b), c.keyFile
 	case env.Getenv("MPTUNNEL_KEY") != "":
 		text, from = env.Getenv("MPTUNNEL_KEY"), "MPTUNNEL_KEY"
+	case c.keyOptional:
+		return []handshake.Key{{}}, nil
 	default:
 		return nil, usagef("no key: make one with 'mptunnel genkey -o mptunnel.key', copy it to both ends (readable by its owner only), and pass --key-file mptunnel.key (or set MPTUNNEL_KEY)")
 	}
@@ -370,6 +383,8 @@ func runServer(name string, args []string, env Env) error {
 	fs := newFlagSet(name, env, "[flags] PORT TARGET_HOST TARGET_PORT\n       "+name+" -c FILE [flags] [PORT TARGET_HOST TARGET_PORT]")
 	var c common
 	c.register(fs)
+	id := &c.id
+	id.registerServer(fs)
 	// The flags set cfg's fields; the TOML file's values are in fromFile.
 	var cfg, fromFile server.Config
 	b := binder{fs: fs}
@@ -389,6 +404,7 @@ func runServer(name string, args []string, env Env) error {
 		}
 		file = f
 		c.applyFile(set, f.Common)
+		id.applyServerFile(set, f)
 		fromFile = serverFile(f)
 		if !set["allow"] {
 			allowRules = fromFile.Allow
@@ -415,6 +431,19 @@ func runServer(name string, args []string, env Env) error {
 	default:
 		fs.Usage()
 		return usagef("expected PORT TARGET_HOST TARGET_PORT, got %d arguments", fs.NArg())
+	}
+	priv, err := id.private()
+	if err != nil {
+		return err
+	}
+	if priv != nil {
+		if cfg.Clients, err = id.serverClients(file, c.file); err != nil {
+			return err
+		}
+		cfg.Private, cfg.AllowShared = priv, id.allowShared
+		c.keyOptional = true
+	} else if id.clientsDir != "" || len(file.Clients) > 0 {
+		return usagef("a client list needs the server's --private-key-file")
 	}
 	keys, ciph, log, err := c.setup(env)
 	if err != nil {
@@ -449,7 +478,7 @@ func (c *common) reloadServer(srv *server.Server, file *conffile.Server, set map
 		next = f
 		var other []string
 		for _, k := range conffile.Changed(*file, next) {
-			if k != "log.level" {
+			if k != "log.level" && k != "client" {
 				other = append(other, k)
 			}
 		}
@@ -465,10 +494,22 @@ func (c *common) reloadServer(srv *server.Server, file *conffile.Server, set map
 	if err != nil {
 		return err
 	}
-	srv.SetKeys(keys)
+	var clients []server.Client
+	if c.id.privateKeyFile != "" {
+		// The client list: the file's and the directory's, read again.
+		if clients, err = c.id.serverClients(next, c.file); err != nil {
+			return err
+		}
+		if err := srv.SetClients(clients); err != nil {
+			return err
+		}
+	}
+	if !keys[0].IsZero() {
+		srv.SetKeys(keys)
+	}
 	c.level.Set(lv)
 	*file = next
-	log.Info("configuration reloaded", "keys", len(keys), "log_level", lv.String())
+	log.Info("configuration reloaded", "keys", len(keys), "clients", clientNames(clients), "log_level", lv.String())
 	return nil
 }
 
@@ -489,6 +530,8 @@ func runClient(name string, args []string, env Env) error {
 	fs := newFlagSet(name, env, "[flags] CONFIG\n       "+name+" -c FILE [flags] [CONFIG]")
 	var c common
 	c.register(fs)
+	id := &c.id
+	id.registerClient(fs)
 	// The flags set cfg's fields; the TOML file's values are in fromFile.
 	var cfg, fromFile client.Config
 	b := binder{fs: fs}
@@ -511,6 +554,7 @@ func runClient(name string, args []string, env Env) error {
 		}
 		file = f
 		c.applyFile(set, f.Common)
+		id.applyClientFile(set, f)
 		fromFile = clientFile(f)
 		setFromFile(modeName, set["mode"], f.Mode)
 		setFromFile(fecShape, set["fec"], f.FEC.Shape)
@@ -590,6 +634,10 @@ func runClient(name string, args []string, env Env) error {
 		}
 		fwds = append(fwds, client.Forward{Listen: l, Target: t, TCP: tcp})
 	}
+	if cfg.Private, cfg.ServerPublic, err = id.clientKeys(); err != nil {
+		return err
+	}
+	c.keyOptional = cfg.Private != nil
 	keys, ciph, log, err := c.setup(env)
 	if err != nil {
 		return err
@@ -822,8 +870,17 @@ func runCheck(args []string, env Env) error {
 		}
 		fmt.Fprintf(env.Stdout, "%s: a valid client configuration with %d paths\n", *file, len(c.Paths))
 	case "server":
-		if _, err := conffile.LoadServer(*file); err != nil {
+		s, err := conffile.LoadServer(*file)
+		if err != nil {
 			return usageError{err}
+		}
+		clients, err := s.AllClients(*file)
+		if err != nil {
+			return usageError{err}
+		}
+		if len(clients) > 0 {
+			fmt.Fprintf(env.Stdout, "%s: a valid server configuration with %d clients\n", *file, len(clients))
+			break
 		}
 		fmt.Fprintf(env.Stdout, "%s: a valid server configuration\n", *file)
 	default:

@@ -24,6 +24,7 @@ func builtin() []Command {
 		{Name: "check", Run: runCheck},
 		{Name: "status", Run: runStatus},
 		{Name: "genkey", Run: runGenkey},
+		{Name: "pubkey", Run: runPubkey},
 		{Name: "version", Run: runVersion},
 	}
 }

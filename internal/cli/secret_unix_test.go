@@ -207,40 +207,12 @@ func TestReloadLooseKeyFile(t *testing.T) {
 	newKey, _ := handshake.GenerateKey()
 	kf := writeFile(t, "mptunnel.key", oldKey.String()+"\n")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.Listen(server.Config{Listen: "127.0.0.1:0", Target: "127.0.0.1:9", Key: oldKey, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	serving := make(chan error, 1)
-	go func() { serving <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-serving; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	}()
+	ctx := context.Background()
+	srv := serveServer(t, server.Config{Listen: "127.0.0.1:0", Target: "127.0.0.1:9", Key: oldKey, Logger: quiet})
 	// up reports whether a client with key k gets a session within d.
 	up := func(k handshake.Key, d time.Duration) bool {
 		t.Helper()
-		cl, err := client.Listen(client.Config{Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Key: k, Logger: quiet, HandshakeRetry: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cctx, ccancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- cl.Serve(cctx) }()
-		defer func() {
-			ccancel()
-			<-done
-		}()
-		select {
-		case <-cl.Up():
-			return true
-		case <-time.After(d):
-			return false
-		}
+		return sessionWithin(t, ctx, client.Config{Listen: "127.0.0.1:0", Paths: []client.PathConfig{{Remote: srv.Addr().String()}}, Key: k, Logger: quiet, HandshakeRetry: 50 * time.Millisecond}, d)
 	}
 	c := &common{keyFile: kf, logLevel: "error"}
 	var file conffile.Server
@@ -254,7 +226,7 @@ func TestReloadLooseKeyFile(t *testing.T) {
 	if err := os.Chmod(kf, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = c.reloadServer(srv, &file, map[string]bool{}, env, log)
+	err := c.reloadServer(srv, &file, map[string]bool{}, env, log)
 	if err == nil || !strings.Contains(err.Error(), "(mode 0644): run 'chmod 600 "+kf+"'") {
 		t.Fatalf("reload of a key file of mode 0644: %v", err)
 	}

@@ -68,9 +68,15 @@ type Config struct {
 	SocksUser, SocksPass string
 	Paths                []PathConfig
 	Key                  handshake.Key
-	Mode                 sched.Mode  // how datagrams are spread over the paths (redundant)
-	Cipher               aead.Cipher // the transport cipher to insist on, or aead.Auto
-	FEC                  fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
+	// Private and ServerPublic, when set (both), make the handshake an
+	// identity one: the client proves it holds Private, and takes a
+	// session only from the holder of the private key of ServerPublic.
+	// Key is then the pre-shared key, or the zero Key for none.
+	Private      *handshake.PrivateKey
+	ServerPublic *handshake.PublicKey
+	Mode         sched.Mode  // how datagrams are spread over the paths (redundant)
+	Cipher       aead.Cipher // the transport cipher to insist on, or aead.Auto
+	FEC          fec.Params  // fec mode: the group shape for both directions (zero: fec.DefaultParams)
 	// FECDepth is how many fec groups are open at once, datagrams going to
 	// each in turn, in both directions (1 to 15; 0 or 1: one).
 	FECDepth int
@@ -172,6 +178,9 @@ type Client struct {
 	// said the server no longer holds: from then on it counts as silent and
 	// datagrams wait for its replacement, as for the first session.
 	resetKey *reset.Key
+	// token is the reset token an identity handshake's response gave for
+	// the session it made (identity handshakes only).
+	token    atomic.Pointer[sessToken]
 	resetFor atomic.Pointer[session.State]
 
 	spread *peer.Spreader // the mode, putting packets on the paths
@@ -280,8 +289,17 @@ func Listen(cfg Config) (*Client, error) {
 	c.resetKey = reset.NewKey(cfg.Key)
 	c.warn.Log = cfg.Logger
 	c.w = peer.Writer{Cnt: &c.cnt, Warn: &c.warn}
+	if (cfg.Private == nil) != (cfg.ServerPublic == nil) {
+		return nil, errors.New("client: a private key needs the server's public key, and the other way round")
+	}
+	mac1 := [32]byte(cfg.Key)
+	if cfg.ServerPublic != nil && cfg.Key.IsZero() {
+		// No shared key: initiations' mac1 is keyed by the server's
+		// public key, as in WireGuard.
+		mac1 = *cfg.ServerPublic
+	}
 	var err error
-	if c.jar, err = cookie.NewJar(cfg.Key); err != nil {
+	if c.jar, err = cookie.NewJar(mac1); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	sc, err := sched.New(cfg.Mode, sched.Options{TargetLoss: cfg.TargetLoss})
@@ -922,6 +940,9 @@ func (c *Client) handleResponse(pkt []byte) {
 		}
 		c.flowMu.RUnlock()
 	}
+	if fin.HasToken {
+		c.token.Store(&sessToken{st: st, token: fin.ResetToken})
+	}
 	c.earlyMu.Lock()
 	c.sessAt.Store(now.UnixNano())
 	old := c.sess.Swap(st)
@@ -978,7 +999,7 @@ func (c *Client) handleReset(pkt []byte, now time.Time) {
 		c.cnt.ResetsRefused.Add(1)
 		return
 	}
-	if err := c.resetKey.Check(pkt, st.PeerIndex); err != nil {
+	if err := c.checkReset(pkt, st); err != nil {
 		c.cnt.ResetsRefused.Add(1)
 		c.warn.Warn("reset-refused", "stateless reset ignored", "reason", err.Error())
 		return
@@ -992,6 +1013,25 @@ func (c *Client) handleReset(pkt []byte, now time.Time) {
 	// reached the server before its restart, or been refused as made
 	// before it.
 	c.handshake(now)
+}
+
+// sessToken is the reset token the server gave for session st.
+type sessToken struct {
+	st    *session.State
+	token [handshake.ResetTokenLen]byte
+}
+
+// checkReset checks a stateless reset for session st: against the token
+// its identity handshake gave, or one made with the shared key.
+func (c *Client) checkReset(pkt []byte, st *session.State) error {
+	if c.cfg.Private == nil {
+		return c.resetKey.Check(pkt, st.PeerIndex)
+	}
+	tk := c.token.Load()
+	if tk == nil || tk.st != st {
+		return reset.ErrIndex
+	}
+	return reset.CheckToken(pkt, st.PeerIndex, tk.token)
 }
 
 // rekey starts the session that replaces st: the initiation goes sealed
@@ -1017,7 +1057,14 @@ func (c *Client) rekeyDue(st *session.State, at, now time.Time) bool {
 func (c *Client) initiate(now time.Time, rekey bool) (*handshake.Initiation, []byte) {
 	shape, _ := c.cfg.FEC.Byte()                                  // checked in Listen; 0 for the default
 	mode := byte(c.cfg.Mode) | byte(max(c.cfg.FECDepth, 1)&15)<<4 // the depth rides in the mode's high bits
-	in, err := handshake.InitiateWith(c.cfg.Key, handshake.Hello{Mode: mode, Ciphers: c.cfg.Cipher.Offer(), FEC: shape}, now)
+	hello := handshake.Hello{Mode: mode, Ciphers: c.cfg.Cipher.Offer(), FEC: shape}
+	var in *handshake.Initiation
+	var err error
+	if c.cfg.Private != nil {
+		in, err = handshake.InitiateIK(*c.cfg.Private, *c.cfg.ServerPublic, c.cfg.Key, hello, now)
+	} else {
+		in, err = handshake.InitiateWith(c.cfg.Key, hello, now)
+	}
 	if err != nil {
 		c.log.Error("handshake", "err", err)
 		return nil, nil

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/mptunnel/mptunnel/internal/allow"
 	"github.com/mptunnel/mptunnel/internal/control"
 	"github.com/mptunnel/mptunnel/internal/fec"
+	"github.com/mptunnel/mptunnel/internal/handshake"
 	"github.com/mptunnel/mptunnel/internal/sched"
 	"github.com/mptunnel/mptunnel/internal/wire"
 )
@@ -93,6 +95,10 @@ type Client struct {
 	Forwards   []Forward `toml:"forward"`
 	Socks      Socks     `toml:"socks"`
 	Paths      []Path    `toml:"path"`
+	// PrivateKeyFile and ServerPublicKey make the handshake an identity
+	// one (key pairs): this client's private key, the server's public key.
+	PrivateKeyFile  string `toml:"private_key_file"`
+	ServerPublicKey string `toml:"server_public_key"`
 }
 
 // Socks is the client's [socks] table.
@@ -139,6 +145,123 @@ type Server struct {
 	SessionTimeout Duration `toml:"session_timeout"`
 	MaxStreams     int      `toml:"max_streams"`
 	DialTimeout    Duration `toml:"dial_timeout"`
+	// Identities: the server's private key, its clients (in the file and
+	// in a directory of files, one a client), and whether shared-key
+	// clients are still taken beside them.
+	PrivateKeyFile string        `toml:"private_key_file"`
+	Clients        []ClientEntry `toml:"client"`
+	ClientsDir     string        `toml:"clients_dir"`
+	AllowShared    bool          `toml:"allow_shared"`
+}
+
+// ClientEntry is one named client of a server with identities: a [[client]]
+// of the server's file, or a file of its clients_dir.
+type ClientEntry struct {
+	Name        string   `toml:"name"` // a clients_dir file's name (less .toml) when left out
+	PublicKey   string   `toml:"public_key"`
+	Allow       []string `toml:"allow"` // replaces the server's allow for this client
+	MaxSessions int      `toml:"max_sessions"`
+	RekeyMin    Duration `toml:"rekey_min"` // rekeys of one session closer together are refused
+	Disabled    bool     `toml:"disabled"`
+}
+
+// check checks one client; key is its table's dotted name ("client.2"),
+// "" for a file of its own.
+func (e *ClientEntry) check(k *checker, key string) {
+	at := func(sub string) string {
+		if key == "" {
+			return sub
+		}
+		return key + "." + sub
+	}
+	if e.Name == "" {
+		k.fail(key, "a client needs name = \"...\"")
+	} else if err := control.CheckName(e.Name); err != nil {
+		k.fail(at("name"), "%v", err)
+	}
+	if _, err := handshake.ParsePublicKey(e.PublicKey); err != nil {
+		k.fail(at("public_key"), "%v", err)
+	}
+	for i, r := range e.Allow {
+		if _, err := allow.Parse(r); err != nil {
+			k.fail(at("allow"), "rule %d: %v", i+1, err)
+		}
+	}
+	if e.MaxSessions < 0 || e.MaxSessions > 1<<20 {
+		k.fail(at("max_sessions"), "%d: want 1 to %d", e.MaxSessions, 1<<20)
+	}
+}
+
+// checkClients checks a server's client list: each entry, and that no name
+// or public key is listed twice.
+func checkClients(k *checker, key string, cs []ClientEntry) {
+	names := make(map[string]bool, len(cs))
+	keys := make(map[string]string, len(cs))
+	for i := range cs {
+		e := &cs[i]
+		ek := fmt.Sprintf("%s.%d", key, i)
+		e.check(k, ek)
+		if names[e.Name] {
+			k.fail(ek+".name", "client %q is listed twice", e.Name)
+		}
+		if other, dup := keys[e.PublicKey]; dup {
+			k.fail(ek+".public_key", "clients %q and %q have the same public key", other, e.Name)
+		}
+		names[e.Name], keys[e.PublicKey] = true, e.Name
+	}
+}
+
+// LoadClientsDir reads a clients_dir: every file ending in .toml is one
+// client (a ClientEntry, named after the file unless it says name = ...);
+// other files are left alone. The entries come sorted by file name.
+func LoadClientsDir(dir string) ([]ClientEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("config: clients_dir: %w", err)
+	}
+	var out []ClientEntry
+	for _, de := range ents {
+		name, ok := strings.CutSuffix(de.Name(), ".toml")
+		if !ok || de.IsDir() || strings.HasPrefix(name, ".") {
+			continue
+		}
+		file := filepath.Join(dir, de.Name())
+		b, err := readFile(file)
+		if err != nil {
+			return nil, err
+		}
+		var e ClientEntry
+		lines, err := decode(file, b, &e)
+		if err != nil {
+			return nil, err
+		}
+		if e.Name == "" {
+			e.Name = name
+		}
+		k := &checker{file: file, lines: lines}
+		e.check(k, "")
+		if k.err != nil {
+			return nil, k.err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// AllClients returns the server's clients: those of its file, then those
+// of its clients_dir, checked together (no name or key twice).
+func (s *Server) AllClients(file string) ([]ClientEntry, error) {
+	all := append([]ClientEntry(nil), s.Clients...)
+	if s.ClientsDir != "" {
+		more, err := LoadClientsDir(s.ClientsDir)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, more...)
+	}
+	k := &checker{file: file, lines: map[string]int{}}
+	checkClients(k, "client", all)
+	return all, k.err
 }
 
 // Error is a problem with a file, at a line when known.
@@ -365,6 +488,14 @@ func (c *Client) check(file string, lines map[string]int) error {
 			k.fail("socks.listen", "%q: want an address such as \"127.0.0.1:1080\" or \":1080\"", c.Socks.Listen)
 		}
 	}
+	if c.ServerPublicKey != "" {
+		if _, err := handshake.ParsePublicKey(c.ServerPublicKey); err != nil {
+			k.fail("server_public_key", "%v", err)
+		}
+	}
+	if (c.PrivateKeyFile == "") != (c.ServerPublicKey == "") {
+		k.fail("private_key_file", "private_key_file and server_public_key go together")
+	}
 	for i, p := range c.Paths {
 		key := fmt.Sprintf("path.%d", i)
 		if p.Remote == "" {
@@ -404,6 +535,10 @@ func (s *Server) check(file string, lines map[string]int) error {
 	}
 	if s.DialTimeout < 0 {
 		k.fail("dial_timeout", "%v: want a positive duration", s.DialTimeout.D())
+	}
+	checkClients(k, "client", s.Clients)
+	if (len(s.Clients) > 0 || s.ClientsDir != "") && s.PrivateKeyFile == "" {
+		k.fail("client", "a client list needs the server's private_key_file")
 	}
 	return k.err
 }

@@ -166,3 +166,54 @@ func FuzzLoadServer(f *testing.F) {
 		}
 	})
 }
+
+func TestClientLists(t *testing.T) {
+	const pubA = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+	const pubB = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+	head := "target = \"a:1\"\nprivate_key_file = \"k\"\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"no name", head + "[[client]]\npublic_key = \"" + pubA + "\"\n", ":3: client.0: a client needs name"},
+		{"bad key", head + "[[client]]\nname = \"a\"\npublic_key = \"nope\"\n", ":5: client.0.public_key: "},
+		{"twice", head + "[[client]]\nname = \"a\"\npublic_key = \"" + pubA + "\"\n[[client]]\nname = \"a\"\npublic_key = \"" + pubB + "\"\n", ":7: client.1.name: client \"a\" is listed twice"},
+		{"same key", head + "[[client]]\nname = \"a\"\npublic_key = \"" + pubA + "\"\n[[client]]\nname = \"b\"\npublic_key = \"" + pubA + "\"\n", ":8: client.1.public_key: clients \"a\" and \"b\""},
+		{"bad rule", head + "[[client]]\nname = \"a\"\npublic_key = \"" + pubA + "\"\nallow = [\"x\"]\n", ":6: client.0.allow: rule 1"},
+		{"no private key", "target = \"a:1\"\n[[client]]\nname = \"a\"\npublic_key = \"" + pubA + "\"\n", "client: a client list needs the server's private_key_file"},
+		{"unknown key", head + "[[client]]\nname = \"a\"\npublic_key = \"" + pubA + "\"\nsessions = 2\n", ":6: client.sessions: unknown key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := LoadServer(write(t, tc.text)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	s, err := LoadServer(write(t, head+"[[client]]\nname = \"a\"\npublic_key = \""+pubA+"\"\nmax_sessions = 2\nrekey_min = \"1m\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory: the name from the file's, a file that says its own,
+	// other files left alone; a name or key twice across both is refused.
+	dir := t.TempDir()
+	for name, text := range map[string]string{"b.toml": "public_key = \"" + pubB + "\"\n", "notes.txt": "not a client\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.ClientsDir = dir
+	all, err := s.AllClients("s.toml")
+	if err != nil || len(all) != 2 || all[0].Name != "a" || all[0].MaxSessions != 2 || all[0].RekeyMin.D() != time.Minute || all[1].Name != "b" {
+		t.Fatalf("clients %+v, %v", all, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "c.toml"), []byte("name = \"a\"\npublic_key = \""+pubB+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AllClients("s.toml"); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Fatalf("a name twice across the file and the directory: %v", err)
+	}
+	s.ClientsDir = filepath.Join(dir, "missing")
+	if _, err := s.AllClients("s.toml"); err == nil || !strings.Contains(err.Error(), "clients_dir") {
+		t.Fatalf("a missing directory: %v", err)
+	}
+	if _, err := ParseClient("c.toml", []byte("private_key_file = \"k\"\n")); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Fatalf("a client private key without the server's public key: %v", err)
+	}
+}

@@ -121,6 +121,7 @@ type Initiation struct {
 	Msg   []byte // the Noise message to send
 	hs    *noise.HandshakeState
 	offer aead.Set
+	ik    bool // an identity handshake (InitiateIK)
 }
 
 // Initiate starts a handshake. mode is carried to the server for the session's
@@ -139,11 +140,16 @@ type Hello struct {
 
 // InitiateWith starts a handshake asking for h.
 func InitiateWith(key Key, h Hello, now time.Time) (*Initiation, error) {
-	mode, offer := h.Mode, h.Ciphers
 	hs, err := newState(key, true)
 	if err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
+	return initiate(hs, h, now)
+}
+
+// initiate writes the initiation of hs asking for h.
+func initiate(hs *noise.HandshakeState, h Hello, now time.Time) (*Initiation, error) {
+	mode, offer := h.Mode, h.Ciphers
 	var idx [4]byte
 	if _, err := rand.Read(idx[:]); err != nil {
 		return nil, fmt.Errorf("handshake: %w", err)
@@ -173,28 +179,32 @@ type Finished struct {
 	Keys      Keys        // Send is initiator to responder
 	PeerIndex uint32      // the responder's session index
 	Cipher    aead.Cipher // the transport cipher the responder chose
+	// ResetToken is the token of the server's stateless resets for this
+	// session, which an identity response carries (HasToken).
+	ResetToken [ResetTokenLen]byte
+	HasToken   bool
 }
 
 // Finish reads the server's response and returns the session keys, the
 // server's session index and the cipher it chose among those offered.
 func (in *Initiation) Finish(msg []byte) (Finished, error) {
-	if len(msg) != ResponseLen {
+	want := ResponseLen
+	if in.ik {
+		want = ResponseIKLen
+	}
+	if len(msg) != want {
 		return Finished{}, ErrAuth
 	}
 	p, c1, c2, err := in.hs.ReadMessage(nil, msg)
-	if err != nil || c1 == nil || len(p) != respPayloadLen {
+	if err != nil || c1 == nil {
 		return Finished{}, ErrAuth
 	}
-	c := aead.Cipher(p[4])
-	if !in.offer.Has(c) || p[5]|p[6]|p[7] != 0 {
-		// Authentic, so the server speaks another version of the protocol.
-		return Finished{}, ErrVersion
+	f, err := in.finishPayload(p)
+	if err != nil {
+		return Finished{}, err
 	}
-	return Finished{
-		Keys:      Keys{Send: c1.UnsafeKey(), Recv: c2.UnsafeKey()},
-		PeerIndex: binary.LittleEndian.Uint32(p),
-		Cipher:    c,
-	}, nil
+	f.Keys = Keys{Send: c1.UnsafeKey(), Recv: c2.UnsafeKey()}
+	return f, nil
 }
 
 // Accepted is an initiation the Responder accepted, with its answer.
@@ -206,6 +216,9 @@ type Accepted struct {
 	FEC       byte        // the fec mode's group shape the client asked for, k<<4 | m (0: the default)
 	Cipher    aead.Cipher // the transport cipher chosen
 	Response  []byte      // the Noise response message to send
+	// Peer is the client's public key, for an identity handshake (IK).
+	Peer PublicKey
+	IK   bool
 }
 
 // Errors a Responder returns for initiations it refuses.
@@ -244,13 +257,24 @@ type Responder struct {
 	// memory and lock everyone else out. Set it before the first Accept.
 	PerSource int
 
+	// ResetToken, when set, makes the stateless reset token an identity
+	// response carries for the session index it names. Set it before the
+	// first Accept.
+	ResetToken func(idx uint32) [ResetTokenLen]byte
+	// IdentityOnly refuses shared-key initiations (ErrShared): a server
+	// with a client list takes its listed clients only. Set it before the
+	// first Accept.
+	IdentityOnly bool
+
 	window time.Duration
 	max    int
 
-	mu       sync.Mutex
-	keys     []Key              // accepted keys, tried in order; replaced whole by SetKeys
-	seen     map[[32]byte]entry // initiator ephemeral key -> its memory
-	bySource map[netip.Addr]int // initiations remembered per source address
+	mu        sync.Mutex
+	keys      []Key                 // accepted keys, tried in order; replaced whole by SetKeys
+	static    *noise.DHKey          // the server's key pair, for identity handshakes (SetIdentity)
+	authorize func(PublicKey) error // which client public keys are let in
+	seen      map[[32]byte]entry    // initiator ephemeral key -> its memory
+	bySource  map[netip.Addr]int    // initiations remembered per source address
 }
 
 // entry is one remembered initiation: when it may be forgotten and where it
@@ -283,13 +307,13 @@ func NewResponder(key Key, window time.Duration, maxRecent int) *Responder {
 // authentic initiation, for error messages. It is AcceptFrom with no source
 // address, so no PerSource bound.
 func (r *Responder) Accept(msg []byte, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
-	return r.accept(msg, netip.Addr{}, true, now, index)
+	return r.AcceptRequest(Request{Msg: msg}, now, index)
 }
 
 // AcceptFrom is Accept for an initiation from the address from: the
 // initiations remembered from one address are bounded by PerSource.
 func (r *Responder) AcceptFrom(msg []byte, from netip.Addr, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
-	return r.accept(msg, from, true, now, index)
+	return r.AcceptRequest(Request{Msg: msg, From: from}, now, index)
 }
 
 // AcceptRekey is Accept for an initiation that arrived sealed inside a live
@@ -297,14 +321,29 @@ func (r *Responder) AcceptFrom(msg []byte, from netip.Addr, now time.Time, index
 // it, so it takes no place in the memory of initiations seen, which stays
 // for those that come in the clear.
 func (r *Responder) AcceptRekey(msg []byte, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
-	return r.accept(msg, netip.Addr{}, false, now, index)
+	return r.AcceptRequest(Request{Msg: msg, Rekey: true}, now, index)
 }
+
+// Request is an initiation to answer and what is known of it.
+type Request struct {
+	Msg   []byte     // the Noise message: a shared-key (InitLen) or identity (InitIKLen) initiation
+	From  netip.Addr // where it came from (PerSource), if known
+	Rekey bool       // it came sealed in a live session (AcceptRekey)
+	// PSK is the pre-shared key of an identity handshake: the shared key
+	// the initiation's mac1 was made with, or the zero Key when none is
+	// configured.
+	PSK Key
+}
+
+// IsInit reports whether msg has the size of an initiation's Noise message,
+// shared-key or identity.
+func IsInit(msg []byte) bool { return len(msg) == InitLen || len(msg) == InitIKLen }
 
 // Seen reports whether the initiation msg (a Noise message) is one already
 // accepted, by its ephemeral key, which travels in the clear: a replay can be
 // told apart for the cost of a map lookup, before any cryptography.
 func (r *Responder) Seen(msg []byte) bool {
-	if len(msg) != InitLen {
+	if !IsInit(msg) {
 		return false
 	}
 	r.mu.Lock()
@@ -313,26 +352,41 @@ func (r *Responder) Seen(msg []byte) bool {
 	return dup
 }
 
-func (r *Responder) accept(msg []byte, from netip.Addr, remember bool, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
-	if len(msg) != InitLen {
-		return a, 0, ErrAuth
-	}
-	r.mu.Lock()
-	keys := r.keys
-	r.mu.Unlock()
+// AcceptRequest checks an initiation, shared-key or identity by its size,
+// and, when it is authentic, fresh and new, returns the session keys and the
+// response to send.
+func (r *Responder) AcceptRequest(q Request, now time.Time, index func() uint32) (a Accepted, skew time.Duration, err error) {
+	msg := q.Msg
 	var hs *noise.HandshakeState
 	var p []byte
-	for _, k := range keys {
-		st, err := newState(k, false)
+	switch len(msg) {
+	case InitLen:
+		if r.IdentityOnly {
+			return a, 0, ErrShared
+		}
+		r.mu.Lock()
+		keys := r.keys
+		r.mu.Unlock()
+		for _, k := range keys {
+			st, err := newState(k, false)
+			if err != nil {
+				return a, 0, fmt.Errorf("handshake: %w", err)
+			}
+			if q, _, _, err := st.ReadMessage(nil, msg); err == nil {
+				hs, p = st, q
+				break
+			}
+		}
+		if hs == nil || len(p) != initPayloadLen {
+			return a, 0, ErrAuth
+		}
+	case InitIKLen:
+		hs, p, a.Peer, err = r.readIK(msg, q.PSK)
 		if err != nil {
-			return a, 0, fmt.Errorf("handshake: %w", err)
+			return a, 0, err
 		}
-		if q, _, _, err := st.ReadMessage(nil, msg); err == nil {
-			hs, p = st, q
-			break
-		}
-	}
-	if hs == nil || len(p) != initPayloadLen {
+		a.IK = true
+	default:
 		return a, 0, ErrAuth
 	}
 	if p[0] != version {
@@ -350,10 +404,10 @@ func (r *Responder) accept(msg []byte, from netip.Addr, remember bool, now time.
 	if ts.Before(r.NotBefore) {
 		return a, skew, ErrBeforeStart
 	}
-	if remember {
+	if !q.Rekey {
 		var eph [32]byte
 		copy(eph[:], hs.PeerEphemeral())
-		if err := r.remember(eph, from, ts, now); err != nil {
+		if err := r.remember(eph, q.From, ts, now); err != nil {
 			return a, skew, err
 		}
 	}
@@ -363,10 +417,7 @@ func (r *Responder) accept(msg []byte, from netip.Addr, remember bool, now time.
 	a.FEC = p[3]
 	a.Cipher = c
 	a.Index = index()
-	var rp [respPayloadLen]byte
-	binary.LittleEndian.PutUint32(rp[:], a.Index)
-	rp[4] = byte(c)
-	resp, c1, c2, err := hs.WriteMessage(nil, rp[:])
+	resp, c1, c2, err := hs.WriteMessage(nil, r.respPayload(&a, a.IK))
 	if err != nil || c1 == nil {
 		return a, skew, fmt.Errorf("handshake: respond: %w", err)
 	}

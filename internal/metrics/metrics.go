@@ -65,6 +65,10 @@ type set[T any] struct {
 	ResetsSent      T // stateless resets sent for packets naming no session we know (server)
 	ResetsAccepted  T // stateless resets acted on: a new handshake at once (client)
 	ResetsRefused   T // stateless resets ignored: wrong size or token, or not for the session in use (client)
+
+	// identity initiations from a client public key not on the server's list
+	// (or disabled): not answered
+	HandshakeUnknown T
 }
 
 // each calls fn with every counter's name and field, in the order of set's
@@ -122,6 +126,7 @@ func (s *set[T]) each(fn func(name string, v *T)) {
 	fn("resets_sent", &s.ResetsSent)
 	fn("resets_accepted", &s.ResetsAccepted)
 	fn("resets_refused", &s.ResetsRefused)
+	fn("handshake_unknown_client", &s.HandshakeUnknown)
 }
 
 // Counters counts one tunnel end's traffic and drops. The zero value is ready.

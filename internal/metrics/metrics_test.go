@@ -19,7 +19,7 @@ var wantNames = []string{
 	"fec_unrecoverable", "path_move_refused", "repair_asked", "repair_filled", "repair_lost", "repair_resent",
 	"repair_missing", "parity_sent", "parity_recovered", "streams_opened", "streams_refused", "stream_bytes_up",
 	"stream_bytes_down", "flows_reclaimed", "flows_evicted", "unknown_flow", "resets_sent", "resets_accepted",
-	"resets_refused",
+	"resets_refused", "handshake_unknown_client",
 }
 
 // TestEachCoversEveryField: each names every field of set once, in order.

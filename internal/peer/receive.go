@@ -169,7 +169,7 @@ func (r *Receiver) rebuilt(s Session, st *session.State, ctr uint64, plain []byt
 func (r *Receiver) packet(ep Endpoint, pkt []byte, p *Path, from netip.AddrPort, local netip.Addr, now time.Time) {
 	switch wire.Type(pkt) {
 	case wire.TypeTransport:
-	case wire.TypeInit, wire.TypeResponse, wire.TypeCookie, wire.TypeReset:
+	case wire.TypeInit, wire.TypeInitIK, wire.TypeResponse, wire.TypeCookie, wire.TypeReset:
 		ep.Handshake(pkt, from, local, now)
 		return
 	default:

@@ -31,7 +31,7 @@ var states = []string{status.PathProbing, status.PathUp, status.PathDegraded, st
 type Collector struct {
 	status func() status.Status
 
-	info, uptime, sessions, flows                      *prometheus.Desc
+	info, uptime, sessions, flows, clientSessions      *prometheus.Desc
 	rtt, jitter, loss, state                           *prometheus.Desc
 	txPackets, rxPackets, txBytes, rxBytes, duplicates *prometheus.Desc
 	tFlows, tTx, tRx, tRefused                         *prometheus.Desc
@@ -43,25 +43,28 @@ type Collector struct {
 func NewCollector(snapshot func() status.Status) *Collector {
 	path := []string{"session", "path", "remote"}
 	c := &Collector{
-		status:     snapshot,
-		info:       prometheus.NewDesc(ns+"_info", "The daemon's role and version; always 1.", []string{"role", "version"}, nil),
-		uptime:     prometheus.NewDesc(ns+"_uptime_seconds", "Seconds since the daemon started.", nil, nil),
-		sessions:   prometheus.NewDesc(ns+"_sessions", "Sessions up.", nil, nil),
-		flows:      prometheus.NewDesc(ns+"_session_flows", "Flows (local peers) a session carries.", []string{"session", "mode", "cipher"}, nil),
-		rtt:        prometheus.NewDesc(ns+"_path_rtt_seconds", "Smoothed round-trip time of a path; 0 while unknown.", path, nil),
-		jitter:     prometheus.NewDesc(ns+"_path_jitter_seconds", "Round-trip time variation of a path.", path, nil),
-		loss:       prometheus.NewDesc(ns+"_path_loss_ratio", "Share of packets lost on a path over the last 5 s, by direction (out: sent from here).", append(path, "direction"), nil),
-		state:      prometheus.NewDesc(ns+"_path_state", "1 for the path's current state, 0 for the others.", append(path, "state"), nil),
-		txPackets:  prometheus.NewDesc(ns+"_path_sent_packets_total", "Tunnel packets sent on a path.", path, nil),
-		rxPackets:  prometheus.NewDesc(ns+"_path_received_packets_total", "Tunnel packets received on a path.", path, nil),
-		txBytes:    prometheus.NewDesc(ns+"_path_sent_bytes_total", "UDP payload bytes sent on a path.", path, nil),
-		rxBytes:    prometheus.NewDesc(ns+"_path_received_bytes_total", "UDP payload bytes received on a path.", path, nil),
-		duplicates: prometheus.NewDesc(ns+"_path_duplicates_total", "Packets received on a path that had already arrived and were dropped.", path, nil),
-		counters:   make(map[string]*prometheus.Desc),
-		tFlows:     prometheus.NewDesc(ns+"_target_flows", "Live flows by where they came and where they go.", []string{"name", "target"}, nil),
-		tTx:        prometheus.NewDesc(ns+"_target_sent_datagrams_total", "Datagrams sent toward a target (client: into the tunnel; server: to the target).", []string{"name", "target"}, nil),
-		tRx:        prometheus.NewDesc(ns+"_target_received_datagrams_total", "Datagrams that came back from a target.", []string{"name", "target"}, nil),
-		tRefused:   prometheus.NewDesc(ns+"_target_refused_datagrams_total", "Datagrams dropped because the server refused the flow.", []string{"name", "target"}, nil),
+		status:   snapshot,
+		info:     prometheus.NewDesc(ns+"_info", "The daemon's role and version; always 1.", []string{"role", "version"}, nil),
+		uptime:   prometheus.NewDesc(ns+"_uptime_seconds", "Seconds since the daemon started.", nil, nil),
+		sessions: prometheus.NewDesc(ns+"_sessions", "Sessions up.", nil, nil),
+		flows:    prometheus.NewDesc(ns+"_session_flows", "Flows (local peers) a session carries.", []string{"session", "mode", "cipher", "client"}, nil),
+		// Its client label takes only names on the server's client list:
+		// no session has another.
+		clientSessions: prometheus.NewDesc(ns+"_client_sessions", "Sessions up by client, on a server with identities.", []string{"client"}, nil),
+		rtt:            prometheus.NewDesc(ns+"_path_rtt_seconds", "Smoothed round-trip time of a path; 0 while unknown.", path, nil),
+		jitter:         prometheus.NewDesc(ns+"_path_jitter_seconds", "Round-trip time variation of a path.", path, nil),
+		loss:           prometheus.NewDesc(ns+"_path_loss_ratio", "Share of packets lost on a path over the last 5 s, by direction (out: sent from here).", append(path, "direction"), nil),
+		state:          prometheus.NewDesc(ns+"_path_state", "1 for the path's current state, 0 for the others.", append(path, "state"), nil),
+		txPackets:      prometheus.NewDesc(ns+"_path_sent_packets_total", "Tunnel packets sent on a path.", path, nil),
+		rxPackets:      prometheus.NewDesc(ns+"_path_received_packets_total", "Tunnel packets received on a path.", path, nil),
+		txBytes:        prometheus.NewDesc(ns+"_path_sent_bytes_total", "UDP payload bytes sent on a path.", path, nil),
+		rxBytes:        prometheus.NewDesc(ns+"_path_received_bytes_total", "UDP payload bytes received on a path.", path, nil),
+		duplicates:     prometheus.NewDesc(ns+"_path_duplicates_total", "Packets received on a path that had already arrived and were dropped.", path, nil),
+		counters:       make(map[string]*prometheus.Desc),
+		tFlows:         prometheus.NewDesc(ns+"_target_flows", "Live flows by where they came and where they go.", []string{"name", "target"}, nil),
+		tTx:            prometheus.NewDesc(ns+"_target_sent_datagrams_total", "Datagrams sent toward a target (client: into the tunnel; server: to the target).", []string{"name", "target"}, nil),
+		tRx:            prometheus.NewDesc(ns+"_target_received_datagrams_total", "Datagrams that came back from a target.", []string{"name", "target"}, nil),
+		tRefused:       prometheus.NewDesc(ns+"_target_refused_datagrams_total", "Datagrams dropped because the server refused the flow.", []string{"name", "target"}, nil),
 	}
 	for _, name := range metrics.Names() {
 		c.names = append(c.names, name)
@@ -77,7 +80,7 @@ func counterHelp(name string) string {
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.uptime, c.sessions, c.flows, c.rtt, c.jitter, c.loss, c.state,
+	for _, d := range []*prometheus.Desc{c.info, c.uptime, c.sessions, c.flows, c.clientSessions, c.rtt, c.jitter, c.loss, c.state,
 		c.txPackets, c.rxPackets, c.txBytes, c.rxBytes, c.duplicates, c.tFlows, c.tTx, c.tRx, c.tRefused} {
 		ch <- d
 	}
@@ -101,8 +104,17 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, name := range c.names {
 		counter(c.counters[name], st.Counters[name])
 	}
+	byClient := make(map[string]int)
 	for _, s := range st.Sessions {
-		gauge(c.flows, float64(s.Flows), s.ID, s.Mode, s.Cipher)
+		if s.Client != "" {
+			byClient[s.Client]++
+		}
+	}
+	for name, n := range byClient {
+		gauge(c.clientSessions, float64(n), name)
+	}
+	for _, s := range st.Sessions {
+		gauge(c.flows, float64(s.Flows), s.ID, s.Mode, s.Cipher, s.Client)
 		for _, p := range s.Paths {
 			l := []string{s.ID, strconv.Itoa(p.ID), p.Remote}
 			gauge(c.rtt, p.RTTms/1000, l...)

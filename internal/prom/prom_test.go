@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func sample() status.Status {
 	st := status.NewStatus("client", "1.2.3", time.Now().Add(-time.Minute), map[string]uint64{"tx_packets": 42, "too_old": 3})
-	st.Sessions = []status.Session{{ID: "0000002a", Mode: "redundant", Cipher: "aes-256-gcm", Flows: 2, Paths: []status.Path{
+	st.Sessions = []status.Session{{ID: "0000002a", Client: "alice", Mode: "redundant", Cipher: "aes-256-gcm", Flows: 2, Paths: []status.Path{
 		{ID: 0, Remote: "192.0.2.1:4000", State: status.PathUp, RTTms: 12.5, JitterMs: 1, LossOut: 0.1, LossIn: 0.2, TxPackets: 10, RxPackets: 9, TxBytes: 1000, RxBytes: 900, Duplicates: 4},
 		{ID: 1, Remote: "[2001:db8::1]:4000", State: status.PathDown},
 	}}}
@@ -95,7 +95,8 @@ func TestScrape(t *testing.T) {
 		{"mptunnel_tx_packets_total", nil, 42},
 		{"mptunnel_too_old_total", nil, 3},
 		{"mptunnel_auth_failed_total", nil, 0},
-		{"mptunnel_session_flows", map[string]string{"session": "0000002a", "mode": "redundant", "cipher": "aes-256-gcm"}, 2},
+		{"mptunnel_session_flows", map[string]string{"session": "0000002a", "mode": "redundant", "cipher": "aes-256-gcm", "client": "alice"}, 2},
+		{"mptunnel_client_sessions", map[string]string{"client": "alice"}, 1},
 		{"mptunnel_path_rtt_seconds", p0, 0.0125},
 		{"mptunnel_path_jitter_seconds", p0, 0.001},
 		{"mptunnel_path_loss_ratio", merge(p0, "direction", "out"), 0.1},

@@ -11,6 +11,15 @@
 // random index for every session, so a reset seen once matches only the
 // session it was made for, which the server had already forgotten.
 //
+// With key pairs (identity handshakes) no key is shared by the server and
+// a client alone that the server could find again from an index after a
+// restart, so the server derives the reset key from its static private key
+// instead (NewServerKey; a label of its own) and hands each session's token
+// to its client inside the handshake response, sealed, as QUIC hands out
+// its tokens: only that client learns it, and it checks a reset against it
+// (CheckToken). A restarted server with the same private key makes the same
+// token for the same index.
+//
 // The primitives are x/crypto's BLAKE2s, as in internal/cookie.
 package reset
 
@@ -37,6 +46,16 @@ type Key struct {
 // BLAKE2s-256(label || psk).
 func NewKey(psk [32]byte) *Key {
 	return &Key{k: blake2s.Sum256(append([]byte(label), psk[:]...))}
+}
+
+// serverLabel separates the reset key derived from a server's private key.
+const serverLabel = "mptunnel reset identity 1"
+
+// NewServerKey derives the reset key of a server with identities from its
+// static private key: BLAKE2s-256(label || private key), with a label of its
+// own.
+func NewServerKey(private [32]byte) *Key {
+	return &Key{k: blake2s.Sum256(append([]byte(serverLabel), private[:]...))}
 }
 
 // Token returns the token of a reset for receiver index idx:
@@ -71,6 +90,12 @@ var (
 // session whose receiver index (the index this end sends on) is idx: nil if
 // so, else why not. The token is compared in constant time.
 func (k *Key) Check(pkt []byte, idx uint32) error {
+	return CheckToken(pkt, idx, k.Token(idx))
+}
+
+// CheckToken is Check against a token the client was given (an identity
+// handshake's response carries it) rather than one it makes.
+func CheckToken(pkt []byte, idx uint32, want [wire.ResetTokenLen]byte) error {
 	got, token, err := wire.ParseReset(pkt)
 	switch {
 	case err != nil:
@@ -78,7 +103,6 @@ func (k *Key) Check(pkt []byte, idx uint32) error {
 	case got != idx:
 		return ErrIndex
 	}
-	want := k.Token(idx)
 	if subtle.ConstantTimeCompare(token, want[:]) != 1 {
 		return ErrToken
 	}

@@ -84,3 +84,29 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestServerKey(t *testing.T) {
+	priv := testKey(5)
+	k := NewServerKey(priv)
+	if k.Token(42) != NewServerKey(priv).Token(42) {
+		t.Fatal("a restarted server with the same private key makes another token")
+	}
+	if k.Token(42) == NewKey(priv).Token(42) {
+		t.Fatal("the server key is not separated from a shared key's by its label")
+	}
+	const idx = 7
+	token := k.Token(idx)
+	pkt := k.Append(nil, idx)
+	if err := CheckToken(pkt, idx, token); err != nil {
+		t.Fatalf("the token given: %v", err)
+	}
+	if err := CheckToken(pkt, idx, NewServerKey(testKey(6)).Token(idx)); !errors.Is(err, ErrToken) {
+		t.Fatalf("another server's token: %v, want ErrToken", err)
+	}
+	if err := CheckToken(pkt, idx+1, token); !errors.Is(err, ErrIndex) {
+		t.Fatalf("another index: %v, want ErrIndex", err)
+	}
+	if err := CheckToken(pkt[:len(pkt)-1], idx, token); !errors.Is(err, ErrLayout) {
+		t.Fatalf("short reset: %v, want ErrLayout", err)
+	}
+}

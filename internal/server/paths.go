@@ -49,7 +49,7 @@ func (s *Server) probed(ss *sess, m wire.Message, ctr uint64, addr netip.AddrPor
 		moved, refused, challenge := p.Follow(m, ctr, addr, s.cfg.ProbeInterval, now)
 		switch {
 		case moved:
-			s.log.Info("path moved", "session", status.SessionID(ss.index), "path", id, "from", prev.String(), "to", addr.String())
+			s.log.Info("path moved", append(ss.who(), "path", id, "from", prev.String(), "to", addr.String())...)
 			return p
 		case refused:
 			// Older than what the path's own address sent: held back
@@ -71,7 +71,7 @@ func (s *Server) probed(ss *sess, m wire.Message, ctr uint64, addr netip.AddrPor
 	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
 		ss.v6.Store(true)
 	}
-	s.log.Info("path new", "session", status.SessionID(ss.index), "path", id, "addr", addr.String())
+	s.log.Info("path new", append(ss.who(), "path", id, "addr", addr.String())...)
 	if m.Kind == wire.MsgProbe {
 		// Prove the address at once rather than at the next probe round.
 		s.challenge(ss, p, p.Probe(now), addr, sl)

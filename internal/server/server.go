@@ -53,7 +53,16 @@ type Config struct {
 	// OldKeys are further keys clients may still use while they move to Key
 	// (key rotation); new sessions under them are accepted too.
 	OldKeys []handshake.Key
-	Cipher  aead.Cipher // the transport cipher required, or aead.Auto to follow the client's offer
+	// Private, when set, is the server's private key: clients then make
+	// identity handshakes, each let in by its public key (Clients), and
+	// Key, when not the zero Key, is their pre-shared key as well.
+	Private *handshake.PrivateKey
+	// Clients are the clients let in by their public keys (with Private).
+	Clients []Client
+	// AllowShared lets a server with Private take shared-key handshakes
+	// too, from any holder of Key (while clients move to key pairs).
+	AllowShared bool
+	Cipher      aead.Cipher // the transport cipher required, or aead.Auto to follow the client's offer
 	// NoRepair turns repair off: the server neither asks a client for what
 	// every path lost nor answers a client's requests.
 	NoRepair bool
@@ -137,6 +146,10 @@ type Server struct {
 	resetSrc ratelimit.Limiter
 	resetAll ratelimit.Bucket
 	resetBuf []byte
+	// Identities: the client list (SetClients replaces it) and the shared
+	// keys in the order the cookie checker holds their mac1 keys.
+	clients atomic.Pointer[clientList]
+	psks    atomic.Pointer[[]handshake.Key]
 	// Initiations counted this second and the one before (read goroutine).
 	loadStart           time.Time
 	loadCount, loadPrev int
@@ -148,8 +161,9 @@ type Server struct {
 	// table is a copy of sessions for the read goroutine's lookups, made
 	// anew on every change (s.mu held): one atomic load a packet, no lock,
 	// so a flood of packets naming sessions costs no lock traffic.
-	table  atomic.Pointer[map[uint32]*sess]
-	byAddr map[netip.Addr]int // lineages by the address their first initiation came from
+	table    atomic.Pointer[map[uint32]*sess]
+	byAddr   map[netip.Addr]int // lineages by the address their first initiation came from (shared-key ones)
+	byClient map[string]int     // lineages by client name (identity ones)
 
 	dirty []*flow // flows with datagrams queued in this batch; read goroutine only
 	// arena holds the datagrams of this batch that were put back together
@@ -256,6 +270,7 @@ func Listen(cfg Config) (*Server, error) {
 		resp:      newResponder(cfg, time.Now()),
 		sessions:  make(map[uint32]*sess),
 		byAddr:    make(map[netip.Addr]int),
+		byClient:  make(map[string]int),
 		resetSrc:  ratelimit.Limiter{Rate: resetRate, Burst: resetBurst},
 		resetAll:  ratelimit.Bucket{Rate: resetRateAll, Burst: resetBurstAll},
 	}
@@ -263,7 +278,14 @@ func Listen(cfg Config) (*Server, error) {
 	s.table.Store(&map[uint32]*sess{})
 	s.warn.Log = cfg.Logger
 	s.w = peer.Writer{Cnt: &s.cnt, Warn: &s.warn}
-	if s.cookies, err = cookie.NewChecker(cfg.Key); err != nil {
+	if cfg.Private != nil {
+		if err := s.setupIdentity(); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	s.psks.Store(&[]handshake.Key{cfg.Key})
+	if s.cookies, err = cookie.NewChecker(s.mac1Key(cfg.Key)); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -386,7 +408,7 @@ func (s *Server) Session(receiver uint32, now time.Time) peer.Session {
 // Handshake takes a handshake packet (peer.Endpoint): a server answers
 // initiations only.
 func (s *Server) Handshake(pkt []byte, from netip.AddrPort, local netip.Addr, now time.Time) {
-	if wire.Type(pkt) != wire.TypeInit {
+	if t := wire.Type(pkt); t != wire.TypeInit && t != wire.TypeInitIK {
 		s.cnt.Malformed.Add(1)
 		return
 	}
@@ -479,7 +501,7 @@ func (ss *sess) Message(p *peer.Path, m wire.Message, now time.Time) {
 	case wire.MsgRekey:
 		s.handleRekey(ss, m.Body, p, now)
 	case wire.MsgClose:
-		s.log.Info("session closed by client", "session", status.SessionID(ss.index))
+		s.log.Info("session closed by client", ss.who()...)
 		s.mu.Lock()
 		s.closeSessionLocked(ss.index, ss)
 		s.mu.Unlock()
@@ -495,6 +517,7 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	key, ok := s.cookies.ValidMAC1(pkt)
+	ik := len(msg) == handshake.InitIKLen
 	if !ok {
 		// Not made with the key: one hash spent, nothing answered.
 		s.cnt.HandshakeBad.Add(1)
@@ -530,9 +553,11 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 	}
 	// Refused before the handshake: a full server spends no key exchange
 	// and no place in the memory of initiations on what it cannot take.
+	// An identity handshake is bounded per client instead of per address,
+	// once the client is known.
 	s.mu.RLock()
 	full := len(s.sessions) >= s.cfg.MaxSessions
-	busy := s.byAddr[from.Addr()] >= s.cfg.MaxSessionsPerAddr
+	busy := !ik && s.byAddr[from.Addr()] >= s.cfg.MaxSessionsPerAddr
 	s.mu.RUnlock()
 	if full || busy {
 		s.cnt.SessionLimit.Add(1)
@@ -543,7 +568,8 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		}
 		return
 	}
-	a, ok := s.accept(msg, from, false, now)
+	psk := s.pskOf(key)
+	a, ok := s.accept(handshake.Request{Msg: msg, From: from.Addr(), PSK: psk}, from, now)
 	if !ok {
 		return
 	}
@@ -552,12 +578,27 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 		return
 	}
 	s.mu.Lock()
-	ss.lin = &lineage{origin: from.Addr(), streams: &streams{secret: stream.Secret(a.Keys.Recv, a.Keys.Send)}}
+	var c *client
+	if a.IK {
+		// Under s.mu, so that a client SetClients removes has no session
+		// made after it ended the others.
+		if c = s.admitClientLocked(a.Peer); c == nil {
+			s.mu.Unlock()
+			ss.st.Stop()
+			return
+		}
+	}
+	ss.lin = &lineage{origin: from.Addr(), psk: psk, streams: &streams{secret: stream.Secret(a.Keys.Recv, a.Keys.Send)}}
+	if c != nil {
+		// A client's rekey bound counts from its session's start too.
+		ss.lin.rekeyAt = now
+	}
+	ss.lin.client.Store(c)
 	ss.lin.streams.cur.Store(ss)
 	s.addLocked(ss)
 	s.mu.Unlock()
 	s.cnt.HandshakeOK.Add(1)
-	s.log.Info("session up", "session", status.SessionID(a.Index), "from", from.String(), "mode", ss.spread.Mode().String(), "cipher", a.Cipher.String())
+	s.log.Info("session up", append(ss.who(), "from", from.String(), "mode", ss.spread.Mode().String(), "cipher", a.Cipher.String())...)
 	out := wire.AppendResponse(make([]byte, 0, wire.ResponsePrefixLen+len(a.Response)), a.PeerIndex, a.Response)
 	s.send(out, from, local)
 }
@@ -565,10 +606,12 @@ func (s *Server) handleInit(pkt []byte, from netip.AddrPort, local netip.Addr, n
 // lineage is the chain of sessions one handshake began and its rekeys
 // continued: one client's. s.mu guards it.
 type lineage struct {
-	origin  netip.Addr // where the first initiation came from
-	members []*sess    // in the session table: the live one, one retiring, one unconfirmed at most
-	rekeyAt time.Time  // the last rekey asked for; the read goroutine's own
-	streams *streams   // its client's TCP streams
+	origin  netip.Addr             // where the first initiation came from
+	client  atomic.Pointer[client] // the identity handshake's client; nil for a shared-key one
+	psk     handshake.Key          // the pre-shared key of its identity handshakes
+	members []*sess                // in the session table: the live one, one retiring, one unconfirmed at most
+	rekeyAt time.Time              // the last rekey asked for; the read goroutine's own
+	streams *streams               // its client's TCP streams
 }
 
 // maxLineage is how many sessions of one lineage the table holds at once:
@@ -590,7 +633,11 @@ func (s *Server) publishLocked() {
 // holds s.mu.
 func (s *Server) addLocked(ss *sess) {
 	if len(ss.lin.members) == 0 {
-		s.byAddr[ss.lin.origin]++
+		if c := ss.lin.client.Load(); c != nil {
+			s.byClient[c.Name]++
+		} else {
+			s.byAddr[ss.lin.origin]++
+		}
 	}
 	ss.lin.members = append(ss.lin.members, ss)
 	s.sessions[ss.index] = ss
@@ -599,20 +646,19 @@ func (s *Server) addLocked(ss *sess) {
 
 // accept runs the handshake on an initiation's Noise message from from,
 // counting and logging why it is refused.
-func (s *Server) accept(msg []byte, from netip.AddrPort, rekey bool, now time.Time) (handshake.Accepted, bool) {
-	var (
-		a    handshake.Accepted
-		skew time.Duration
-		err  error
-	)
-	if rekey {
-		a, skew, err = s.resp.AcceptRekey(msg, now, s.newIndex)
-	} else {
-		a, skew, err = s.resp.AcceptFrom(msg, from.Addr(), now, s.newIndex)
-	}
+func (s *Server) accept(q handshake.Request, from netip.AddrPort, now time.Time) (handshake.Accepted, bool) {
+	a, skew, err := s.resp.AcceptRequest(q, now, s.newIndex)
 	switch {
 	case err == nil:
 		return a, true
+	case errors.Is(err, handshake.ErrUnknownPeer):
+		// Authentic for this server, from a key it does not let in: no
+		// answer at all.
+		s.cnt.HandshakeUnknown.Add(1)
+		s.warn.Warn("unknown-client", "handshake refused: the client's public key is not on the list, or is disabled", "from", from.String(), "public_key", a.Peer.String())
+	case errors.Is(err, handshake.ErrShared):
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("shared", "handshake refused: a shared-key client, and this server takes its listed clients only", "from", from.String())
 	case errors.Is(err, handshake.ErrReplay):
 		s.cnt.HandshakeReplay.Add(1)
 	case errors.Is(err, handshake.ErrSourceFull), errors.Is(err, handshake.ErrCacheFull):
@@ -713,7 +759,7 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time)
 		return
 	}
 	lin := old.lin
-	if now.Sub(lin.rekeyAt) < minRekeyGap {
+	if now.Sub(lin.rekeyAt) < lin.rekeyGap() {
 		// A client retries a rekey every second: faster is a key holder
 		// spending our CPU, refused like a handshake flood.
 		s.cnt.HandshakeRate.Add(1)
@@ -726,8 +772,14 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time)
 		return
 	}
 	lin.rekeyAt = now
-	a, ok := s.accept(msg, from, true, now)
+	a, ok := s.accept(handshake.Request{Msg: msg, Rekey: true, PSK: lin.psk}, from, now)
 	if !ok {
+		return
+	}
+	if c := lin.client.Load(); a.IK != (c != nil) || c != nil && a.Peer != c.Public {
+		// A session rekeys as the client that made it, and no other.
+		s.cnt.HandshakeBad.Add(1)
+		s.warn.Warn("rekey-identity", "rekey refused: made under another key than the session's", "session", status.SessionID(old.index))
 		return
 	}
 	ss := s.newSess(a, from, now)
@@ -745,6 +797,14 @@ func (s *Server) handleRekey(old *sess, msg []byte, p *peer.Path, now time.Time)
 	ss.paths.Store(&paths)
 	ss.v6.Store(old.v6.Load())
 	s.mu.Lock()
+	if c := lin.client.Load(); c != nil && s.clientOf(c.Public) != c {
+		// The client list changed while the rekey ran: SetClients ended
+		// this client's sessions, or is about to take them under its new
+		// entry. Either way no successor now; the client tries again.
+		s.mu.Unlock()
+		ss.st.Stop()
+		return
+	}
 	if prev := old.next; prev != nil && prev.pred.Load() == old {
 		s.closeSessionLocked(prev.index, prev)
 	}
@@ -821,7 +881,7 @@ func (s *Server) adopt(ss *sess, now time.Time) {
 	}
 	old.retireAt.Store(now.Add(s.cfg.RekeyGrace).UnixNano())
 	s.cnt.Rekeys.Add(1)
-	s.log.Info("session rekeyed", "session", status.SessionID(old.index), "new", status.SessionID(ss.index), "flows", moved)
+	s.log.Info("session rekeyed", append(old.who(), "new", status.SessionID(ss.index), "flows", moved)...)
 }
 
 // underLoad counts an initiation at now and reports whether more than
@@ -1168,7 +1228,7 @@ func (s *Server) expire(now time.Time) {
 	defer s.mu.Unlock()
 	for id, ss := range s.sessions {
 		if now.Sub(time.Unix(0, ss.lastRx.Load())) > s.cfg.SessionTimeout {
-			s.log.Info("session timed out", "session", id)
+			s.log.Info("session timed out", ss.who()...)
 			s.closeSessionLocked(id, ss)
 			continue
 		}
@@ -1206,7 +1266,11 @@ func (s *Server) closeSessionLocked(id uint32, ss *sess) {
 			}
 		}
 		if len(lin.members) == 0 {
-			if s.byAddr[lin.origin]--; s.byAddr[lin.origin] <= 0 {
+			if c := lin.client.Load(); c != nil {
+				if s.byClient[c.Name]--; s.byClient[c.Name] <= 0 {
+					delete(s.byClient, c.Name)
+				}
+			} else if s.byAddr[lin.origin]--; s.byAddr[lin.origin] <= 0 {
 				delete(s.byAddr, lin.origin)
 			}
 			// Not under s.mu: the stream server's goroutines send.
@@ -1252,10 +1316,14 @@ func (s *Server) SetKeys(keys []handshake.Key) {
 	s.resp.SetKeys(keys)
 	// Resets are made with the current key only: a client still on an
 	// older one ignores them and handshakes after its silence timeout.
-	s.resetKey.Store(reset.NewKey(keys[0]))
+	// A server with identities makes them with its private key.
+	if s.cfg.Private == nil {
+		s.resetKey.Store(reset.NewKey(keys[0]))
+	}
+	s.psks.Store(&keys)
 	psks := make([][32]byte, len(keys))
 	for i, k := range keys {
-		psks[i] = k
+		psks[i] = s.mac1Key(k)
 	}
 	if err := s.cookies.SetKeys(psks); err != nil {
 		s.log.Error("keys", "err", err)

@@ -22,7 +22,7 @@ func (s *Server) Status(version string, started time.Time) status.Status {
 			byName[f.name]++
 		}
 		ss.flowMu.Unlock()
-		cs := status.Session{ID: status.SessionID(ss.index), Mode: ss.spread.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []status.Path{}}
+		cs := status.Session{ID: status.SessionID(ss.index), Client: ss.lin.clientName(), Mode: ss.spread.Mode().String(), Cipher: ss.st.Cipher.String(), Flows: flows, Paths: []status.Path{}}
 		for _, p := range *ss.paths.Load() {
 			l := local
 			if a := p.Local(); a.IsValid() {

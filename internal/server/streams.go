@@ -29,7 +29,8 @@ type streams struct {
 // streamIn hands a stream packet from ss's client to its lineage's stream
 // server, starting it on the first.
 func (s *Server) streamIn(ss *sess, p []byte) {
-	h := ss.lin.streams
+	lin := ss.lin
+	h := lin.streams
 	h.mu.Lock()
 	if h.srv == nil && !h.closed {
 		srv, err := stream.NewServer(h.secret, func(pkts [][]byte) { s.streamOut(h, pkts) }, stream.ServerConfig{
@@ -41,7 +42,7 @@ func (s *Server) streamIn(ss *sess, p []byte) {
 				return s.cfg.Resolver.LookupNetIP(ctx, "ip", name)
 			},
 			Allowed: func(name string, addr netip.Addr, port uint16) bool {
-				return s.rules.AllowsProto(allow.TCP, name, addr, port)
+				return s.rulesOf(lin).AllowsProto(allow.TCP, name, addr, port)
 			},
 			Log: s.log,
 			Opened: func(tg wire.Target, code byte) {

@@ -46,7 +46,7 @@ func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 		}
 		s.dial(f, s.target, false)
 	case tg.Name != "":
-		if !s.portAllowed(tg.Port) {
+		if !s.portAllowed(ss.lin, tg.Port) {
 			s.refuse(f, wire.FlowNotAllowed)
 			return
 		}
@@ -59,11 +59,11 @@ func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 		}
 		s.wg.Go(func() {
 			defer func() { <-s.resolving }()
-			s.resolveFlow(f, *tg)
+			s.resolveFlow(ss.lin, f, *tg)
 		})
 	default:
 		dst := netip.AddrPortFrom(tg.Addr, tg.Port)
-		if !s.allowed("", dst) {
+		if !s.allowed(ss.lin, "", dst) {
 			s.refuse(f, wire.FlowNotAllowed)
 			return
 		}
@@ -73,17 +73,18 @@ func (s *Server) openFlow(ss *sess, f *flow, tg *wire.Target) {
 
 // allowed reports whether a flow may go to dst, named name by the client
 // ("" for an address): the default target always, others by the rules.
-func (s *Server) allowed(name string, dst netip.AddrPort) bool {
-	return dst == s.target || s.rules.Allows(name, dst.Addr(), dst.Port())
+// The rules are those of the client of lineage lin.
+func (s *Server) allowed(lin *lineage, name string, dst netip.AddrPort) bool {
+	return dst == s.target || s.rulesOf(lin).Allows(name, dst.Addr(), dst.Port())
 }
 
 // portAllowed reports whether any target on port may be allowed, so that
 // a name is looked up only when its answer could be.
-func (s *Server) portAllowed(port uint16) bool {
+func (s *Server) portAllowed(lin *lineage, port uint16) bool {
 	if s.target.IsValid() && s.target.Port() == port {
 		return true
 	}
-	for _, r := range s.rules {
+	for _, r := range s.rulesOf(lin) {
 		if port >= r.Lo && port <= r.Hi {
 			return true
 		}
@@ -92,8 +93,8 @@ func (s *Server) portAllowed(port uint16) bool {
 }
 
 // resolveFlow looks up the name of f's target and opens f toward the first
-// of its addresses the rules allow.
-func (s *Server) resolveFlow(f *flow, tg wire.Target) {
+// of its addresses the rules of lin's client allow.
+func (s *Server) resolveFlow(lin *lineage, f *flow, tg wire.Target) {
 	ctx, cancel := context.WithTimeout(s.ctx, resolveLimit)
 	defer cancel()
 	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, "ip", tg.Name)
@@ -106,7 +107,7 @@ func (s *Server) resolveFlow(f *flow, tg wire.Target) {
 	slices.SortStableFunc(addrs, func(a, b netip.Addr) int { return cmpBool(b.Unmap().Is4(), a.Unmap().Is4()) })
 	for _, a := range addrs {
 		dst := netip.AddrPortFrom(a.Unmap(), tg.Port)
-		if s.allowed(tg.Name, dst) {
+		if s.allowed(lin, tg.Name, dst) {
 			s.dial(f, dst, true)
 			return
 		}

@@ -78,6 +78,9 @@ type Session struct {
 	// Mode is the scheduling mode; "redundant" sends every packet on
 	// every usable path.
 	Mode string `json:"mode"`
+	// Client is the name of the session's client, on a server with
+	// identities (key pairs); empty for a shared-key session.
+	Client string `json:"client,omitempty"`
 	// Cipher is the transport cipher: "chacha20-poly1305" or
 	// "aes-256-gcm".
 	Cipher string `json:"cipher,omitempty"`

@@ -71,8 +71,13 @@ func WriteTable(w io.Writer, s Status, now time.Time) error {
 		if se.Cipher != "" {
 			mode += "  " + shortenEnd(clean(se.Cipher), 20)
 		}
+		id := shortenEnd(clean(se.ID), 16)
+		if se.Client != "" {
+			// The client's name, on a server with identities.
+			id += "  client " + shortenEnd(clean(se.Client), 32)
+		}
 		fmt.Fprintf(&b, "session %s  %s  %s  %s\n",
-			shortenEnd(clean(se.ID), 16), mode,
+			id, mode,
 			plural(se.Flows, "flow"), plural(len(se.Paths), "path"))
 		if len(se.Paths) == 0 {
 			continue

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -263,5 +264,26 @@ func TestSparkline(t *testing.T) {
 		if got := Sparkline(c.in, c.w); got != c.want {
 			t.Errorf("Sparkline(%v, %d) = %q, want %q", c.in, c.w, got, c.want)
 		}
+	}
+}
+
+func TestTableClientName(t *testing.T) {
+	s := sampleStatus()
+	s.Sessions[0].Client = "alice"
+	out := table(t, s)
+	checkWidth(t, out)
+	if !strings.Contains(out, "session 0000002a  client alice  redundant") {
+		t.Errorf("table does not name the session's client:\n%s", out)
+	}
+	b, err := json.Marshal(s.Sessions[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"client":"alice"`) {
+		t.Errorf("JSON session lacks its client: %s", b)
+	}
+	s.Sessions[0].Client = ""
+	if b, _ := json.Marshal(s.Sessions[0]); strings.Contains(string(b), `"client"`) {
+		t.Errorf("a shared-key session's JSON has a client field: %s", b)
 	}
 }

@@ -18,6 +18,7 @@ const (
 	TypeTransport = 3 // sealed transport packet, both directions
 	TypeCookie    = 4 // cookie reply, server to client, under load
 	TypeReset     = 5 // stateless reset, server to client: the session named is unknown here
+	TypeInitIK    = 6 // identity handshake initiation (key pairs), client to server
 )
 
 // Sizes of the fixed parts of packets.
@@ -42,6 +43,10 @@ const (
 	// other length is one.
 	InitNoiseLen = 64
 	InitLen      = InitPrefixLen + InitNoiseLen + 2*MACLen
+	// InitIKNoiseLen is the Noise message an identity initiation carries
+	// (handshake.InitIKLen), and InitIKLen the whole of one.
+	InitIKNoiseLen = 112
+	InitIKLen      = InitPrefixLen + InitIKNoiseLen + 2*MACLen
 	// CookieNonceLen and SealedCookieLen make up a cookie reply after its
 	// 4-byte prefix.
 	CookieNonceLen  = 24
@@ -106,17 +111,23 @@ func Type(pkt []byte) byte {
 }
 
 // AppendInit frames a Noise initiation message, with zero MACs for the
-// sender to fill in.
+// sender to fill in: an identity initiation (TypeInitIK) when the message
+// has that size.
 func AppendInit(b []byte, noiseMsg []byte) []byte {
-	b = append(b, TypeInit, 0, 0, 0)
+	t := byte(TypeInit)
+	if len(noiseMsg) == InitIKNoiseLen {
+		t = TypeInitIK
+	}
+	b = append(b, t, 0, 0, 0)
 	b = append(b, noiseMsg...)
 	return append(b, make([]byte, 2*MACLen)...)
 }
 
 // ParseInit returns the Noise message and the two MACs (mac1 then mac2) of
-// an initiation packet.
+// an initiation packet, shared-key (TypeInit) or identity (TypeInitIK).
 func ParseInit(pkt []byte) (noiseMsg, macs []byte, err error) {
-	if len(pkt) != InitLen || pkt[0] != TypeInit || pkt[1]|pkt[2]|pkt[3] != 0 {
+	okLen := len(pkt) == InitLen && Type(pkt) == TypeInit || len(pkt) == InitIKLen && Type(pkt) == TypeInitIK
+	if !okLen || pkt[1]|pkt[2]|pkt[3] != 0 {
 		return nil, nil, ErrMalformed
 	}
 	return pkt[InitPrefixLen : len(pkt)-2*MACLen], pkt[len(pkt)-2*MACLen:], nil

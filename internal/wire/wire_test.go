@@ -49,6 +49,20 @@ func TestHandshakeFraming(t *testing.T) {
 			t.Fatalf("a %d-byte initiation parsed; only %d bytes is one", n, InitLen)
 		}
 	}
+	// An identity initiation has its own type and size; neither size
+	// parses under the other's type.
+	ik := AppendInit(nil, bytes.Repeat([]byte{8}, InitIKNoiseLen))
+	if len(ik) != InitIKLen || Type(ik) != TypeInitIK {
+		t.Fatalf("identity initiation of %d bytes, type %d", len(ik), Type(ik))
+	}
+	if got, _, err := ParseInit(ik); err != nil || len(got) != InitIKNoiseLen {
+		t.Fatalf("ParseInit of an identity initiation: %v", err)
+	}
+	for _, b := range [][]byte{append([]byte{TypeInit}, ik[1:]...), append([]byte{TypeInitIK}, init[1:]...)} {
+		if _, _, err := ParseInit(b); err == nil {
+			t.Fatalf("a %d-byte initiation of type %d parsed", len(b), b[0])
+		}
+	}
 	ck := AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen))
 	if len(ck) != CookieLen || len(ck) >= len(init) {
 		t.Fatalf("cookie reply of %d bytes for an initiation of %d: amplification", len(ck), len(init))
@@ -185,6 +199,7 @@ func FuzzParseMessage(f *testing.F) {
 // rebuilds the same bytes.
 func FuzzParseHandshake(f *testing.F) {
 	f.Add(AppendInit(nil, bytes.Repeat([]byte{7}, 64)))
+	f.Add(AppendInit(nil, bytes.Repeat([]byte{8}, InitIKNoiseLen)))
 	f.Add(AppendResponse(nil, 42, bytes.Repeat([]byte{9}, 56)))
 	f.Add(AppendCookie(nil, bytes.Repeat([]byte{1}, CookieNonceLen), bytes.Repeat([]byte{2}, SealedCookieLen)))
 	f.Add(AppendReset(nil, 7, bytes.Repeat([]byte{3}, ResetTokenLen)))
