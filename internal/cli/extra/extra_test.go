@@ -40,6 +40,8 @@ commands:
   status   [--json] [--control PATH | NAME]        show sessions and paths of every running client and server
   bench    [--paths N] [--json] [--short] ...      measure throughput, latency and memory on loopback
   genkey   [-o FILE]                               print a new shared key, or write it to a new owner-only FILE
+  genkey   --pair -o FILE                          write a new private key to a new owner-only FILE, print its public key
+  pubkey   [--key-file FILE] < PRIVATE_KEY         print the public key of a private key
   version                                          print the version
 
 Run 'mptunnel COMMAND -h' for a command's flags.
