@@ -133,8 +133,8 @@ func TestSlowReader(t *testing.T) {
 	// its way through the copies and the packet conns.
 	bound := int64(streamWindow + 8*sockBuf + 1<<20)
 	t.Logf("a client reading nothing let the target send %d bytes (window %d, bound %d)", last, streamWindow, bound)
-	if last > bound || last < initialStreamWindow/2 {
-		t.Errorf("the target sent %d bytes to a client reading nothing, want between %d and %d", last, initialStreamWindow/2, bound)
+	if last > bound || last == 0 {
+		t.Errorf("the target sent %d bytes to a client reading nothing, want some, and at most %d", last, bound)
 	}
 
 	// Now read: every byte the target sends comes, in order.

@@ -128,27 +128,29 @@ func TestOrderWithoutHold(t *testing.T) {
 func TestReadPaced(t *testing.T) {
 	c := NewPacketConn(func([]byte) error { return nil })
 	defer c.Close()
-	for i := range readAhead + readStep {
-		b := mark(uint32(i))
-		c.Deliver(append(mark(uint32(i)), b...))
+	for i := range readAhead + 2*readStep {
+		c.Deliver(append(mark(uint32(i)), mark(uint32(i))...))
 	}
 	buf := make([]byte, 64)
-	for range readAhead {
+	read := func() {
+		t.Helper()
 		if _, _, err := c.ReadFrom(buf); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The next read waits for a write.
-	read := make(chan struct{})
-	go func() {
-		c.ReadFrom(buf)
-		close(read)
-	}()
-	select {
-	case <-read:
-		t.Fatal("a read past readAhead did not wait")
-	case <-time.After(readWait / 4):
+	for range readAhead {
+		read()
 	}
+	// Past readAhead, without a write: the read waits readWait.
+	start := time.Now()
+	read()
+	if d := time.Since(start); d < readWait {
+		t.Fatalf("a read past readAhead without a write took %v, want at least %v", d, readWait)
+	}
+	for range readStep - 1 {
+		read()
+	}
+	// Past the step, after a write: it goes on (a write wakes it).
 	c.WriteTo([]byte("ack"), Addr{})
-	<-read
+	read()
 }
