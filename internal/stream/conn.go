@@ -59,7 +59,6 @@ type PacketConn struct {
 	// ReadFrom's pace (its one caller's): packets it may hand out before
 	// QUIC shows it has processed some (a write to wrote).
 	credit  int
-	started bool
 	wrote   chan struct{}
 	wake    chan struct{} // closed and remade when the read deadline changes
 	dl      time.Time
@@ -69,7 +68,7 @@ type PacketConn struct {
 // NewPacketConn returns a PacketConn that sends with send; send must not
 // keep b after it returns.
 func NewPacketConn(send func(b []byte) error) *PacketConn {
-	c := &PacketConn{send: send, in: make(chan []byte, queueLen+orderSize), wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
+	c := &PacketConn{send: send, in: make(chan []byte, queueLen+orderSize), credit: readAhead, wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
 	c.order.deliver = c.push
 	return c
 }
@@ -80,7 +79,7 @@ func NewPacketConn(send func(b []byte) error) *PacketConn {
 // write per path instead of one each. sendBatch must not keep the packets.
 // Close stops the goroutine.
 func NewBatchPacketConn(sendBatch func(pkts [][]byte)) *PacketConn {
-	c := &PacketConn{sendBatch: sendBatch, kick: make(chan struct{}, 1), in: make(chan []byte, queueLen+orderSize), wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
+	c := &PacketConn{sendBatch: sendBatch, kick: make(chan struct{}, 1), in: make(chan []byte, queueLen+orderSize), credit: readAhead, wrote: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
 	c.order.deliver = c.push
 	c.flushed.Go(c.flusher)
 	return c
@@ -172,9 +171,6 @@ const (
 // ReadFrom returns the next packet that arrived, as far as QUIC keeps up
 // (readAhead); the reader must be one goroutine, as QUIC's is.
 func (c *PacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if !c.started {
-		c.credit, c.started = readAhead, true
-	}
 	if c.credit <= 0 {
 		t := time.NewTimer(readWait)
 		select {

@@ -68,18 +68,19 @@ func (o *order) arrive(seq uint32, b []byte, now time.Time) {
 		o.drain(now)
 		return
 	}
-	var hold time.Duration
-	if o.hold != nil {
-		hold = o.hold()
-	}
-	if hold <= 0 {
-		// Not holding: hand on what is held (from when the session did)
-		// and this one.
-		o.skipTo(seq, now)
-		o.deliver(b)
-		o.next = seq + 1
-		o.drain(now)
-		return
+	first := o.held == 0
+	if first {
+		// A new gap: hold behind it, unless the session does not repair.
+		var hold time.Duration
+		if o.hold != nil {
+			hold = o.hold()
+		}
+		if hold <= 0 {
+			o.deliver(b)
+			o.next = seq + 1
+			return
+		}
+		o.due = now.Add(hold)
 	}
 	s := &o.slots[seq%orderSize]
 	if s.ok {
@@ -87,8 +88,7 @@ func (o *order) arrive(seq uint32, b []byte, now time.Time) {
 	}
 	*s = slot{b: b, arrived: now, ok: true}
 	o.held++
-	if o.due.IsZero() {
-		o.due = now.Add(hold)
+	if first {
 		o.arm(now)
 	}
 }
@@ -129,9 +129,13 @@ func (o *order) drain(now time.Time) {
 // arrival of the first packet held behind it, which has waited since.
 func (o *order) rearm(now time.Time) {
 	if o.held == 0 {
-		o.due = time.Time{}
-		if o.timer != nil {
-			o.timer.Stop()
+		// Nothing held: stop the timer if a hold armed it (not for every
+		// packet that comes in order).
+		if !o.due.IsZero() {
+			o.due = time.Time{}
+			if o.timer != nil {
+				o.timer.Stop()
+			}
 		}
 		return
 	}
